@@ -1,0 +1,41 @@
+# graphprune: `make demo` and `make test` do all their set-up themselves.
+PY_SYSTEM ?= /usr/bin/python3
+VENV      := .venv
+PY        := $(VENV)/bin/python
+STAMP     := $(VENV)/.installed
+
+.PHONY: setup test demo lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@# graph-tool is not on PyPI: Debian ships it for the system Python.
+	@if ! $(PY_SYSTEM) -c "import graph_tool" >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing python3-graph-tool with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-graph-tool python3-venv; \
+	  else \
+	    echo "graph-tool missing (not root or no apt-get): graph-tool features and tests will be skipped."; \
+	    echo "Install it with: sudo apt-get install python3-graph-tool"; \
+	  fi; \
+	fi
+	@if ! $(PY_SYSTEM) -c "import ensurepip" >/dev/null 2>&1 && [ "$$(id -u)" = "0" ]; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; fi
+	@test -x $(PY) || $(PY_SYSTEM) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest
+
+demo: setup
+	$(PY) examples/quickstart.py
+
+lint: setup
+	$(VENV)/bin/ruff check graphprune tests examples benchmarks
+
+bench: setup
+	$(PY) benchmarks/bench_export.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,22 @@
+"""graphprune: treat a neural network as a multipartite graph and prune it with graph theory.
+
+Data flows one way: model -> :func:`from_model` -> :class:`MultipartiteGraph` -> :func:`sparsify` -> masks ->
+analysis / :func:`apply_masks` -> model.
+"""
+
+from __future__ import annotations
+
+from . import errors
+from .apply import apply_masks, load_masks, make_permanent, save_masks
+from .errors import GraphPruneError
+from .export import from_model, register_adapter
+from .graph import Block, MultipartiteGraph, Partition
+from .sparsify import Sparsifier, available_sparsifiers, get_sparsifier, register, sparsify
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "from_model", "register_adapter", "MultipartiteGraph", "Partition", "Block", "sparsify", "Sparsifier",
+    "register", "get_sparsifier", "available_sparsifiers", "apply_masks", "make_permanent", "save_masks",
+    "load_masks", "GraphPruneError", "errors",
+]

@@ -1,0 +1,326 @@
+"""torch.nn.Module -> MultipartiteGraph: trace the real dataflow, then one adapter per layer type.
+
+The model is traced with ``torch.fx`` (known layers such as ``nn.MultiheadAttention`` and the transformer encoder
+layers are leaves with adapters), shapes are propagated with the example inputs, and each traced operation is
+turned into partitions and blocks by :mod:`graphprune.export.adapters` and the shape rules of
+:mod:`graphprune.export._builder`. Edges therefore follow the computation, not the order of module definition.
+"""
+
+from __future__ import annotations
+
+import operator
+import warnings
+
+import torch
+import torch.fx
+from torch import nn
+from torch.fx.node import map_aggregate
+from torch.fx.passes.shape_prop import ShapeProp
+
+from ..errors import ParameterError, TracingError, UnsupportedModuleError, UnsupportedOperationError
+from ..graph import MultipartiteGraph
+from ._builder import Builder, ParamRef, Val
+from .adapters import ADAPTERS, PASS_THROUGH, conv, find_adapter, linear, register_adapter
+
+__all__ = ["from_model", "register_adapter", "ADAPTERS"]
+
+_PERMUTES = {"permute", "transpose", "t", "swapaxes", "swapdims", "movedim"}
+_CATS = {"cat", "concat", "concatenate"}
+_CONVS = {"conv1d": 1, "conv2d": 2, "conv3d": 3}
+
+
+def from_model(model: nn.Module, example_inputs, *, leaf_modules=(), skip_unsupported: bool = False,
+               validate: bool = True) -> MultipartiteGraph:
+    """Export a PyTorch model to an explicit multipartite graph.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network. It is not modified (training flags are restored after the shape pass, which runs in eval
+        mode under ``torch.no_grad`` so batch-norm statistics are untouched).
+    example_inputs : torch.Tensor or tuple of torch.Tensor
+        Inputs for one forward pass; only their shapes matter.
+    leaf_modules : tuple of type, optional
+        Extra module types not to trace into. They need an adapter (:func:`register_adapter`) unless they hold no
+        parameters or ``skip_unsupported`` is set.
+    skip_unsupported : bool, default False
+        Skip parametrised modules with no adapter instead of raising: a module that keeps its input's channel count
+        passes nodes through, any other starts a new partition with no incoming edge. A warning lists them.
+    validate : bool, default True
+        Run :meth:`MultipartiteGraph.validate` on the result.
+
+    Returns
+    -------
+    MultipartiteGraph
+        Models pruned with ``torch.nn.utils.prune`` give their masks as the graph's initial masks.
+
+    Raises
+    ------
+    UnsupportedModuleError
+        A parametrised module has no graph encoding (all such modules are listed).
+    TracingError
+        ``torch.fx`` cannot trace the model (data-dependent control flow); the message names the cause.
+    UnsupportedOperationError
+        A traced operation moves the channel dimension in a way the exporter cannot follow.
+
+    Notes
+    -----
+    Cost is linear in the number of traced operations; no Python work is done per edge. Biases and
+    normalisation parameters are not edges. ``torch.fx.symbolic_trace`` cannot trace through
+    ``nn.TransformerEncoder``'s mask handling, so the encoder and its layers are leaves with adapters.
+
+    Examples
+    --------
+    >>> import torch, graphprune
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+    ...                           torch.nn.Linear(8 * 6 * 6, 10))
+    >>> G = graphprune.from_model(net, torch.randn(1, 3, 8, 8))
+    >>> [(p.name, p.size, p.kind) for p in G.partitions]
+    [('input', 3, 'channel'), ('0', 8, 'channel'), ('flatten', 288, 'feature'), ('3', 10, 'neuron')]
+    >>> G.num_weight_edges == sum(p.numel() for n, p in net.named_parameters() if n.endswith("weight"))
+    True
+    """
+    if not isinstance(model, nn.Module):
+        raise ParameterError(
+            f"The 'model' parameter of from_model must be a torch.nn.Module. Got {type(model).__name__} instead."
+        )
+    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    if not inputs or not all(isinstance(x, torch.Tensor) for x in inputs):
+        raise ParameterError(
+            "The 'example_inputs' parameter of from_model must be a tensor or a tuple of tensors. "
+            f"Got {type(example_inputs).__name__} instead."
+        )
+    leaf_modules = tuple(leaf_modules)
+    if find_adapter(model) is not None:  # the root itself is a known layer (e.g. nn.TransformerEncoder)
+        out = _run(model, model, inputs)
+        b = Builder(model, n_inputs=len(inputs))
+        shapes = map_aggregate(out, lambda t: tuple(t.shape) if isinstance(t, torch.Tensor) else None)
+        res = find_adapter(model)(b, "", model, [Val(None, -1, tuple(x.shape), raw="input") for x in inputs], shapes)
+        G = b.build(_vals(res))
+        if validate:
+            G.validate()
+        return G
+    gm = _trace(model, leaf_modules)
+    _run(model, ShapeProp(gm), inputs)
+    _check_supported(gm, skip_unsupported)
+    return _walk(model, gm, skip_unsupported, validate, len(inputs))
+
+
+class _Tracer(torch.fx.Tracer):
+    def __init__(self, leaf_modules):
+        super().__init__()
+        self._leaves = leaf_modules
+
+    def is_leaf_module(self, m, qualname):
+        if find_adapter(m) is not None or (self._leaves and isinstance(m, self._leaves)):
+            return True
+        return super().is_leaf_module(m, qualname)
+
+
+def _trace(model, leaf_modules):
+    tracer = _Tracer(leaf_modules)
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:  # fx raises many types; name the cause
+        raise TracingError(
+            f"torch.fx could not trace {type(model).__name__}: {type(exc).__name__}: {exc}. Pass the offending "
+            "module types as leaf_modules=(...) (with an adapter, or skip_unsupported=True)."
+        ) from exc
+    return torch.fx.GraphModule(tracer.root, graph)
+
+
+def _run(model, runner, inputs):
+    """Run ``runner`` (the model or a ShapeProp) in eval mode without grad; restore training flags after."""
+    flags = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            return runner.propagate(*inputs) if isinstance(runner, ShapeProp) else runner(*inputs)
+    except Exception as exc:
+        raise TracingError(
+            f"Running {type(model).__name__} on the example inputs failed: {type(exc).__name__}: {exc}. "
+            "Check the shapes of example_inputs."
+        ) from exc
+    finally:
+        for m, t in flags.items():
+            m.training = t
+
+
+def _has_params(m):
+    return any(True for _ in m.parameters(recurse=True))
+
+
+def _check_supported(gm, skip):
+    bad = []
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        m = gm.get_submodule(node.target)
+        if find_adapter(m) is None and not isinstance(m, PASS_THROUGH) and _has_params(m):
+            bad.append((node.target, type(m).__name__))
+    bad = list(dict.fromkeys(bad))
+    if bad and not skip:
+        raise UnsupportedModuleError(bad)
+    if bad:
+        warnings.warn(
+            "from_model skipped unsupported parametrised modules: "
+            + ", ".join(f"'{n}' ({t})" for n, t in bad),
+            stacklevel=3,
+        )
+
+
+def _shape(meta):
+    if meta is None:
+        return None
+    if hasattr(meta, "shape"):
+        return tuple(meta.shape)
+    if isinstance(meta, (tuple, list)):
+        return tuple(_shape(m) for m in meta)
+    return None
+
+
+def _vals(obj):
+    out = []
+    map_aggregate(obj, lambda a: out.append(a) if isinstance(a, Val) else None)
+    return out
+
+
+def _name(node):
+    t = node.target
+    if isinstance(t, str):
+        return t
+    return getattr(t, "__name__", str(t))
+
+
+def _walk(model, gm, skip, validate, n_inputs):
+    b = Builder(model, n_inputs=n_inputs)
+    env = {}
+    outputs = []
+    for node in gm.graph.nodes:
+        shape = _shape(node.meta.get("tensor_meta"))
+        args = torch.fx.node.map_arg(node.args, lambda n: env.get(n))
+        kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env.get(n))
+        if node.op == "placeholder":
+            env[node] = Val(None, -1, shape, raw=node.name) if isinstance(shape, tuple) and (
+                not shape or isinstance(shape[0], int)) else None
+        elif node.op == "get_attr":
+            obj = gm
+            for part in node.target.split("."):
+                obj = getattr(obj, part)
+            env[node] = ParamRef(node.target, obj) if isinstance(obj, torch.Tensor) else None
+        elif node.op == "call_module":
+            env[node] = _module(b, gm, node, args, kwargs, shape, skip)
+        elif node.op in ("call_function", "call_method"):
+            env[node] = _function(b, node, args, kwargs, shape)
+        elif node.op == "output":
+            outputs = _vals(args)
+    G = b.build(outputs)
+    if validate:
+        G.validate()
+    return G
+
+
+def _is_tensor_shape(shape):
+    return isinstance(shape, tuple) and all(isinstance(s, int) for s in shape)
+
+
+def _module(b, gm, node, args, kwargs, shape, skip):
+    m = gm.get_submodule(node.target)
+    inputs = _vals(args) + _vals(kwargs)
+    adapter = find_adapter(m)
+    if adapter is not None:
+        try:
+            return adapter(b, node.target, m, inputs, shape)
+        except UnsupportedOperationError:
+            raise
+    if not _is_tensor_shape(shape) or not inputs:
+        return None
+    if isinstance(m, PASS_THROUGH) or not _has_params(m):
+        return _generic(b, node.target, inputs, shape)
+    # skipped unsupported module
+    v = inputs[0]
+    if v.part is not None and len(shape) == len(v.shape) and shape[v.cdim] == v.channels:
+        return Val(v.part, v.cdim, shape)
+    cdim = 1 if len(shape) > 2 else len(shape) - 1
+    return Val(b.new_partition(node.target, shape[cdim]), cdim, shape)
+
+
+def _arg(args, kwargs, i, key, default=None):
+    if key in kwargs:
+        return kwargs[key]
+    return args[i] if len(args) > i else default
+
+
+def _function(b, node, args, kwargs, shape):
+    fname = _name(node)
+    target = node.target
+    if fname == "getitem" and isinstance(args[0], (tuple, list)):
+        return args[0][args[1]]
+    if not _is_tensor_shape(shape):
+        return None
+    x = args[0] if args else None
+    if target is torch.nn.functional.linear or (fname == "linear" and isinstance(_arg(args, kwargs, 1, "weight"),
+                                                                                 ParamRef)):
+        w = _arg(args, kwargs, 1, "weight")
+        if isinstance(w, ParamRef) and isinstance(x, Val):
+            name, W = b.param_from_ref(w)
+            return linear(b, node.name, name, W, x, shape)
+    if fname in _CONVS and isinstance(_arg(args, kwargs, 1, "weight"), ParamRef) and isinstance(x, Val):
+        name, W = b.param_from_ref(_arg(args, kwargs, 1, "weight"))
+        return conv(b, node.name, name, W, int(_arg(args, kwargs, 6, "groups", 1)), x, shape)
+    if fname in ("matmul", "mm") or target is operator.matmul:
+        w = args[1] if len(args) > 1 else None
+        if isinstance(w, ParamRef) and isinstance(x, Val) and w.tensor.dim() == 2:
+            name, W = b.param_from_ref(w)
+            x = b.materialize(x, -1)
+            out = b.new_partition(node.name, W.shape[1])
+            b.weight_block(node.name, x.part, out, name, W, "embedding")
+            return Val(out, len(shape) - 1, shape)
+    if fname in _CATS:
+        tensors = [v for v in (x or []) if isinstance(v, Val)]
+        dim = _arg(args, kwargs, 1, "dim", 0)
+        return b.cat(node.name, tensors, dim, shape) if tensors else None
+    if fname in _PERMUTES and isinstance(x, Val) and x.part is not None:
+        return Val(x.part, _permuted(fname, x, args[1:], kwargs), shape)
+    vals = _vals(args) + _vals(kwargs)
+    if not vals:
+        return None
+    return _generic(b, node.name, vals, shape)
+
+
+def _permuted(fname, x, rest, kwargs):
+    rank = len(x.shape)
+    c = x.cdim % rank
+    if fname == "permute":
+        dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (tuple, list)) else rest
+        dims = [d % rank for d in (dims or kwargs.get("dims"))]
+        return dims.index(c)
+    if fname == "t":
+        return 1 - c if rank == 2 else c
+    if fname == "movedim":
+        src, dst = rest[0] % rank, rest[1] % rank
+        order = [d for d in range(rank) if d != src]
+        order.insert(dst, src)
+        return order.index(c)
+    d0 = (rest[0] if rest else kwargs.get("dim0")) % rank
+    d1 = (rest[1] if len(rest) > 1 else kwargs.get("dim1")) % rank
+    return d1 if c == d0 else d0 if c == d1 else c
+
+
+def _generic(b, name, vals, shape):
+    """Shape-driven rule: one tensor input follows its channel dim; several are merged (residual add)."""
+    placed = [v for v in vals if v.part is not None]
+    if len(vals) == 1 or len({v.part for v in placed}) <= 1 and len(placed) == len(vals):
+        v = placed[0] if placed else vals[0]
+        if placed and len(placed) < len(vals):  # one traced input with constants
+            v = placed[0]
+        return b.reshape(name, v, shape)
+    if not placed:
+        return Val(None, -1, shape, raw=vals[0].raw)
+    # several traced tensors: they must meet on the channel dimension
+    same_rank = [v for v in placed if len(v.shape) == len(shape)]
+    if not same_rank:
+        raise UnsupportedOperationError(
+            f"Operation '{name}' combines tensors of shapes {[v.shape for v in placed]} into {shape}."
+        )
+    return b.merge(name, vals, shape)

@@ -1,0 +1,211 @@
+"""Incremental construction of a MultipartiteGraph while walking a traced dataflow graph.
+
+A traced tensor is described by a :class:`Val`: the partition its channel dimension indexes, which dimension that
+is, and its full shape (batch included). Shape rules decide, from input and output shapes alone, whether an
+operation keeps the channel dimension (pass-through), flattens it with trailing dimensions (a feature partition
+with identity edges), or does something the exporter cannot follow (a clear error).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import UnsupportedOperationError
+from ..graph import Block, MultipartiteGraph, Partition
+
+
+@dataclass(frozen=True)
+class Val:
+    """A traced tensor: ``part`` is None for a raw model input not yet consumed by a layer."""
+
+    part: str | None
+    cdim: int
+    shape: tuple
+    raw: str | None = None  # placeholder name of a raw input
+
+    @property
+    def channels(self) -> int:
+        return int(self.shape[self.cdim])
+
+
+@dataclass(frozen=True)
+class ParamRef:
+    """A parameter reached through ``get_attr`` (used by functional ``F.linear`` / ``F.conv*``)."""
+
+    name: str
+    tensor: torch.Tensor
+
+
+class Builder:
+    """Collects partitions, blocks and initial masks; resolves canonical parameter names."""
+
+    def __init__(self, model: torch.nn.Module, n_inputs: int = 1):
+        self.n_inputs = n_inputs
+        self.parts: dict[str, dict] = {}
+        self.blocks: list[Block] = []
+        self.masks: dict[str, torch.Tensor] = {}
+        self.param_shapes: dict[str, tuple] = {}
+        self._inputs: dict[tuple, str] = {}
+        self._canonical = {}
+        for name, p in model.named_parameters():
+            key = name[: -len("_orig")] if name.endswith("_orig") else name
+            self._canonical.setdefault(id(p), key)
+
+    # -- names -------------------------------------------------------------------------------------------------
+    def unique(self, name: str, taken) -> str:
+        if name not in taken:
+            return name
+        i = 1
+        while f"{name}_{i}" in taken:
+            i += 1
+        return f"{name}_{i}"
+
+    def new_partition(self, name: str, size: int, *, kind: str = "neuron", shape=None, role: str = "hidden") -> str:
+        name = self.unique(name or "node", self.parts)
+        self.parts[name] = dict(size=int(size), kind=kind, shape=tuple(shape or (size,)), role=role)
+        return name
+
+    # -- parameters --------------------------------------------------------------------------------------------
+    def param(self, module: torch.nn.Module, attr: str, path: str):
+        """Return ``(canonical name, tensor)`` of ``module.<attr>``; record a torch.nn.utils.prune mask."""
+        if hasattr(module, attr + "_orig") and hasattr(module, attr + "_mask"):
+            tensor = getattr(module, attr + "_orig")
+            mask = getattr(module, attr + "_mask")
+        else:
+            tensor, mask = getattr(module, attr), None
+        name = self._canonical.get(id(tensor), f"{path}.{attr}" if path else attr)
+        self.param_shapes[name] = tuple(tensor.shape)
+        if mask is not None:
+            m = mask.detach().to("cpu") != 0
+            self.masks[name] = self.masks[name] & m if name in self.masks else m
+        return name, tensor.detach()
+
+    def param_from_ref(self, ref: ParamRef):
+        name = self._canonical.get(id(ref.tensor), ref.name)
+        self.param_shapes[name] = tuple(ref.tensor.shape)
+        return name, ref.tensor.detach()
+
+    # -- values ------------------------------------------------------------------------------------------------
+    def materialize(self, v: Val, cdim: int, *, kind: str = "neuron", size: int | None = None) -> Val:
+        """Give a raw input value an input partition whose nodes index dimension ``cdim``."""
+        if v.part is not None:
+            return v
+        cdim = cdim % len(v.shape)
+        n = int(size if size is not None else v.shape[cdim])
+        key = (v.raw, n, kind)
+        if key not in self._inputs:
+            base = "input" if self.n_inputs == 1 or v.raw is None else v.raw
+            shape = (n,) if size is not None else tuple(v.shape[1:])
+            self._inputs[key] = self.new_partition(base, n, kind=kind, shape=shape, role="input")
+        return Val(self._inputs[key], cdim, v.shape)
+
+    def weight_block(self, name, src: str, dst: str, param: str, weight: torch.Tensor, layout: str, *,
+                     groups: int = 1, param_slice=None, edge_kind: str = "feature") -> Block:
+        b = Block(
+            name=self.unique(name, {x.name for x in self.blocks}), src=src, dst=dst, kind="weight", param=param,
+            weight=weight, param_slice=param_slice, layout=layout, groups=int(groups), edge_kind=edge_kind,
+        )
+        self.blocks.append(b)
+        return b
+
+    def identity_block(self, name, src: str, dst: str, s_idx, d_idx, *, edge_kind: str = "feature") -> Block:
+        b = Block(
+            name=self.unique(name, {x.name for x in self.blocks}), src=src, dst=dst, kind="identity",
+            src_index=np.asarray(s_idx, dtype=np.int64), dst_index=np.asarray(d_idx, dtype=np.int64),
+            edge_kind=edge_kind, meta={"n_src": self.parts[src]["size"], "n_dst": self.parts[dst]["size"]},
+        )
+        self.blocks.append(b)
+        return b
+
+    def merge(self, name: str, vals: list[Val], shape: tuple, *, kind: str = "merge") -> Val:
+        """Residual add (or any elementwise op of several tensors): identity edges i -> i from each operand."""
+        parts = [v for v in vals if v.part is not None]
+        ref = parts[0] if parts else vals[0]
+        cdim = _align(ref.cdim, ref.shape, shape)
+        vals = [self.materialize(v, _align(cdim, shape, v.shape)) if v.part is None else v for v in vals]
+        distinct = list(dict.fromkeys(v.part for v in vals))
+        if len(distinct) == 1:
+            return Val(distinct[0], cdim, tuple(shape))
+        C = int(shape[cdim])
+        out = self.new_partition(name, C, kind=kind)
+        for p in distinct:
+            n = self.parts[p]["size"]
+            if n == C:
+                idx = np.arange(C)
+                self.identity_block(f"{name}<-{p}", p, out, idx, idx)
+            elif n == 1:  # broadcast of a single channel to all
+                self.identity_block(f"{name}<-{p}", p, out, np.zeros(C, dtype=np.int64), np.arange(C))
+            else:
+                raise UnsupportedOperationError(
+                    f"Operation '{name}' combines tensors with {n} and {C} channels; only equal channel counts "
+                    "(or broadcasting a single channel) have a graph encoding."
+                )
+        return Val(out, cdim, tuple(shape))
+
+    def cat(self, name: str, vals: list[Val], dim: int, shape: tuple) -> Val:
+        ref = next((v for v in vals if v.part is not None), vals[0])
+        dim = dim % len(shape)
+        if dim != ref.cdim % len(ref.shape):  # concatenation along a non-channel dim merges like an add
+            return self.merge(name, vals, shape)
+        vals = [self.materialize(v, dim) for v in vals]
+        out = self.new_partition(name, int(shape[dim]), kind="merge")
+        offset = 0
+        for i, v in enumerate(vals):
+            n = self.parts[v.part]["size"]
+            idx = np.arange(n)
+            self.identity_block(f"{name}<-{v.part}#{i}", v.part, out, idx, idx + offset)
+            offset += n
+        return Val(out, dim, tuple(shape))
+
+    def reshape(self, name: str, v: Val, out_shape: tuple) -> Val:
+        """Follow the channel dimension through a shape change (view, reshape, flatten, indexing, reduction)."""
+        in_shape = tuple(v.shape)
+        out_shape = tuple(out_shape)
+        if v.part is None:  # raw input: the first layer decides which dim holds its nodes
+            return Val(None, -1, out_shape, raw=v.raw)
+        if out_shape == in_shape:
+            return v
+        c = v.cdim % len(in_shape)
+        C = in_shape[c]
+        before = math.prod(in_shape[:c])
+        if math.prod(in_shape) == math.prod(out_shape):
+            for j in range(len(out_shape)):
+                if math.prod(out_shape[:j]) != before:
+                    continue
+                if out_shape[j] == C:
+                    return Val(v.part, j, out_shape)
+                S = math.prod(in_shape[c + 1 :])
+                if out_shape[j] == C * S:  # flatten channels with the trailing (spatial) dims
+                    feat = self.new_partition(name, C * S, kind="feature", shape=in_shape[c:])
+                    src = np.repeat(np.arange(C), S)
+                    self.identity_block(f"{name}<-{v.part}", v.part, feat, src, np.arange(C * S))
+                    return Val(feat, j, out_shape)
+        else:  # a reduction or indexing over non-channel dims
+            last_kept = c == len(in_shape) - 1 and out_shape and out_shape[-1] == C
+            if last_kept:
+                return Val(v.part, len(out_shape) - 1, out_shape)
+            if len(out_shape) > c and out_shape[c] == C and math.prod(out_shape[:c]) == before:
+                return Val(v.part, c, out_shape)
+        raise UnsupportedOperationError(
+            f"Operation '{name}' turns shape {in_shape} (nodes on dim {c}) into {out_shape}; the exporter cannot "
+            "tell which output dimension holds the nodes. Supported: views that keep the channel dim, flattening "
+            "channels with trailing dims, reductions and indexing over other dims."
+        )
+
+    def build(self, outputs: list[Val]) -> MultipartiteGraph:
+        for v in outputs:
+            if v is not None and v.part is not None and self.parts[v.part]["role"] != "input":
+                self.parts[v.part]["role"] = "output"
+        parts = [Partition(name=n, **d) for n, d in self.parts.items()]
+        return MultipartiteGraph(parts, self.blocks, masks=self.masks or None, param_shapes=self.param_shapes)
+
+
+def _align(cdim: int, from_shape: tuple, to_shape: tuple) -> int:
+    """Position of dimension ``cdim`` of ``from_shape`` in ``to_shape``, aligning trailing dims (broadcasting)."""
+    from_rank, to_rank = len(from_shape), len(to_shape)
+    c = cdim % from_rank
+    return max(0, c + to_rank - from_rank)

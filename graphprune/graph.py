@@ -1,0 +1,644 @@
+"""The multipartite graph of a neural network: partitions, edge blocks and masks.
+
+A feed-forward network is a sequence of bipartite graphs. Nodes are neurons (Linear) or channels (ConvNd); every
+element of a weight tensor is one edge, weighted by ``|w|``. :class:`MultipartiteGraph` holds this graph
+explicitly but cheaply: a *weight* block is backed by its parameter tensor (edge ``e`` is parameter element ``e``
+in C order), so a block's mask has the parameter's shape and writing masks back into the model is exact. COO
+indices are produced on demand and never stored for weight blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .errors import GraphValidationError, MaskError, ParameterError
+
+__all__ = ["Partition", "Block", "MultipartiteGraph", "ROLES", "LAYOUTS"]
+
+ROLES = ("input", "hidden", "output")
+LAYOUTS = ("linear", "embedding", "conv", "conv_transpose")
+VIEWS = ("channel", "rolled")
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One layer of nodes.
+
+    Parameters
+    ----------
+    name : str
+        Unique name, usually the module that produces the nodes (``"features.0"``) or the traced operation.
+    size : int
+        Number of nodes.
+    role : {"input", "hidden", "output"}
+        Where the partition sits in the network.
+    shape : tuple of int
+        The per-sample tensor shape the nodes index: ``(C,)`` for channels or neurons, ``(C, H, W)`` for the
+        feature partition made by flattening a feature map.
+    kind : str
+        ``"channel"``, ``"neuron"``, ``"feature"``, ``"token"`` or ``"merge"`` (a residual add or a concatenation).
+    """
+
+    name: str
+    size: int
+    role: str = "hidden"
+    shape: tuple = ()
+    kind: str = "neuron"
+
+
+@dataclass(eq=False)
+class Block:
+    """Edges from one partition to the next.
+
+    A ``"weight"`` block is backed by (a slice along dim 0 of) one parameter tensor: edge ``e`` is element ``e`` of
+    ``weight`` in C order. An ``"identity"`` block holds structural, unprunable edges (residual adds,
+    concatenation, flatten, attention scores) as explicit index arrays with weight 1.
+
+    Attributes
+    ----------
+    name, src, dst : str
+        Block name and the names of its source and destination partitions.
+    kind : {"weight", "identity"}
+    param : str or None
+        Key of the mask for a weight block: the parameter's qualified name (``"features.0.weight"``).
+    weight : torch.Tensor or None
+        The parameter (or its slice), detached; shares storage with the model.
+    param_slice : tuple of int or None
+        ``(start, stop)`` rows of the parameter backing this block, when the block is a slice (q, k, v of
+        ``in_proj_weight``).
+    layout : {"linear", "embedding", "conv", "conv_transpose"}
+        How a parameter element maps to (src, dst): linear ``(out, in)``; embedding ``(in, out)``;
+        conv ``(out, in/groups, *k)``; conv_transpose ``(in, out/groups, *k)``.
+    groups : int
+        Convolution groups (1 otherwise).
+    edge_kind : {"feature", "score"}
+        ``"score"`` marks edges that carry influence through attention scores (query and key channels to the
+        attention output) rather than through features.
+    src_index, dst_index : numpy.ndarray or None
+        Local node indices of an identity block's edges.
+    """
+
+    name: str
+    src: str
+    dst: str
+    kind: str = "weight"
+    param: str | None = None
+    weight: torch.Tensor | None = None
+    param_slice: tuple | None = None
+    layout: str = "linear"
+    groups: int = 1
+    edge_kind: str = "feature"
+    src_index: np.ndarray | None = None
+    dst_index: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    # -- sizes -------------------------------------------------------------------------------------------------
+    @property
+    def is_weight(self) -> bool:
+        return self.kind == "weight"
+
+    @property
+    def num_edges(self) -> int:
+        if self.is_weight:
+            return int(self.weight.numel())
+        return int(self.src_index.shape[0])
+
+    @property
+    def kernel_size(self) -> int:
+        """Number of parallel edges per connected channel pair (``prod(k)`` for convolutions, else 1)."""
+        if self.layout in ("conv", "conv_transpose"):
+            return int(math.prod(self.weight.shape[2:]))
+        return 1
+
+    @property
+    def n_src(self) -> int:
+        """Number of source nodes in the channel view."""
+        if not self.is_weight:
+            return int(self.meta["n_src"])
+        w = self.weight
+        if self.layout == "linear":
+            return int(w.shape[1])
+        if self.layout == "embedding":
+            return int(w.shape[0])
+        if self.layout == "conv":
+            return int(w.shape[1]) * self.groups
+        return int(w.shape[0])  # conv_transpose
+
+    @property
+    def n_dst(self) -> int:
+        if not self.is_weight:
+            return int(self.meta["n_dst"])
+        w = self.weight
+        if self.layout == "linear":
+            return int(w.shape[0])
+        if self.layout == "embedding":
+            return int(w.shape[1])
+        if self.layout == "conv":
+            return int(w.shape[0])
+        return int(w.shape[1]) * self.groups
+
+    def view_shape(self, view: str = "channel") -> tuple[int, int]:
+        """``(n_dst, n_src)`` of the biadjacency in ``view``; rolled conv sources are ``(channel, tap)`` pairs."""
+        _check_view(view)
+        if view == "rolled":
+            return self.n_dst, self.n_src * self.kernel_size
+        return self.n_dst, self.n_src
+
+    # -- edges ---------------------------------------------------------------------------------------------------
+    def edge_index(self, view: str = "channel") -> tuple[np.ndarray, np.ndarray]:
+        """Local ``(src, dst)`` node indices of every edge, in parameter (C) order.
+
+        In the ``"rolled"`` view a convolution's source nodes are ``(input channel, kernel tap)`` pairs,
+        numbered ``channel * prod(k) + tap``: the per-layer bipartite encoding of the Ramanujan-graph pruning
+        literature, with no parallel edges. For linear and embedding blocks both views coincide.
+        """
+        _check_view(view)
+        if not self.is_weight:
+            return self.src_index, self.dst_index
+        n = self.num_edges
+        flat = np.arange(n, dtype=np.int64)
+        w = self.weight
+        if self.layout == "linear":
+            cols = int(w.shape[1])
+            return flat % cols, flat // cols
+        if self.layout == "embedding":
+            cols = int(w.shape[1])
+            return flat // cols, flat % cols
+        K = self.kernel_size
+        tap = flat % K
+        if self.layout == "conv":
+            out_c, in_per_group = int(w.shape[0]), int(w.shape[1])
+            o = flat // (in_per_group * K)
+            ci = (flat // K) % in_per_group
+            src = (o // (out_c // self.groups)) * in_per_group + ci
+            dst = o
+        else:  # conv_transpose: (in, out/groups, *k)
+            in_c, out_per_group = int(w.shape[0]), int(w.shape[1])
+            i = flat // (out_per_group * K)
+            co = (flat // K) % out_per_group
+            src = i
+            dst = (i // (in_c // self.groups)) * out_per_group + co
+        if view == "rolled":
+            src = src * K + tap
+        return src, dst
+
+    def abs_weight(self) -> torch.Tensor:
+        """``|w|`` of every edge, flattened in parameter order (ones for identity blocks)."""
+        if self.is_weight:
+            return self.weight.detach().abs().reshape(-1)
+        return torch.ones(self.num_edges, dtype=torch.float32)
+
+    def __repr__(self) -> str:
+        if self.is_weight:
+            extra = f", param='{self.param}', shape={tuple(self.weight.shape)}, layout='{self.layout}'"
+            if self.groups != 1:
+                extra += f", groups={self.groups}"
+            if self.param_slice is not None:
+                extra += f", rows={self.param_slice}"
+        else:
+            extra = f", edges={self.num_edges}"
+        if self.edge_kind != "feature":
+            extra += f", edge_kind='{self.edge_kind}'"
+        return f"Block('{self.name}', {self.kind}, '{self.src}' -> '{self.dst}'{extra})"
+
+
+def _check_view(view):
+    if view not in VIEWS:
+        raise ParameterError(f"The 'view' parameter must be one of {VIEWS}. Got {view!r} instead.")
+
+
+class MultipartiteGraph:
+    """A neural network as an explicit multipartite (layered) graph.
+
+    Parameters
+    ----------
+    partitions : iterable of Partition
+        Node layers, in topological order.
+    blocks : iterable of Block
+        Edge blocks between partitions.
+    masks : mapping of str to torch.Tensor, optional
+        Initial masks keyed by parameter name; bool tensors of the parameter's shape. Missing parameters are dense.
+    param_shapes : mapping of str to tuple, optional
+        Full shapes of the parameters that back weight blocks (inferred from the blocks when omitted; needed when
+        a block is a slice of its parameter).
+
+    Notes
+    -----
+    Nodes are numbered globally partition by partition, in the order given. Edge weights are ``|w|``; parallel
+    convolution edges (``prod(k)`` per channel pair) are kept as separate edges and summed where a simple graph is
+    needed (adjacency, Laplacian). A parameter used by several modules (tied weights) backs several blocks that
+    share one mask. The graph is never mutated by graphprune: :meth:`with_masks` returns a new graph that shares
+    the weight tensors.
+
+    Examples
+    --------
+    >>> import torch, graphprune
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    >>> G = graphprune.from_model(model, torch.randn(1, 4))
+    >>> G.num_nodes, G.num_edges
+    (9, 18)
+    >>> [p.name for p in G.partitions]
+    ['input', '0', '2']
+    """
+
+    def __init__(self, partitions: Iterable[Partition], blocks: Iterable[Block], masks=None, param_shapes=None):
+        self._partitions = list(partitions)
+        self._blocks = list(blocks)
+        self._pindex = {p.name: i for i, p in enumerate(self._partitions)}
+        self._bindex = {b.name: i for i, b in enumerate(self._blocks)}
+        if len(self._pindex) != len(self._partitions):
+            raise GraphValidationError("Partition names must be unique.")
+        if len(self._bindex) != len(self._blocks):
+            raise GraphValidationError("Block names must be unique.")
+        sizes = np.array([p.size for p in self._partitions], dtype=np.int64)
+        self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        shapes = dict(param_shapes or {})
+        for b in self._blocks:
+            if b.is_weight and b.param not in shapes:
+                shapes[b.param] = tuple(b.weight.shape)
+        self._param_shapes = shapes
+        self._masks = {}
+        if masks:
+            self._masks = self._checked_masks(masks)
+
+    # -- structure ---------------------------------------------------------------------------------------------
+    @property
+    def partitions(self) -> list[Partition]:
+        return list(self._partitions)
+
+    @property
+    def blocks(self) -> list[Block]:
+        return list(self._blocks)
+
+    @property
+    def weight_blocks(self) -> list[Block]:
+        return [b for b in self._blocks if b.is_weight]
+
+    @property
+    def params(self) -> list[str]:
+        """Names of the parameters that back weight blocks, in first-use order."""
+        return list(dict.fromkeys(b.param for b in self._blocks if b.is_weight))
+
+    @property
+    def param_shapes(self) -> dict:
+        return dict(self._param_shapes)
+
+    def partition(self, name: str) -> Partition:
+        try:
+            return self._partitions[self._pindex[name]]
+        except KeyError:
+            raise GraphValidationError(
+                f"No partition named {name!r}. Known partitions: {list(self._pindex)}."
+            ) from None
+
+    def block(self, name: str) -> Block:
+        try:
+            return self._blocks[self._bindex[name]]
+        except KeyError:
+            raise GraphValidationError(f"No block named {name!r}. Known blocks: {list(self._bindex)}.") from None
+
+    def blocks_of(self, param: str) -> list[Block]:
+        """Every block backed by parameter ``param`` (several for tied or sliced parameters)."""
+        return [b for b in self._blocks if b.is_weight and b.param == param]
+
+    def partition_index(self, name: str) -> int:
+        self.partition(name)
+        return self._pindex[name]
+
+    def node_offset(self, partition: str) -> int:
+        """Global index of the first node of ``partition``."""
+        return int(self._offsets[self.partition_index(partition)])
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self._offsets[-1])
+
+    @property
+    def num_edges(self) -> int:
+        """Number of edges (weight and identity), counting masked-out edges as absent."""
+        return sum(int(self.block_mask(b).sum()) if b.is_weight else b.num_edges for b in self._blocks)
+
+    @property
+    def num_weight_edges(self) -> int:
+        """Number of weight edges of the dense graph (every use of a tied parameter counts)."""
+        return sum(b.num_edges for b in self._blocks if b.is_weight)
+
+    # -- masks ---------------------------------------------------------------------------------------------------
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        """Masks keyed by parameter name: bool tensors of the parameter's shape (dense parameters included)."""
+        out = {}
+        for name in self.params:
+            m = self._masks.get(name)
+            if m is None:
+                m = torch.ones(self._param_shapes[name], dtype=torch.bool)
+            out[name] = m.clone()
+        return out
+
+    @property
+    def is_masked(self) -> bool:
+        return any(not bool(m.all()) for m in self._masks.values())
+
+    def param_mask(self, param: str) -> torch.Tensor:
+        """The mask of one parameter (full shape). Read-only view; do not modify."""
+        if param not in self._param_shapes:
+            raise MaskError(f"No parameter named {param!r} backs a block of this graph. Known: {self.params}.")
+        m = self._masks.get(param)
+        if m is None:
+            return torch.ones(self._param_shapes[param], dtype=torch.bool)
+        return m
+
+    def block_mask(self, block: Block | str) -> torch.Tensor:
+        """The mask of one weight block, shaped like ``block.weight`` (all True for identity blocks)."""
+        b = self.block(block) if isinstance(block, str) else block
+        if not b.is_weight:
+            return torch.ones(b.num_edges, dtype=torch.bool)
+        m = self.param_mask(b.param)
+        if b.param_slice is not None:
+            m = m[b.param_slice[0] : b.param_slice[1]]
+        return m
+
+    def _checked_masks(self, masks: Mapping) -> dict:
+        if not isinstance(masks, Mapping):
+            raise MaskError(
+                f"The 'masks' parameter must be a dict of parameter name -> bool tensor. Got {type(masks).__name__}."
+            )
+        out = {}
+        for name, m in masks.items():
+            if name not in self._param_shapes:
+                raise MaskError(
+                    f"Mask for unknown parameter {name!r}. The graph's parameters are: {self.params}."
+                )
+            if not isinstance(m, torch.Tensor):
+                m = torch.as_tensor(np.asarray(m))
+            shape = self._param_shapes[name]
+            if tuple(m.shape) != tuple(shape):
+                raise MaskError(
+                    f"Mask for {name!r} has shape {tuple(m.shape)}, but the parameter has shape {tuple(shape)}."
+                )
+            if m.dtype != torch.bool:
+                if m.dtype.is_floating_point or m.dtype.is_complex:
+                    bad = ~((m == 0) | (m == 1))
+                    if bool(bad.any()):
+                        raise MaskError(f"Mask for {name!r} must be boolean or 0/1; it holds other values.")
+                m = m != 0
+            out[name] = m.detach().to("cpu").clone()
+        return out
+
+    def with_masks(self, masks: Mapping | None, *, combine: bool = True) -> MultipartiteGraph:
+        """A new graph with ``masks`` applied; ``self`` is unchanged and the weights are shared.
+
+        Parameters
+        ----------
+        masks : mapping of str to bool tensor, or None
+            Masks keyed by parameter name. ``None`` removes all masks (when ``combine=False``).
+        combine : bool, default True
+            Intersect with the graph's current masks (masks only shrink). With False, replace them.
+        """
+        new = self._checked_masks(masks) if masks else {}
+        if combine:
+            merged = {k: v.clone() for k, v in self._masks.items()}
+            for k, v in new.items():
+                merged[k] = merged[k] & v if k in merged else v
+        else:
+            merged = new
+        g = MultipartiteGraph.__new__(MultipartiteGraph)
+        g.__dict__.update(self.__dict__)
+        g._masks = merged
+        return g
+
+    def density(self, *, per_param: bool = False):
+        """Fraction of prunable weights kept (each parameter counted once, tied uses included once).
+
+        Parameters
+        ----------
+        per_param : bool, default False
+            Return a dict parameter -> density instead of the overall float.
+        """
+        kept = {n: int(self.param_mask(n).sum()) for n in self.params}
+        total = {n: int(math.prod(self._param_shapes[n])) for n in self.params}
+        if per_param:
+            return {n: kept[n] / total[n] for n in kept}
+        t = sum(total.values())
+        return sum(kept.values()) / t if t else 1.0
+
+    # -- global views --------------------------------------------------------------------------------------------
+    def global_edges(self, *, masked: bool = True, weight_blocks_only: bool = False, view: str = "channel"):
+        """Concatenated global ``(src, dst, |w|, block id)`` arrays of every (kept) edge.
+
+        ``view="rolled"`` is only meaningful per block; the whole graph always uses the channel view.
+        """
+        srcs, dsts, ws, bids = [], [], [], []
+        for bi, b in enumerate(self._blocks):
+            if weight_blocks_only and not b.is_weight:
+                continue
+            s, d = b.edge_index("channel")
+            w = b.abs_weight().to(torch.float64).cpu().numpy()
+            if masked and b.is_weight:
+                keep = self.block_mask(b).reshape(-1).numpy()
+                s, d, w = s[keep], d[keep], w[keep]
+            srcs.append(s + self._offsets[self._pindex[b.src]])
+            dsts.append(d + self._offsets[self._pindex[b.dst]])
+            ws.append(w)
+            bids.append(np.full(s.shape[0], bi, dtype=np.int64))
+        if not srcs:
+            e = np.zeros(0, dtype=np.int64)
+            return e, e.copy(), np.zeros(0), e.copy()
+        return np.concatenate(srcs), np.concatenate(dsts), np.concatenate(ws), np.concatenate(bids)
+
+    def adjacency(self, *, directed: bool = False, weighted: bool = True, include_identity: bool = True):
+        """Whole-graph adjacency as ``scipy.sparse.csr_array`` (N x N); parallel edges are summed.
+
+        Directed: ``A[u, v]`` is the total weight of edges u -> v. Undirected (default): ``A + A.T``.
+        """
+        s, d, w, _ = self.global_edges(weight_blocks_only=not include_identity)
+        if not weighted:
+            w = np.ones_like(w)
+        n = self.num_nodes
+        A = sp.csr_array((w, (s, d)), shape=(n, n))
+        A.sum_duplicates()
+        if not directed:
+            A = (A + A.T).tocsr()
+        return A
+
+    def laplacian(self, *, weighted: bool = True, include_identity: bool = True):
+        """Combinatorial Laplacian ``L = D - A`` of the undirected graph (``scipy.sparse.csr_array``)."""
+        A = self.adjacency(weighted=weighted, include_identity=include_identity)
+        deg = np.asarray(A.sum(axis=1)).ravel()
+        return (sp.diags_array(deg) - A).tocsr()
+
+    def degrees(self, direction: str = "all", *, weighted: bool = False, include_identity: bool = True):
+        """Degree of every node (global order), counting kept edges; parallel edges count separately.
+
+        Parameters
+        ----------
+        direction : {"in", "out", "all"}
+        weighted : bool
+            Sum ``|w|`` (strength) instead of counting edges.
+        include_identity : bool
+            Count structural (identity) edges too.
+        """
+        if direction not in ("in", "out", "all"):
+            raise ParameterError(f"The 'direction' parameter must be 'in', 'out' or 'all'. Got {direction!r}.")
+        s, d, w, _ = self.global_edges(weight_blocks_only=not include_identity)
+        wt = w if weighted else None
+        n = self.num_nodes
+        out = np.zeros(n, dtype=np.float64 if weighted else np.int64)
+        if direction in ("out", "all"):
+            out = out + np.bincount(s, weights=wt, minlength=n)
+        if direction in ("in", "all"):
+            out = out + np.bincount(d, weights=wt, minlength=n)
+        return out
+
+    def biadjacency(self, block: Block | str, *, view: str = "channel", weighted: bool = True,
+                    masked: bool = True, format: str = "scipy"):
+        """Biadjacency of one block, shape ``(n_dst, n_src)`` (rows are outputs, like a weight matrix).
+
+        Parallel convolution edges are summed in the channel view. ``format="scipy"`` gives a
+        ``scipy.sparse.csr_array`` (float64); ``format="torch"`` a dense tensor on the weight's device and dtype.
+        The mapping from edge order (parameter order) to matrix entries is :meth:`Block.edge_index`.
+        """
+        b = self.block(block) if isinstance(block, str) else block
+        if format not in ("scipy", "torch"):
+            raise ParameterError(f"The 'format' parameter must be 'scipy' or 'torch'. Got {format!r}.")
+        shape = b.view_shape(view)
+        w = b.abs_weight() if weighted else torch.ones(b.num_edges)
+        if masked and b.is_weight:
+            w = w * self.block_mask(b).reshape(-1).to(w.device, w.dtype)
+        if format == "torch":
+            if b.is_weight and (b.layout == "linear" or (view == "rolled" and b.layout == "conv"
+                                                         and b.groups == 1)):
+                return w.reshape(shape).clone()
+            s, d = b.edge_index(view)
+            M = torch.zeros(shape, dtype=w.dtype, device=w.device)
+            idx = (torch.as_tensor(d, device=w.device), torch.as_tensor(s, device=w.device))
+            return M.index_put_(idx, w, accumulate=True)
+        s, d = b.edge_index(view)
+        wn = w.detach().to(torch.float64).cpu().numpy()
+        keep = wn != 0 if masked else slice(None)
+        M = sp.csr_array((wn[keep], (d[keep], s[keep])), shape=shape)
+        M.sum_duplicates()
+        return M
+
+    # -- checks and display --------------------------------------------------------------------------------------
+    def validate(self, *, raise_on_error: bool = True) -> list[str]:
+        """Check indices, shapes, masks and partitions; return the problems found (raise on any by default).
+
+        Problems are named: a block referencing an unknown partition, a weight block whose shape does not match
+        its partitions' sizes, out-of-range identity indices, a mask of the wrong shape, a dangling partition
+        (no edge in or out), a missing input or output role.
+        """
+        problems = []
+        touched = set()
+        for b in self._blocks:
+            for side in ("src", "dst"):
+                if getattr(b, side) not in self._pindex:
+                    problems.append(f"block '{b.name}': unknown {side} partition '{getattr(b, side)}'")
+            if b.src not in self._pindex or b.dst not in self._pindex:
+                continue
+            touched.update((b.src, b.dst))
+            ns, nd = self.partition(b.src).size, self.partition(b.dst).size
+            if b.is_weight:
+                if b.layout not in LAYOUTS:
+                    problems.append(f"block '{b.name}': unknown layout '{b.layout}'")
+                    continue
+                if b.n_src != ns or b.n_dst != nd:
+                    problems.append(
+                        f"block '{b.name}': weight {tuple(b.weight.shape)} ({b.layout}) connects {b.n_src} -> "
+                        f"{b.n_dst} nodes but partitions '{b.src}' and '{b.dst}' have {ns} and {nd}"
+                    )
+                if b.param not in self._param_shapes:
+                    problems.append(f"block '{b.name}': parameter '{b.param}' has no shape")
+            else:
+                s, d = b.src_index, b.dst_index
+                if s is None or d is None or s.shape != d.shape:
+                    problems.append(f"block '{b.name}': identity indices missing or of different lengths")
+                    continue
+                if s.size and (s.min() < 0 or s.max() >= ns):
+                    problems.append(f"block '{b.name}': source index out of range [0, {ns})")
+                if d.size and (d.min() < 0 or d.max() >= nd):
+                    problems.append(f"block '{b.name}': destination index out of range [0, {nd})")
+        for name, m in self._masks.items():
+            if tuple(m.shape) != tuple(self._param_shapes.get(name, ())):
+                problems.append(f"mask '{name}': shape {tuple(m.shape)} != parameter {self._param_shapes.get(name)}")
+        for p in self._partitions:
+            if p.role not in ROLES:
+                problems.append(f"partition '{p.name}': unknown role '{p.role}'")
+            if p.name not in touched and len(self._partitions) > 1:
+                problems.append(f"partition '{p.name}': dangling (no edge in or out)")
+        roles = {p.role for p in self._partitions}
+        for r in ("input", "output"):
+            if r not in roles:
+                problems.append(f"graph: no partition with role '{r}'")
+        if problems and raise_on_error:
+            raise GraphValidationError("Invalid MultipartiteGraph:\n  " + "\n  ".join(problems))
+        return problems
+
+    def __repr__(self) -> str:
+        nw = len(self.weight_blocks)
+        return (
+            f"MultipartiteGraph(partitions={len(self._partitions)}, blocks={len(self._blocks)} "
+            f"({nw} weight, {len(self._blocks) - nw} identity), nodes={self.num_nodes}, "
+            f"weight_edges={self.num_weight_edges}, density={self.density():.4f})"
+        )
+
+    def summary(self) -> str:
+        """A readable table of partitions and blocks (kept and total edges per block)."""
+        lines = [repr(self), "", f"{'partition':<32} {'role':<7} {'kind':<8} {'size':>8}  shape"]
+        for p in self._partitions:
+            lines.append(f"{p.name[:32]:<32} {p.role:<7} {p.kind:<8} {p.size:>8}  {p.shape}")
+        lines += ["", f"{'block':<32} {'kind':<9} {'src -> dst':<40} {'kept':>10} {'total':>10} {'density':>8}"]
+        for b in self._blocks:
+            total = b.num_edges
+            kept = int(self.block_mask(b).sum()) if b.is_weight else total
+            kind = b.kind if b.edge_kind == "feature" else f"{b.kind}*"
+            arrow = f"{b.src} -> {b.dst}"
+            lines.append(
+                f"{b.name[:32]:<32} {kind:<9} {arrow[:40]:<40} {kept:>10} {total:>10} {kept / max(total, 1):>8.4f}"
+            )
+        if any(b.edge_kind == "score" for b in self._blocks):
+            lines.append("* attention-score edges (query/key to attention output)")
+        return "\n".join(lines)
+
+    # -- conversions (implemented in graphprune.convert; lazy imports) --------------------------------------------
+    def to_networkx(self, **kwargs):
+        """See :func:`graphprune.convert.to_networkx`."""
+        from .convert import to_networkx
+
+        return to_networkx(self, **kwargs)
+
+    def to_pyg(self, **kwargs):
+        """See :func:`graphprune.convert.to_pyg`."""
+        from .convert import to_pyg
+
+        return to_pyg(self, **kwargs)
+
+    def to_graph_tool(self, **kwargs):
+        """See :func:`graphprune.convert.to_graph_tool`."""
+        from .convert import to_graph_tool
+
+        return to_graph_tool(self, **kwargs)
+
+    def to_scipy(self, **kwargs):
+        """See :func:`graphprune.convert.to_scipy`."""
+        from .convert import to_scipy
+
+        return to_scipy(self, **kwargs)
+
+    def edges_frame(self, **kwargs):
+        """See :func:`graphprune.convert.edges_frame`."""
+        from .convert import edges_frame
+
+        return edges_frame(self, **kwargs)
+
+    def nodes_frame(self, **kwargs):
+        """See :func:`graphprune.convert.nodes_frame`."""
+        from .convert import nodes_frame
+
+        return nodes_frame(self, **kwargs)

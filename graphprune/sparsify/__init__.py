@@ -1,0 +1,51 @@
+"""Sparsifiers: generic algorithms that turn a MultipartiteGraph into masks.
+
+``sparsify(graph, "spectral", sparsity=0.9, seed=0)`` looks the method up by name; see :mod:`.base` for the
+protocol a plug-in implements and :func:`check_sparsifier` for its conformance check.
+"""
+
+from __future__ import annotations
+
+from . import magnitude as _magnitude  # noqa: F401  (registers)
+from . import random as _random  # noqa: F401  (registers)
+from .base import ALLOCATIONS, BlockContext, Sparsifier, make_rng, topk_mask
+from .registry import available_sparsifiers, get_sparsifier, register
+
+__all__ = ["sparsify", "Sparsifier", "BlockContext", "register", "get_sparsifier", "available_sparsifiers",
+           "make_rng", "topk_mask", "ALLOCATIONS"]
+
+
+def sparsify(graph, method="random", *, sparsity=None, density=None, seed=0, **options):
+    """Masks for ``graph`` from the sparsifier registered as ``method`` (or a Sparsifier instance or class).
+
+    Parameters
+    ----------
+    graph : MultipartiteGraph
+    method : str, Sparsifier subclass or instance
+        A registry name (see :func:`available_sparsifiers`).
+    sparsity, density : float
+        Exactly one: the fraction of prunable weights to remove, or to keep.
+    seed : int, numpy.random.Generator or torch.Generator, default 0
+    **options
+        Passed to the sparsifier's constructor (``allocation``, ``keep_dense``, ``progress``, method options).
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        Bool masks keyed by parameter name, of each parameter's shape. The graph is not modified.
+
+    Examples
+    --------
+    >>> import torch, graphprune
+    >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> G = graphprune.from_model(net, torch.randn(1, 8))
+    >>> masks = graphprune.sparsify(G, "random", sparsity=0.5, seed=0)
+    >>> G.with_masks(masks).density()
+    0.5
+    """
+    if isinstance(method, Sparsifier):
+        if sparsity is not None or density is not None or options:
+            raise TypeError("Pass options to the Sparsifier's constructor, not to sparsify(), with an instance.")
+        return method.sparsify(graph)
+    cls = method if isinstance(method, type) and issubclass(method, Sparsifier) else get_sparsifier(method)
+    return cls(sparsity=sparsity, density=density, seed=seed, **options).sparsify(graph)
