@@ -527,7 +527,7 @@ class MultipartiteGraph:
         return M
 
     # -- checks and display --------------------------------------------------------------------------------------
-    def validate(self, *, raise_on_error: bool = True) -> list[str]:
+    def validate(self, *, raise_on_error: bool = True, allow_dangling: bool = False) -> list[str]:
         """Check indices, shapes, masks and partitions; return the problems found (raise on any by default).
 
         Problems are named: a block referencing an unknown partition, a weight block whose shape does not match
@@ -570,7 +570,7 @@ class MultipartiteGraph:
         for p in self._partitions:
             if p.role not in ROLES:
                 problems.append(f"partition '{p.name}': unknown role '{p.role}'")
-            if p.name not in touched and len(self._partitions) > 1:
+            if p.name not in touched and len(self._partitions) > 1 and not allow_dangling:
                 problems.append(f"partition '{p.name}': dangling (no edge in or out)")
         roles = {p.role for p in self._partitions}
         for r in ("input", "output"):

@@ -216,7 +216,7 @@ def _walk(model, gm, skip, validate, n_inputs):
             outputs = _vals(args)
     G = b.build(outputs)
     if validate:
-        G.validate()
+        G.validate(allow_dangling=skip)
     return G
 
 
@@ -233,16 +233,23 @@ def _module(b, gm, node, args, kwargs, shape, skip):
             return adapter(b, node.target, m, inputs, shape)
         except UnsupportedOperationError:
             raise
-    if not _is_tensor_shape(shape) or not inputs:
-        return None
     if isinstance(m, PASS_THROUGH) or not _has_params(m):
+        if not _is_tensor_shape(shape) or not inputs:
+            return None
         return _generic(b, node.target, inputs, shape)
-    # skipped unsupported module
-    v = inputs[0]
-    if v.part is not None and len(shape) == len(v.shape) and shape[v.cdim] == v.channels:
+    # a skipped unsupported module: pass-through when the channel count is kept, else a cut
+    if isinstance(shape, tuple) and shape and isinstance(shape[0], tuple):
+        first = _skipped(b, node.target, inputs, shape[0])
+        return (first,) + (None,) * (len(shape) - 1)
+    return _skipped(b, node.target, inputs, shape) if _is_tensor_shape(shape) else None
+
+
+def _skipped(b, name, inputs, shape):
+    v = inputs[0] if inputs else None
+    if v is not None and v.part is not None and len(shape) == len(v.shape) and shape[v.cdim] == v.channels:
         return Val(v.part, v.cdim, shape)
-    cdim = 1 if len(shape) > 2 else len(shape) - 1
-    return Val(b.new_partition(node.target, shape[cdim]), cdim, shape)
+    cdim = v.cdim % len(shape) if v is not None and len(shape) == len(v.shape) else len(shape) - 1
+    return Val(b.new_partition(name, shape[cdim]), cdim, shape)
 
 
 def _arg(args, kwargs, i, key, default=None):

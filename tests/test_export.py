@@ -1,0 +1,239 @@
+import copy
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from models import MODELS, TinyTransformer, build, weight_params
+from torch import nn
+from torch.nn.utils import prune
+
+import graphprune
+from graphprune.errors import ParameterError, TracingError, UnsupportedModuleError
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_weight_edges_equal_weight_numel(name):
+    model, x = build(name)
+    G = graphprune.from_model(model, x)
+    expected = sum(p.numel() * uses for p, uses in weight_params(model).values())
+    assert G.num_weight_edges == expected
+    assert G.validate() == []
+    # every partition size matches the blocks around it
+    for b in G.blocks:
+        assert b.n_src == G.partition(b.src).size and b.n_dst == G.partition(b.dst).size
+
+
+def test_export_leaves_model_untouched():
+    model, x = build("small_resnet")
+    model.train()
+    before = copy.deepcopy(model.state_dict())
+    graphprune.from_model(model, x)
+    assert model.training and all(m.training for m in model.modules())
+    for k, v in model.state_dict().items():  # batch-norm running stats untouched
+        assert torch.equal(v, before[k]), k
+
+
+def test_mlp_partitions_and_blocks():
+    model, x = build("mlp")
+    G = graphprune.from_model(model, x)
+    assert [(p.name, p.size, p.role) for p in G.partitions] == [
+        ("input", 20, "input"), ("0", 20 - 4, "hidden"), ("2", 12, "hidden"), ("4", 5, "output")]
+    assert [(b.src, b.dst, b.param) for b in G.blocks] == [
+        ("input", "0", "0.weight"), ("0", "2", "2.weight"), ("2", "4", "4.weight")]
+
+
+def test_lenet_flatten_feature_partition():
+    model, x = build("lenet5")
+    G = graphprune.from_model(model, x)
+    feat = next(p for p in G.partitions if p.kind == "feature")
+    assert (feat.size, feat.shape) == (400, (16, 5, 5))
+    ident = next(b for b in G.blocks if b.dst == feat.name)
+    assert ident.src == "conv2" and ident.kind == "identity"
+    # channel c feeds features c*25 .. c*25+24, nothing else (hand derivation of C-order flatten)
+    s, d = ident.edge_index()
+    assert np.array_equal(s, np.repeat(np.arange(16), 25)) and np.array_equal(d, np.arange(400))
+    assert G.block("fc1").src == feat.name
+
+
+def test_resnet_residual_adds_follow_dataflow():
+    model, x = build("small_resnet")
+    G = graphprune.from_model(model, x)
+    merges = [p for p in G.partitions if p.kind == "merge"]
+    assert len(merges) == 2
+    into = {p.name: sorted(b.src for b in G.blocks if b.dst == p.name) for p in merges}
+    assert into["add"] == ["block1.conv2", "stem"]  # identity shortcut from the stem output
+    assert into["add_1"] == ["block2.conv2", "block2.short.0"]
+    assert G.block("block2.conv1").src == "add" and G.block("block2.short.0").src == "add"
+    assert G.block("fc").src == "add_1"  # avgpool + flatten of a 1x1 map keeps the channel partition
+
+
+def _naive_conv_edges(w, groups):
+    out_c, in_g = w.shape[:2]
+    K = int(np.prod(w.shape[2:]))
+    src, dst = [], []
+    for o, ci, t in itertools.product(range(out_c), range(in_g), range(K)):
+        src.append((o // (out_c // groups)) * in_g + ci)
+        dst.append(o)
+    return np.array(src), np.array(dst)
+
+
+@pytest.mark.parametrize("block", ["stem", "dw", "pw", "grouped"])
+def test_conv_edges_respect_groups(block):
+    model, x = build("depthwise")
+    G = graphprune.from_model(model, x)
+    b = G.block(block)
+    conv = getattr(model, block)
+    s, d = b.edge_index()
+    ns, nd = _naive_conv_edges(conv.weight, conv.groups)
+    assert np.array_equal(s, ns) and np.array_equal(d, nd)
+    assert b.kernel_size == int(np.prod(conv.kernel_size))
+    # depthwise: channel o only sees channel o, with k*k parallel edges
+    if block == "dw":
+        assert np.array_equal(s, d) and np.all(np.bincount(s) == 9)
+
+
+def test_conv_rolled_view_is_weight_reshape():
+    model, x = build("lenet5")
+    G = graphprune.from_model(model, x)
+    b = G.block("conv2")
+    B = G.biadjacency(b, view="rolled").toarray()
+    assert np.allclose(B, model.conv2.weight.detach().abs().reshape(16, -1).double().numpy())
+    C = G.biadjacency(b, view="channel").toarray()  # parallel edges summed
+    assert np.allclose(C, model.conv2.weight.detach().abs().sum(dim=(2, 3)).double().numpy())
+    Bt = G.biadjacency(b, view="rolled", format="torch")
+    assert torch.allclose(Bt.double(), torch.from_numpy(B))
+
+
+def test_conv_transpose_edges():
+    model = nn.Sequential(nn.Conv2d(2, 4, 1), nn.ConvTranspose2d(4, 6, 2, stride=2, groups=2))
+    G = graphprune.from_model(model, torch.randn(1, 2, 3, 3))
+    b = G.block("1")
+    s, d = b.edge_index()
+    w = model[1].weight  # (in, out/groups, k, k)
+    ref = [(i, (i // 2) * 3 + co) for i in range(4) for co in range(3) for _ in range(4)]
+    assert list(zip(s.tolist(), d.tolist())) == ref
+    assert G.num_weight_edges == 8 + w.numel()
+
+
+def test_concat_offsets():
+    model, x = build("concat")
+    G = graphprune.from_model(model, x)
+    a = G.block("cat<-a#0").edge_index()
+    b = G.block("cat<-b#1").edge_index()
+    assert a[1].tolist() == [0, 1, 2, 3] and b[1].tolist() == [4, 5, 6, 7, 8, 9]
+
+
+def test_conv1d_net():
+    model, x = build("conv1d")
+    G = graphprune.from_model(model, x)
+    assert [p.size for p in G.partitions] == [1, 8, 8, 80, 10]
+    assert G.partition("flatten").shape == (8, 10)
+
+
+def test_transformer_attention_blocks():
+    model = TinyTransformer(d=16, heads=4, ff=32, layers=2)
+    G = graphprune.from_model(model, torch.randn(2, 5, 6))
+    name = "encoder.layers.0.self_attn.in_proj_weight"
+    q, k, v = G.blocks_of(name)
+    assert [b.param_slice for b in (q, k, v)] == [(0, 16), (16, 32), (32, 48)]
+    assert all(b.weight.shape == (16, 16) for b in (q, k, v))
+    scores = [b for b in G.blocks if b.edge_kind == "score"]
+    assert len(scores) == 4  # q and k of two layers
+    # query dim i reaches the 4 output dims of its own head
+    s, d = scores[0].edge_index()
+    assert sorted(d[s == 5].tolist()) == [4, 5, 6, 7]
+    # no dead ends: every q and k node has an outgoing edge
+    out_deg = G.degrees("out")
+    for p in G.partitions:
+        if p.name.endswith((".q", ".k")):
+            off = G.node_offset(p.name)
+            assert (out_deg[off : off + p.size] > 0).all()
+
+
+def test_tied_parameters_share_one_mask():
+    model, x = build("tied")
+    G = graphprune.from_model(model, x)
+    blocks = G.blocks_of("emb.weight")
+    assert [b.layout for b in blocks] == ["embedding", "linear"]
+    assert G.params == ["emb.weight", "mix.weight"]
+    masks = graphprune.sparsify(G, "random", sparsity=0.5, seed=1)
+    H = G.with_masks(masks)
+    assert torch.equal(H.block_mask(blocks[0]), H.block_mask(blocks[1]))
+
+
+def test_pruned_model_masks_become_initial_masks():
+    model, x = build("lenet5")
+    prune.random_unstructured(model.fc1, "weight", amount=0.3)
+    G = graphprune.from_model(model, x)
+    assert torch.equal(G.param_mask("fc1.weight"), model.fc1.weight_mask.bool())
+    assert G.density(per_param=True)["fc1.weight"] == pytest.approx(0.7, abs=1e-3)
+    assert G.density(per_param=True)["conv1.weight"] == 1.0
+
+
+def test_functional_linear_with_parameter():
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(3, 5))
+            self.u = nn.Parameter(torch.randn(3, 4))
+
+        def forward(self, x):
+            return torch.nn.functional.linear(x, self.w) @ self.u
+
+    G = graphprune.from_model(Functional(), torch.randn(2, 5))
+    assert [b.layout for b in G.blocks] == ["linear", "embedding"]
+    assert [p.size for p in G.partitions] == [5, 3, 4]
+
+
+def test_unsupported_module_lists_every_one():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.rnn = nn.GRU(4, 4, batch_first=True)
+            self.bil = nn.Bilinear(4, 4, 3)
+
+        def forward(self, x):
+            h = self.fc(x)
+            y, _ = self.rnn(h.unsqueeze(1))
+            y = y.squeeze(1)
+            return self.bil(y, y)
+
+    net, x = Net(), torch.randn(2, 4)
+    with pytest.raises(UnsupportedModuleError, match=r"'rnn' \(GRU\).*'bil' \(Bilinear\)"):
+        graphprune.from_model(net, x)
+    with pytest.warns(UserWarning, match="rnn"):
+        G = graphprune.from_model(net, x, skip_unsupported=True)
+    assert G.num_weight_edges == 16
+
+
+def test_bad_inputs():
+    with pytest.raises(ParameterError, match="'model'"):
+        graphprune.from_model("resnet", torch.randn(1))
+    with pytest.raises(ParameterError, match="'example_inputs'"):
+        graphprune.from_model(nn.Linear(2, 2), [1.0, 2.0])
+
+    class Dynamic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow
+                return self.fc(x)
+            return x
+
+    with pytest.raises(TracingError, match="torch.fx could not trace Dynamic"):
+        graphprune.from_model(Dynamic(), torch.randn(1, 2))
+
+
+def test_torchvision_resnet18():
+    tv = pytest.importorskip("torchvision")
+    model = tv.models.resnet18()
+    G = graphprune.from_model(model, torch.randn(1, 3, 64, 64))
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(G.weight_blocks) == len(convs) == 21
+    assert G.num_weight_edges == sum(m.weight.numel() for m in convs)
+    assert sum(p.kind == "merge" for p in G.partitions) == 8  # one residual add per BasicBlock
+    assert G.partition("fc").role == "output" and G.partition("input").size == 3
