@@ -92,6 +92,11 @@ def apply_masks(model: nn.Module, graph=None, masks: Mapping | None = None) -> n
     MaskError
         A mask names no parameter of the model, or has the wrong shape or dtype. Nothing is written.
 
+    Notes
+    -----
+    Between forward passes the masked ``weight`` attribute is kept detached (a forward hook), so
+    ``copy.deepcopy(model)`` works; inside a forward pass it carries gradients to ``weight_orig`` as usual.
+
     Examples
     --------
     >>> import torch, graphprune
@@ -109,7 +114,28 @@ def apply_masks(model: nn.Module, graph=None, masks: Mapping | None = None) -> n
     for holders, m in plan:
         for mod, attr in holders:
             prune.custom_from_mask(mod, attr, m)
+            if not any(isinstance(h, _DetachPrunedWeight) and h.name == attr for h in mod._forward_hooks.values()):
+                mod.register_forward_hook(_DetachPrunedWeight(attr))
+            _DetachPrunedWeight(attr)(mod, None, None)
     return model
+
+
+class _DetachPrunedWeight:
+    """Forward hook storing the masked weight attribute detached between forward passes.
+
+    ``torch.nn.utils.prune`` keeps ``orig * mask`` (a non-leaf tensor) as a plain attribute, which makes
+    ``copy.deepcopy`` of a pruned model fail (pytorch/pytorch#103001 discusses the same error for weight_norm).
+    The forward pass has already used the attached tensor, so autograd is unaffected; the pre-hook recomputes it
+    at the next call.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, module, inputs, output):
+        t = getattr(module, self.name, None)
+        if isinstance(t, torch.Tensor) and t.grad_fn is not None:
+            setattr(module, self.name, t.detach())
 
 
 def make_permanent(model: nn.Module) -> nn.Module:
@@ -118,6 +144,9 @@ def make_permanent(model: nn.Module) -> nn.Module:
         for hook in list(mod._forward_pre_hooks.values()):
             if isinstance(hook, prune.BasePruningMethod):
                 prune.remove(mod, hook._tensor_name)
+        for key, hook in list(mod._forward_hooks.items()):
+            if isinstance(hook, _DetachPrunedWeight):
+                del mod._forward_hooks[key]
     return model
 
 

@@ -76,7 +76,7 @@ def from_model(model: nn.Module, example_inputs, *, leaf_modules=(), skip_unsupp
     ...                           torch.nn.Linear(8 * 6 * 6, 10))
     >>> G = graphprune.from_model(net, torch.randn(1, 3, 8, 8))
     >>> [(p.name, p.size, p.kind) for p in G.partitions]
-    [('input', 3, 'channel'), ('0', 8, 'channel'), ('flatten', 288, 'feature'), ('3', 10, 'neuron')]
+    [('input', 3, 'channel'), ('0', 8, 'channel'), ('2', 288, 'feature'), ('3', 10, 'neuron')]
     >>> G.num_weight_edges == sum(p.numel() for n, p in net.named_parameters() if n.endswith("weight"))
     True
     """

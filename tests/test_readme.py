@@ -1,0 +1,20 @@
+"""The README's quickstart runs as written."""
+
+import os
+import re
+
+import pytest
+
+README = os.path.join(os.path.dirname(__file__), "..", "README.md")
+
+
+def test_readme_quickstart_runs(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("torchvision")
+    text = open(README).read()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, "README has no python block"
+    monkeypatch.chdir(tmp_path)
+    exec(compile(blocks[0], "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "0.100" in out
+    assert (tmp_path / "masks.pt").exists()

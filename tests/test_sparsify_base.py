@@ -1,0 +1,148 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from models import build
+from scipy import stats
+
+import graphprune
+from graphprune.errors import GraphPruneError, ParameterError, UnknownSparsifierError
+from graphprune.sparsify import Sparsifier
+from graphprune.sparsify.base import erk_counts
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    model, x = build("lenet5")
+    return graphprune.from_model(model, x)
+
+
+@pytest.mark.parametrize("method", ["random", "magnitude"])
+def test_exact_count_per_parameter(lenet, method):
+    masks = graphprune.sparsify(lenet, method, sparsity=0.9, seed=0)
+    for name, m in masks.items():
+        assert int(m.sum()) == round(0.1 * m.numel()), name
+        assert m.dtype == torch.bool and m.shape == lenet.param_shapes[name]
+
+
+def test_same_seed_same_mask_different_seed_different(lenet):
+    a = graphprune.sparsify(lenet, "random", sparsity=0.8, seed=11)
+    b = graphprune.sparsify(lenet, "random", sparsity=0.8, seed=11)
+    c = graphprune.sparsify(lenet, "random", sparsity=0.8, seed=12)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    g1 = torch.Generator().manual_seed(3)
+    g2 = torch.Generator().manual_seed(3)
+    d = graphprune.sparsify(lenet, "random", sparsity=0.8, seed=g1)
+    e = graphprune.sparsify(lenet, "random", sparsity=0.8, seed=g2)
+    assert all(torch.equal(d[k], e[k]) for k in d)
+    f = graphprune.sparsify(lenet, "random", sparsity=0.8, seed=np.random.default_rng(4))
+    assert f.keys() == a.keys()
+
+
+def test_random_is_uniform_chi_square():
+    model, x = build("mlp")
+    G = graphprune.from_model(model, x)
+    counts = np.zeros(16 * 20)
+    runs = 400
+    for seed in range(runs):
+        counts += graphprune.sparsify(G, "random", density=0.25, seed=seed)["0.weight"].reshape(-1).numpy()
+    expected = np.full_like(counts, runs * 0.25)
+    _, p = stats.chisquare(counts, expected)
+    assert p > 1e-3
+
+
+def test_magnitude_keeps_largest(lenet):
+    masks = graphprune.sparsify(lenet, "magnitude", sparsity=0.5, seed=0)
+    w = lenet.block("fc1").weight.abs()
+    assert w[masks["fc1.weight"]].min() >= w[~masks["fc1.weight"]].max()
+
+
+@given(st.floats(0.0, 0.95), st.floats(0.0, 0.95), st.integers(0, 2**31))
+def test_masks_only_shrink_and_density_is_hit(s1, s2, seed):
+    model, x = build("mlp")
+    G = graphprune.from_model(model, x)
+    H = G.with_masks(graphprune.sparsify(G, "random", sparsity=s1, seed=seed))
+    m2 = graphprune.sparsify(H, "random", sparsity=s2, seed=seed + 1)
+    for k, m in m2.items():
+        assert not bool((m & ~H.param_mask(k)).any())  # nothing revived
+        want = min(round((1 - s2) * m.numel()), int(H.param_mask(k).sum()))
+        assert int(m.sum()) == want
+
+
+def test_global_allocation_magnitude_is_one_threshold(lenet):
+    masks = graphprune.sparsify(lenet, "magnitude", sparsity=0.9, allocation="global")
+    kept = torch.cat([lenet.block(b.name).weight.abs().reshape(-1)[masks[b.param].reshape(-1)]
+                      for b in lenet.weight_blocks])
+    dropped = torch.cat([lenet.block(b.name).weight.abs().reshape(-1)[~masks[b.param].reshape(-1)]
+                         for b in lenet.weight_blocks])
+    assert kept.min() >= dropped.max()
+    assert sum(int(m.sum()) for m in masks.values()) == round(0.1 * lenet.num_weight_edges)
+
+
+def test_erk_allocation_against_hand_formula(lenet):
+    blocks = lenet.weight_blocks
+    counts = erk_counts(blocks, 0.1)
+    total = sum(b.num_edges for b in blocks)
+    assert abs(sum(counts.values()) - 0.1 * total) <= len(blocks)
+    # densities proportional to sum(shape)/prod(shape) among the non-saturated blocks
+    dens = {b.name: counts[b.name] / b.num_edges for b in blocks}
+    raw = {b.name: sum(b.weight.shape) / b.num_edges for b in blocks}
+    free = [n for n in dens if dens[n] < 1]
+    ratios = [dens[n] / raw[n] for n in free]
+    assert max(ratios) == pytest.approx(min(ratios), rel=0.02)
+
+
+def test_dict_allocation_and_keep_dense(lenet):
+    masks = graphprune.sparsify(lenet, "random", sparsity=0.9, seed=0, allocation={"conv*": 0.5},
+                                keep_dense=["fc3.weight"])
+    assert masks["conv1.weight"].float().mean().item() == pytest.approx(0.5, abs=0.01)
+    assert masks["fc3.weight"].all()
+    assert masks["fc1.weight"].float().mean().item() == pytest.approx(0.1, abs=0.001)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(sparsity=1.5), r"'sparsity' parameter of RandomSparsifier must be in \[0, 1\). Got 1.5"),
+    (dict(sparsity=-0.1), "'sparsity'"),
+    (dict(density=0.0), "'density'"),
+    (dict(sparsity=0.5, density=0.5), "exactly one"),
+    (dict(sparsity=0.5, seed="zero"), "'seed' parameter"),
+    (dict(sparsity=0.5, seed=None), "'seed' parameter"),
+    (dict(sparsity=0.5, allocation="erdos"), "'allocation'"),
+    (dict(sparsity=0.5, keep_dense="fc1.weight"), "'keep_dense'"),
+])
+def test_bad_arguments(lenet, kwargs, match):
+    with pytest.raises(ParameterError, match=match):
+        graphprune.sparsify(lenet, "random", **kwargs)
+
+
+def test_unknown_name_lists_known(lenet):
+    with pytest.raises(UnknownSparsifierError, match="Known sparsifiers: .*magnitude.*random"):
+        graphprune.sparsify(lenet, "spectrall", sparsity=0.5)
+
+
+def test_nan_weights_rejected_and_graph_unchanged():
+    model, x = build("mlp")
+    G = graphprune.from_model(model, x)
+    with torch.no_grad():
+        model[2].weight[0, 0] = float("nan")
+    with pytest.raises(ParameterError, match="NaN or inf"):
+        graphprune.sparsify(G, "random", sparsity=0.5)
+    assert not G.is_masked
+
+
+def test_not_a_graph():
+    with pytest.raises(ParameterError, match="needs a MultipartiteGraph"):
+        graphprune.sparsify(torch.nn.Linear(2, 2), "random", sparsity=0.5)
+
+
+def test_misbehaving_plugin_is_caught(lenet):
+    class Greedy(Sparsifier):
+        name = "greedy-test"
+
+        def compute_mask(self, ctx, k):
+            return torch.ones_like(ctx.available)
+
+    with pytest.raises(GraphPruneError, match="kept .* edges"):
+        Greedy(sparsity=0.5).sparsify(lenet)
