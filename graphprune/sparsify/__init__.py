@@ -6,13 +6,16 @@ protocol a plug-in implements and :func:`check_sparsifier` for its conformance c
 
 from __future__ import annotations
 
+from . import degree as _degree  # noqa: F401  (registers)
 from . import magnitude as _magnitude  # noqa: F401  (registers)
 from . import random as _random  # noqa: F401  (registers)
+from . import spectral as _spectral  # noqa: F401  (registers)
 from .base import ALLOCATIONS, BlockContext, Sparsifier, make_rng, topk_mask
+from .check import SparsifierCheckError, check_sparsifier
 from .registry import available_sparsifiers, get_sparsifier, register
 
-__all__ = ["sparsify", "Sparsifier", "BlockContext", "register", "get_sparsifier", "available_sparsifiers",
-           "make_rng", "topk_mask", "ALLOCATIONS"]
+__all__ = ["sparsify", "check_sparsifier", "SparsifierCheckError", "Sparsifier", "BlockContext", "register",
+           "get_sparsifier", "available_sparsifiers", "make_rng", "topk_mask", "ALLOCATIONS"]
 
 
 def sparsify(graph, method="random", *, sparsity=None, density=None, seed=0, **options):

@@ -1,0 +1,261 @@
+"""Spectral sparsification by effective resistances (Spielman & Srivastava), one-shot, per block or whole graph."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..errors import ParameterError
+from ..resistance import effective_resistance
+from .base import BlockContext, Sparsifier
+from .registry import register
+
+SAMPLINGS = ("without_replacement", "with_replacement")
+SCOPES = ("block", "graph")
+
+
+@register
+class SpectralSparsifier(Sparsifier):
+    r"""Keep ``k`` edges per block sampled with probability proportional to ``w_e R_e``.
+
+    Parameters
+    ----------
+    sparsity, density, seed, allocation, keep_dense, progress
+        See :class:`~graphprune.sparsify.Sparsifier`.
+    view : {"channel", "rolled"}, default "channel"
+        Node view of convolution blocks for the resistances. Channel: nodes are channels, the ``prod(k)``
+        parallel edges of a channel pair share its resistance (each keeps its own ``|w|``). Rolled: sources are
+        (channel, kernel tap) pairs, no parallel edges.
+    scope : {"block", "graph"}, default "block"
+        Resistances of each block's own bipartite graph (the paper's per-layer setting), or of the whole
+        multipartite graph (identity edges included; exact or JL by size, see ``resistance``).
+    resistance : {"auto", "exact", "degree", "jl"}, default "auto"
+        Effective-resistance engine (:func:`graphprune.effective_resistance`).
+    sampling : {"without_replacement", "with_replacement"}, default "without_replacement"
+        ``"with_replacement"`` is the original algorithm: i.i.d. draws from ``p`` until ``k`` distinct edges are
+        drawn (``q`` draws). ``"without_replacement"`` is successive sampling proportional to ``p``, done in one
+        pass with Efraimidis-Spirakis keys ``u^(1/p_e)`` (top-k); it gives exactly ``k`` edges with no loop and
+        is the default. Both favour high-leverage edges; the second never wastes draws on repeats.
+    reweight : bool, default False
+        Record importance weights in ``scales_`` (parameter -> tensor): ``c_e / (q p_e)`` for draws with
+        replacement (``c_e`` the multiplicity), ``1 / pi_e`` otherwise, with ``pi_e = 1 - (1 - p_e)^q`` and ``q``
+        chosen so that the inclusion probabilities sum to ``k``. This is the unbiased Laplacian estimator of
+        Spielman-Srivastava; ``apply_masks(..., scales=sp.scales_)`` writes it into the model. Off by default:
+        at initialisation the weights are retrained anyway.
+    guard : bool, default False
+        Before sampling, keep the highest-leverage edge of every node that would otherwise be isolated, as far as
+        the budget allows (no dead neurons when ``k`` >= the number of nodes).
+    dtype : torch.dtype, default torch.float64
+
+    Notes
+    -----
+    ``p_e = w_e R_e / sum(w R)``; on a connected block ``sum(w R) = N - 1`` (Foster's theorem). Existing masks
+    are respected: resistances are those of the currently kept graph. An all-zero block cannot be sampled and
+    raises ParameterError.
+
+    References
+    ----------
+    .. [1] D. A. Spielman, N. Srivastava. "Graph Sparsification by Effective Resistances", SIAM J. Comput. 40(6),
+       2011. doi:10.1137/080734029
+    .. [2] P. S. Efraimidis, P. G. Spirakis. "Weighted random sampling with a reservoir", Inf. Process. Lett.
+       97(5), 2006. doi:10.1016/j.ipl.2005.11.003
+    .. [3] S. Laenen. "One-Shot Neural Network Pruning via Spectral Graph Sparsification", TAG-ML workshop,
+       ICML 2023.
+
+    Examples
+    --------
+    >>> import torch, graphprune
+    >>> net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    >>> G = graphprune.from_model(net, torch.randn(1, 16))
+    >>> masks = graphprune.sparsify(G, "spectral", sparsity=0.9, seed=0)
+    >>> [int(m.sum()) for m in masks.values()]
+    [51, 13]
+    """
+
+    name = "spectral"
+
+    def __init__(self, sparsity=None, *, density=None, seed=0, allocation="uniform", keep_dense=(), progress=False,
+                 view="channel", scope="block", resistance="auto", sampling="without_replacement", reweight=False,
+                 guard=False, dtype=torch.float64):
+        super().__init__(sparsity, density=density, seed=seed, allocation=allocation, keep_dense=keep_dense,
+                         progress=progress)
+        self.view = view
+        self.scope = scope
+        self.resistance = resistance
+        self.sampling = sampling
+        self.reweight = reweight
+        self.guard = guard
+        self.dtype = dtype
+
+    def _validate(self):
+        d = super()._validate()
+        cls = type(self).__name__
+        for name, allowed in (("view", ("channel", "rolled")), ("scope", SCOPES), ("sampling", SAMPLINGS),
+                              ("resistance", ("auto", "exact", "degree", "jl"))):
+            if getattr(self, name) not in allowed:
+                raise ParameterError(f"The '{name}' parameter of {cls} must be one of {allowed}. "
+                                     f"Got {getattr(self, name)!r} instead.")
+        if self.scope == "block" and self.resistance == "jl":
+            raise ParameterError(f"resistance='jl' of {cls} needs scope='graph'; blocks use 'exact' or 'degree'.")
+        if self.dtype not in (torch.float32, torch.float64):
+            raise ParameterError(f"The 'dtype' parameter of {cls} must be torch.float32 or torch.float64.")
+        return d
+
+    def sparsify(self, graph):
+        self._cache = {}
+        self.scales_ = {}
+        self.resistance_method_ = {}
+        if self.scope == "graph" and self._validate():
+            R, how = effective_resistance(graph, method=self.resistance, seed=0, return_method=True)
+            self._graph_R = R
+            self.resistance_method_["<graph>"] = how
+        try:
+            return super().sparsify(graph)
+        finally:
+            self._graph_R = None
+
+    __call__ = sparsify
+
+    def score(self, ctx: BlockContext) -> torch.Tensor:
+        """Leverage ``|w_e| R_e`` of every available edge (0 for pruned edges)."""
+        b = ctx.block
+        if b.name in self._cache:
+            return self._cache[b.name]
+        w = ctx.weight.abs()
+        if not bool((w[ctx.available] > 0).any()):
+            raise ParameterError(f"Block {b.name!r} ({b.param}) has no non-zero available weight: an all-zero "
+                                 "block has no spectrum to preserve. Keep it dense (keep_dense=[...]) or "
+                                 "initialise the model first.")
+        if self.scope == "graph":
+            R = self._graph_R[b.name].to(torch.float64)
+        else:
+            R, how = effective_resistance(ctx.graph, b, view=self.view, method=self.resistance, dtype=self.dtype,
+                                          return_method=True)
+            self.resistance_method_[b.name] = how
+            R = R.to(torch.float64).cpu()
+        lev = (w * torch.nan_to_num(R, nan=0.0, posinf=0.0)).masked_fill(~ctx.available, 0.0)
+        self._cache[b.name] = lev
+        return lev
+
+    def compute_mask(self, ctx: BlockContext, k: int) -> torch.Tensor:
+        lev = self.score(ctx).reshape(-1).numpy()
+        avail = ctx.available.reshape(-1).numpy()
+        p = lev / lev.sum()
+        rng = ctx.rng
+        forced = self._guard_edges(ctx, lev, avail, k) if self.guard else np.zeros(0, dtype=np.int64)
+        keep = np.zeros(p.size, dtype=bool)
+        keep[forced] = True
+        rest = k - forced.size
+        scale = None
+        if rest > 0:
+            if self.sampling == "with_replacement":
+                chosen, counts, q = _draw_until_distinct(rng, p, avail & ~keep, rest)
+                keep[chosen] = True
+                if self.reweight:
+                    scale = np.ones(p.size)
+                    scale[chosen] = counts / (q * p[chosen])
+            else:
+                cand = avail & ~keep
+                pos = np.flatnonzero(cand & (p > 0))
+                take = min(rest, pos.size)
+                keys = np.log(rng.random(pos.size)) / p[pos]  # Efraimidis-Spirakis: log(u^(1/p))
+                keep[pos[_top(keys, take)]] = True
+                if rest > take:  # fewer positive-leverage edges than the budget: fill uniformly among the rest
+                    zero = np.flatnonzero(cand & (p == 0))
+                    keep[rng.choice(zero, size=rest - take, replace=False)] = True
+                if self.reweight:
+                    scale = np.ones(p.size)
+                    pi = _inclusion_probabilities(p[avail], k)
+                    inv = np.ones(p.size)
+                    inv[avail] = 1.0 / np.maximum(pi, 1e-300)
+                    scale[keep] = inv[keep]
+        if self.reweight:
+            if scale is None:
+                scale = np.ones(p.size)
+            scale[forced] = 1.0
+            t = torch.from_numpy(scale).reshape(ctx.weight.shape)
+            full = self.scales_.setdefault(ctx.block.param, torch.ones(ctx.graph.param_shapes[ctx.block.param],
+                                                                       dtype=torch.float64))
+            if ctx.block.param_slice is not None:
+                full[ctx.block.param_slice[0] : ctx.block.param_slice[1]] = t
+            else:
+                full.copy_(t)
+        return torch.from_numpy(keep).reshape(ctx.available.shape)
+
+    def _guard_edges(self, ctx, lev, avail, k):
+        """One highest-leverage edge per node that has any available edge (rows first, then uncovered columns)."""
+        b = ctx.block
+        s, d = b.edge_index(self.view if self.scope == "block" else "channel")
+        s, d = s[avail], d[avail]
+        idx = np.flatnonzero(avail)
+        score = lev[avail]
+        best = {}
+        for side, nodes in (("dst", d), ("src", s)):
+            order = np.lexsort((-score, nodes))  # by node, best first
+            first = order[np.r_[True, nodes[order][1:] != nodes[order][:-1]]]
+            best[side] = first
+        chosen = set(best["dst"].tolist())
+        covered_src = set(s[list(chosen)].tolist())
+        extra = [e for e in best["src"].tolist() if s[e] not in covered_src]
+        forced = idx[np.array(sorted(chosen) + extra, dtype=np.int64)]
+        if forced.size > k:
+            forced = forced[np.argsort(-lev[forced], kind="stable")[:k]]
+        return forced
+
+
+def _top(keys, k):
+    """Indices of the ``k`` largest keys (deterministic for equal input)."""
+    if k >= keys.size:
+        return np.arange(keys.size)
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.argpartition(-keys, k - 1)[:k]
+
+
+def _draw_until_distinct(rng, p, allowed, k):
+    """I.i.d. draws from ``p`` (restricted to ``allowed``) until ``k`` distinct edges; returns (edges, counts, q)."""
+    pa = np.where(allowed, p, 0.0)
+    support = np.flatnonzero(pa > 0)
+    if support.size < k:  # not enough positive-probability edges: take all, then fill uniformly among the rest
+        zero = np.flatnonzero(allowed & (pa == 0))
+        fill = rng.choice(zero, size=k - support.size, replace=False)
+        edges = np.concatenate([support, np.sort(fill)])
+        return edges, np.ones(edges.size), max(support.size, 1)
+    cdf = np.cumsum(pa[support])
+    cdf /= cdf[-1]
+    counts = np.zeros(support.size, dtype=np.int64)
+    distinct, q = 0, 0
+    while distinct < k:
+        need = k - distinct
+        draws = np.searchsorted(cdf, rng.random(max(2 * need, 1024)), side="right").clip(max=support.size - 1)
+        _, first = np.unique(draws, return_index=True)
+        is_new = np.zeros(draws.size, dtype=bool)
+        is_new[first] = True
+        is_new &= counts[draws] == 0  # first time ever seen
+        new_pos = np.flatnonzero(is_new)
+        if new_pos.size >= need:  # stop exactly at the draw that completes k distinct edges
+            draws = draws[: new_pos[need - 1] + 1]
+        np.add.at(counts, draws, 1)
+        q += draws.size
+        distinct += min(need, new_pos.size)
+    sel = np.flatnonzero(counts)
+    return support[sel], counts[sel].astype(np.float64), q
+
+
+def _inclusion_probabilities(p, k):
+    """``pi = 1 - (1 - p)^q`` with ``q`` such that ``sum(pi) = k`` (bisection on q)."""
+    p = p / p.sum()
+    if k >= np.count_nonzero(p):
+        return np.where(p > 0, 1.0, 0.0)
+    lo, hi = float(k), float(k)
+    while np.sum(-np.expm1(hi * np.log1p(-np.minimum(p, 1 - 1e-16)))) < k:
+        hi *= 2
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        s = np.sum(-np.expm1(mid * np.log1p(-np.minimum(p, 1 - 1e-16))))
+        lo, hi = (mid, hi) if s < k else (lo, mid)
+        if math.isclose(lo, hi, rel_tol=1e-12):
+            break
+    return -np.expm1(hi * np.log1p(-np.minimum(p, 1 - 1e-16)))
