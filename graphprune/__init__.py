@@ -7,16 +7,18 @@ analysis / :func:`apply_masks` -> model.
 from __future__ import annotations
 
 from . import errors
+from .analysis import spectral_similarity
 from .apply import apply_masks, load_masks, make_permanent, save_masks
 from .errors import GraphPruneError
 from .export import from_model, register_adapter
 from .graph import Block, MultipartiteGraph, Partition
-from .sparsify import Sparsifier, available_sparsifiers, get_sparsifier, register, sparsify
+from .resistance import effective_resistance
+from .sparsify import Sparsifier, available_sparsifiers, check_sparsifier, get_sparsifier, register, sparsify
 
 __version__ = "0.1.0"
 
 __all__ = [
     "from_model", "register_adapter", "MultipartiteGraph", "Partition", "Block", "sparsify", "Sparsifier",
     "register", "get_sparsifier", "available_sparsifiers", "apply_masks", "make_permanent", "save_masks",
-    "load_masks", "GraphPruneError", "errors",
+    "load_masks", "GraphPruneError", "errors", "effective_resistance", "spectral_similarity", "check_sparsifier",
 ]

@@ -73,7 +73,8 @@ def _check(model, masks):
     return plan
 
 
-def apply_masks(model: nn.Module, graph=None, masks: Mapping | None = None) -> nn.Module:
+def apply_masks(model: nn.Module, graph=None, masks: Mapping | None = None, *,
+                scales: Mapping | None = None) -> nn.Module:
     """Write masks into ``model`` with ``torch.nn.utils.prune.custom_from_mask``.
 
     Parameters
@@ -86,6 +87,9 @@ def apply_masks(model: nn.Module, graph=None, masks: Mapping | None = None) -> n
     masks : mapping of str to torch.Tensor, optional
         Bool masks keyed by parameter name. An already pruned parameter gets the intersection (torch's
         ``PruningContainer`` semantics: masks only shrink). A tied parameter is masked in every module using it.
+    scales : mapping of str to torch.Tensor, optional
+        Factors multiplied into the kept weights first (a reweighting sparsifier's ``scales_``, e.g.
+        ``SpectralSparsifier(reweight=True)``); same keys and shapes as the masks.
 
     Raises
     ------
@@ -111,6 +115,17 @@ def apply_masks(model: nn.Module, graph=None, masks: Mapping | None = None) -> n
             raise ParameterError("apply_masks needs 'masks' or a 'graph' whose masks to apply.")
         masks = graph.masks
     plan = _check(model, masks)
+    if scales is not None:
+        sc_plan = _check(model, {k: torch.ones(v.shape, dtype=torch.bool) for k, v in scales.items()})
+        for (holders, _), (name, s) in zip(sc_plan, scales.items()):
+            if not isinstance(s, torch.Tensor) or not bool(torch.isfinite(s).all()):
+                raise MaskError(f"Scale for {name!r} must be a finite tensor.")
+        with torch.no_grad():
+            for (holders, _), s in zip(sc_plan, scales.values()):
+                mod, attr = holders[0]
+                target = getattr(mod, attr + "_orig", None)
+                target = target if target is not None else getattr(mod, attr)
+                target.mul_(s.to(target.device, target.dtype))
     for holders, m in plan:
         for mod, attr in holders:
             prune.custom_from_mask(mod, attr, m)

@@ -497,18 +497,25 @@ class MultipartiteGraph:
         return out
 
     def biadjacency(self, block: Block | str, *, view: str = "channel", weighted: bool = True,
-                    masked: bool = True, format: str = "scipy"):
+                    masked: bool = True, format: str = "scipy", scale: torch.Tensor | None = None,
+                    dtype: torch.dtype | None = None):
         """Biadjacency of one block, shape ``(n_dst, n_src)`` (rows are outputs, like a weight matrix).
 
         Parallel convolution edges are summed in the channel view. ``format="scipy"`` gives a
         ``scipy.sparse.csr_array`` (float64); ``format="torch"`` a dense tensor on the weight's device and dtype.
         The mapping from edge order (parameter order) to matrix entries is :meth:`Block.edge_index`.
+        ``scale`` (shaped like ``block.weight``) multiplies the edge weights, e.g. a sparsifier's importance
+        weights. ``dtype`` sets the torch result's dtype (parallel edges are summed in it).
         """
         b = self.block(block) if isinstance(block, str) else block
         if format not in ("scipy", "torch"):
             raise ParameterError(f"The 'format' parameter must be 'scipy' or 'torch'. Got {format!r}.")
         shape = b.view_shape(view)
         w = b.abs_weight() if weighted else torch.ones(b.num_edges)
+        if dtype is not None:
+            w = w.to(dtype)
+        if scale is not None:
+            w = w * scale.reshape(-1).to(w.device, w.dtype)
         if masked and b.is_weight:
             w = w * self.block_mask(b).reshape(-1).to(w.device, w.dtype)
         if format == "torch":

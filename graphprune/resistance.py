@@ -430,7 +430,7 @@ def effective_resistance(obj, block=None, *, view: str = "channel", method: str 
     H = G if masked else G.with_masks(None, combine=False)
     if block is not None:
         b = G.block(block) if not isinstance(block, Block) else block
-        Bm = H.biadjacency(b, view=view, masked=True, format="torch")
+        Bm = H.biadjacency(b, view=view, masked=True, format="torch", dtype=dtype)
         R, chosen = effective_resistance(Bm, method=method, dtype=dtype, return_method=True)
         s, d = b.edge_index(view)
         per_edge = R[torch.as_tensor(d, device=R.device), torch.as_tensor(s, device=R.device)]

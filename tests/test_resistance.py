@@ -1,0 +1,176 @@
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from models import build
+from scipy.sparse.csgraph import connected_components
+
+import graphprune
+from graphprune.errors import ParameterError
+from graphprune.resistance import (
+    bipartite_resistance,
+    choose_method,
+    degree_resistance,
+    laplacian_from_biadjacency,
+    laplacian_resistance,
+)
+
+
+def pinv_reference(B):
+    """R of every edge of the bipartite graph of B from numpy.linalg.pinv of the full Laplacian."""
+    B = np.asarray(B, dtype=np.float64)
+    m, n = B.shape
+    Lp = np.linalg.pinv(laplacian_from_biadjacency(B))
+    R = np.full(B.shape, np.nan)
+    for i, j in zip(*np.nonzero(B)):
+        R[i, j] = Lp[i, i] + Lp[m + j, m + j] - 2 * Lp[i, m + j]
+    return R
+
+
+def halfnormal(shape, seed, zero_frac=0.0):
+    rng = np.random.default_rng(seed)
+    B = np.abs(rng.standard_normal(shape))
+    B[rng.random(shape) < zero_frac] = 0
+    return B
+
+
+@pytest.mark.parametrize("shape", [(6, 6), (9, 4), (3, 11), (1, 5), (40, 25)])
+@pytest.mark.parametrize("backend", ["scipy", "torch"])
+def test_exact_matches_pinv(shape, backend):
+    B = halfnormal(shape, seed=sum(shape))
+    R = bipartite_resistance(torch.from_numpy(B), backend=backend).numpy()
+    np.testing.assert_allclose(R, pinv_reference(B), rtol=1e-10)
+
+
+@pytest.mark.parametrize("backend", ["scipy", "torch"])
+def test_disconnected_dead_neurons_and_isolated_nodes(backend):
+    B = np.zeros((7, 6))
+    B[:3, :2] = halfnormal((3, 2), 1)  # component 1
+    B[3:5, 2:5] = halfnormal((2, 3), 2)  # component 2
+    B[5, 5] = 2.0  # a single edge: R = 1/w
+    # row 6 is a dead neuron (isolated), nothing else touches it
+    R = bipartite_resistance(torch.from_numpy(B), backend=backend).numpy()
+    ref = pinv_reference(B)
+    np.testing.assert_allclose(R, ref, rtol=1e-10)
+    assert R[5, 5] == pytest.approx(0.5)
+    assert np.isnan(R[6]).all() and np.isnan(R[0, 3])  # no edge, no resistance
+
+
+def test_float32_and_networkx():
+    B = halfnormal((8, 5), 3, zero_frac=0.3)
+    ref = pinv_reference(B)
+    R32 = bipartite_resistance(B, dtype=torch.float32)
+    assert R32.dtype == torch.float32
+    np.testing.assert_allclose(R32.double().numpy(), ref, rtol=2e-4)
+    H = nx.Graph()
+    m = B.shape[0]
+    for i, j in zip(*np.nonzero(B)):
+        H.add_edge(("u", i), ("v", j), weight=B[i, j])
+    R = bipartite_resistance(B).numpy()
+    for comp in nx.connected_components(H):
+        sub = H.subgraph(comp)
+        for (a, b) in list(sub.edges())[:10]:
+            i, j = (a[1], b[1]) if a[0] == "u" else (b[1], a[1])
+            want = nx.resistance_distance(sub, a, b, weight="weight", invert_weight=False)
+            assert R[i, j] == pytest.approx(want, rel=1e-9)
+    assert m == 8
+
+
+def test_degree_approximation_on_complete_bipartite():
+    m, n = 5, 3
+    exact = bipartite_resistance(torch.ones(m, n)).numpy()
+    approx = degree_resistance(torch.ones(m, n)).numpy()
+    # hand derivation: K_{m,n} has R = (m + n - 1) / (m n) on every edge; the degree formula gives (m + n) / (m n)
+    np.testing.assert_allclose(exact, (m + n - 1) / (m * n))
+    np.testing.assert_allclose(approx, (m + n) / (m * n))
+
+
+@given(arrays(np.float64, st.tuples(st.integers(1, 7), st.integers(1, 7)),
+              elements=st.one_of(st.just(0.0), st.floats(0.05, 10.0))))
+def test_foster_theorem(B):
+    """sum_e w_e R_e = N - (number of components), isolated nodes counting as components."""
+    R = bipartite_resistance(B).numpy()
+    m, n = B.shape
+    A = np.zeros((m + n, m + n))
+    A[:m, m:] = B
+    c, _ = connected_components(A, directed=False)
+    total = np.nansum(B * R)
+    assert total == pytest.approx(m + n - c, abs=1e-8)
+
+
+def test_conv_multigraph_parallel_edges_share_pair_resistance():
+    model, x = build("lenet5")
+    G = graphprune.from_model(model, x)
+    G = G.with_masks(graphprune.sparsify(G, "random", sparsity=0.8, seed=0))
+    b = G.block("conv2")
+    R = graphprune.effective_resistance(G, "conv2")
+    assert R.shape == b.weight.shape
+    Bsum = G.biadjacency(b).toarray()  # parallel edges summed into one conductance per channel pair
+    ref = pinv_reference(Bsum)
+    s, d = b.edge_index()
+    kept = G.block_mask(b).reshape(-1).numpy()
+    got = R.reshape(-1).numpy()
+    np.testing.assert_allclose(got[kept], ref[d[kept], s[kept]], rtol=1e-9)
+    assert np.isnan(got[~kept]).all()
+    # rolled view: no parallel edges, a different graph
+    Rr = graphprune.effective_resistance(G, "conv2", view="rolled").reshape(-1).numpy()
+    Br = G.biadjacency(b, view="rolled").toarray()
+    sr, dr = b.edge_index("rolled")
+    np.testing.assert_allclose(Rr[kept], pinv_reference(Br)[dr[kept], sr[kept]], rtol=1e-9)
+
+
+def test_whole_graph_exact_and_jl_against_pinv():
+    model, x = build("small_resnet")
+    G = graphprune.from_model(model, x)
+    G = G.with_masks(graphprune.sparsify(G, "random", sparsity=0.5, seed=0))
+    Lp = np.linalg.pinv(G.laplacian().toarray())
+    R, how = graphprune.effective_resistance(G, method="auto", return_method=True)
+    assert how == "exact"
+    Rjl = graphprune.effective_resistance(G, method="jl", jl_dim=1500, seed=1)
+    errs = []
+    for b in G.blocks:
+        s, d = b.edge_index()
+        u, v = s + G.node_offset(b.src), d + G.node_offset(b.dst)
+        ref = Lp[u, u] + Lp[v, v] - 2 * Lp[u, v]
+        got = R[b.name].reshape(-1).numpy()
+        keep = ~np.isnan(got)
+        np.testing.assert_allclose(got[keep], ref[keep], rtol=1e-7)
+        errs.append(np.abs(Rjl[b.name].reshape(-1).numpy()[keep] - ref[keep]) / ref[keep])
+    errs = np.concatenate(errs)
+    assert np.median(errs) < 0.05 and errs.max() < 0.35  # JL: eps ~ sqrt(24 log N / k)
+
+
+def test_laplacian_resistance_across_components_is_inf():
+    B = np.zeros((2, 2))
+    B[0, 0] = B[1, 1] = 1.0
+    L = laplacian_from_biadjacency(B)
+    R = laplacian_resistance(L, (np.array([0, 0]), np.array([2, 3])))
+    assert R[0] == pytest.approx(1.0) and np.isinf(R[1])
+
+
+def test_auto_says_what_it_picked(caplog):
+    assert choose_method(4096, 11008)[0] == "exact"
+    assert choose_method(200000, 200000)[0] == "degree"
+    assert choose_method(50000)[0] == "jl"
+    with caplog.at_level("INFO", logger="graphprune"):
+        _, how = graphprune.effective_resistance(torch.ones(3, 3), return_method=True)
+    assert how == "exact" and "exact" in caplog.text
+
+
+@pytest.mark.parametrize("B, match", [
+    (-torch.ones(2, 2), "negative"),
+    (torch.tensor([[1.0, float("nan")]]), "NaN"),
+    (torch.ones(0, 3), "empty"),
+    (torch.ones(3), "2-D"),
+])
+def test_bad_input(B, match):
+    with pytest.raises(ParameterError, match=match):
+        bipartite_resistance(B)
+
+
+def test_bad_method():
+    with pytest.raises(ParameterError, match="'method'"):
+        graphprune.effective_resistance(torch.ones(2, 2), method="pinv")
