@@ -81,10 +81,13 @@ def _check_biadjacency(B, name="B"):
         raise ParameterError(f"The '{name}' parameter is empty (shape {tuple(B.shape)}); nothing to compute.")
     if not B.dtype.is_floating_point:
         B = B.to(torch.float64)
-    if not bool(torch.isfinite(B).all()):
-        raise ParameterError(f"The '{name}' parameter holds NaN or inf weights.")
-    if bool((B < 0).any()):
-        raise ParameterError(f"The '{name}' parameter holds negative weights; pass |W| (conductances are >= 0).")
+    lo, total = B.min(), B.sum(dtype=torch.float64)  # two reductions cover NaN, inf and negatives
+    if not (bool(lo >= 0) and bool(torch.isfinite(total))):
+        if not bool(torch.isfinite(B).all()):
+            raise ParameterError(f"The '{name}' parameter holds NaN or inf weights.")
+        if bool((B < 0).any()):
+            raise ParameterError(f"The '{name}' parameter holds negative weights; pass |W| (conductances are >= 0).")
+        raise ParameterError(f"The '{name}' parameter's weights overflow when summed; rescale them.")
     return B
 
 
@@ -116,7 +119,10 @@ def _components(B: torch.Tensor):
 
 
 def _solve_connected_cpu(B: np.ndarray) -> np.ndarray:
-    """Exact resistances of a connected bipartite graph, ``n <= m`` (LAPACK/BLAS through scipy)."""
+    """Exact resistances of a connected bipartite graph, ``n <= m`` (LAPACK/BLAS through scipy).
+
+    Working memory: one ``m x n`` buffer (H, then P^T, then Z, then Y in place) plus ``n x n`` factors.
+    """
     from scipy.linalg import blas, lapack
 
     m, n = B.shape
@@ -125,26 +131,26 @@ def _solve_connected_cpu(B: np.ndarray) -> np.ndarray:
     potrf, trtri = getattr(lapack, f + "potrf"), getattr(lapack, f + "trtri")
     d = B.sum(1)
     dv = B.sum(0)
-    Pt = np.asfortranarray((B / d[:, None]).T)  # P^T (n x m), Fortran order for BLAS
-    Hs = (B / np.sqrt(d)[:, None]).T  # n x m view (Fortran) of D^-1/2 B
-    S = syrk(-1.0, np.asfortranarray(Hs), lower=1)  # -(B^T D^-1 B), lower triangle
+    X = np.multiply(B, (1.0 / np.sqrt(d)).astype(B.dtype)[:, None])  # H = D^-1/2 B (C order, m x n)
+    S = syrk(-1.0, X.T, lower=1)  # -(H^T H) = -(B^T D^-1 B); X.T is Fortran-ordered, no copy
     S[np.diag_indices(n)] += dv
-    alpha = max(float(dv.mean()), np.finfo(B.dtype).tiny) / n
-    S += alpha  # + alpha 11^T (lower triangle is what potrf reads)
+    S += max(float(dv.mean()), float(np.finfo(B.dtype).tiny)) / n  # + alpha 11^T, alpha = mean(dv) / n
     C, info = potrf(S, lower=1, overwrite_a=1, clean=1)
     if info != 0:
         raise np.linalg.LinAlgError(f"Cholesky failed (info={info}); the block may be numerically disconnected.")
+    del S
     Ci, info = trtri(C, lower=1)
-    Mjj = (Ci * Ci).sum(0)  # ||C^-1 e_j||^2 = diag(M)
+    Mjj = np.einsum("ij,ij->j", Ci, Ci)  # ||C^-1 e_j||^2 = diag(M)
     del Ci
-    Z = trsm(1.0, C, Pt, lower=1, overwrite_b=1)  # C^-1 P^T
-    q = (Z * Z).sum(0)  # ||z_i||^2
-    Y = trsm(1.0, C, Z, lower=1, trans_a=1, overwrite_b=1)  # C^-T Z = (P M)^T, n x m
-    R = Y.T  # m x n view
+    X *= (1.0 / np.sqrt(d)).astype(B.dtype)[:, None]  # P = D^-1 B, in place
+    Z = trsm(1.0, C, X.T, lower=1, overwrite_b=1)  # C^-1 P^T, in place (n x m, Fortran)
+    q = np.einsum("ij,ij->j", Z, Z)  # ||z_i||^2
+    Y = trsm(1.0, C, Z, lower=1, trans_a=1, overwrite_b=1)  # C^-T Z = (P M)^T, in place
+    R = Y.T  # m x n, C order
     R *= -2.0
-    R += (1.0 / d + q)[:, None]
+    R += (1.0 / d + q).astype(B.dtype)[:, None]
     R += Mjj[None, :]
-    return np.ascontiguousarray(R)
+    return R
 
 
 def _solve_connected_torch(B: torch.Tensor) -> torch.Tensor:
@@ -221,27 +227,26 @@ def bipartite_resistance(B, *, dtype=torch.float64, backend: str = "auto") -> to
     if transposed:
         B = B.T
     use_scipy = backend == "scipy" or (backend == "auto" and device.type == "cpu")
-    out = torch.full(B.shape, float("nan"), dtype=dtype, device=device)
-    for rows, cols in _components(B):
-        sub = B if rows is None else B[torch.as_tensor(rows, device=device)][:, torch.as_tensor(cols, device=device)]
-        if sub.shape[1] > sub.shape[0]:
-            sub_t = True
-            sub = sub.T
-        else:
-            sub_t = False
+
+    def solve(sub):
+        flip = sub.shape[1] > sub.shape[0]
+        sub = sub.T if flip else sub
         if use_scipy:
             R = torch.from_numpy(_solve_connected_cpu(np.ascontiguousarray(sub.cpu().numpy()))).to(device)
         else:
             R = _solve_connected_torch(sub.contiguous())
-        if sub_t:
-            R = R.T
-        if rows is None:
-            out = R
-        else:
+        return R.T if flip else R
+
+    comps = _components(B)
+    if comps and comps[0][0] is None:  # complete bipartite block (a dense layer): no indexing, no copies
+        out = solve(B)
+    else:
+        out = torch.full(B.shape, float("nan"), dtype=dtype, device=device)
+        for rows, cols in comps:
             ri = torch.as_tensor(rows, device=device)
             ci = torch.as_tensor(cols, device=device)
-            out[ri[:, None], ci[None, :]] = R
-    out = out.masked_fill(B == 0, float("nan"))
+            out[ri[:, None], ci[None, :]] = solve(B[ri][:, ci])
+        out.masked_fill_(B == 0, float("nan"))
     return out.T if transposed else out
 
 
