@@ -15,8 +15,9 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-import graphprune  # noqa: E402
 from _models import GPT2Sized  # noqa: E402
+
+import graphprune  # noqa: E402
 
 
 def timed(fn, runs):
@@ -44,9 +45,9 @@ def main():
           f"{'ratio':>6} {'target s':>8} {'ok':>3}")
     for name, model, x, target in cases:
         model.eval()
-        med, mn, G = timed(lambda: graphprune.from_model(model, x), args.runs)
+        med, mn, G = timed(lambda model=model, x=x: graphprune.from_model(model, x), args.runs)
         with torch.no_grad():
-            fwd, _, _ = timed(lambda: model(x), args.runs)
+            fwd, _, _ = timed(lambda model=model, x=x: model(x), args.runs)
         nw = sum(p.numel() for n, p in model.named_parameters() if p.dim() >= 2)
         print(f"{name:<18} {nw:>12,} {G.num_weight_edges:>12,} {med:>9.3f} {mn:>7.3f} {fwd:>9.3f} "
               f"{med / fwd:>6.1f} {target:>8.1f} {'yes' if med < target else 'NO':>3}")

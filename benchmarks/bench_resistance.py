@@ -25,73 +25,50 @@ import time
 
 import numpy as np
 
-
-def _rss_reset():
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _hwm_mb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _rss_mb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _measure import timed_peak  # noqa: E402
 
 
 def make_block(m, n, seed=0):
     return np.abs(np.random.default_rng(seed).standard_normal((m, n)))
 
 
-def _work(method, m, n, runs, out_path):
+def _compute(method, B):
     import torch
 
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
     from graphprune.resistance import bipartite_resistance, laplacian_from_biadjacency
 
+    m, n = B.shape
+    if method in ("graphprune-f64", "graphprune-f32"):
+        dt = torch.float64 if method.endswith("64") else torch.float32
+        return bipartite_resistance(torch.from_numpy(B), dtype=dt).numpy()
+    if method == "numpy-pinv":
+        Lp = np.linalg.pinv(laplacian_from_biadjacency(B))
+        d = np.diag(Lp)
+        return d[:m, None] + d[None, m:] - 2 * Lp[:m, m:]
+    if method == "pygsp":
+        import scipy.sparse as sp
+        from pygsp.utils import resistance_distance
+
+        rd = resistance_distance(sp.csc_matrix(laplacian_from_biadjacency(B)))
+        return np.asarray(rd.tocsr()[:m, m:].todense())
+    if method == "networkx":
+        import networkx as nx
+
+        G = nx.Graph()
+        G.add_weighted_edges_from((i, m + j, B[i, j]) for i in range(m) for j in range(n))
+        rd = nx.resistance_distance(G, weight="weight", invert_weight=False)
+        return np.array([[rd[i][m + j] for j in range(n)] for i in range(m)])
+    raise ValueError(method)
+
+
+def _work(method, m, n, runs, out_path):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    _compute(method, make_block(8, 8))  # warm-up: load libraries and start BLAS threads outside the measurement
     B = make_block(m, n)
-    times, peaks, R = [], [], None
-    for _ in range(runs):
-        R = None
-        base = _rss_mb()
-        _rss_reset()
-        t = time.perf_counter()
-        if method in ("graphprune-f64", "graphprune-f32"):
-            dt = torch.float64 if method.endswith("64") else torch.float32
-            R = bipartite_resistance(torch.from_numpy(B), dtype=dt).numpy()
-        elif method == "numpy-pinv":
-            Lp = np.linalg.pinv(laplacian_from_biadjacency(B))
-            d = np.diag(Lp)
-            R = d[:m, None] + d[None, m:] - 2 * Lp[:m, m:]
-        elif method == "pygsp":
-            import scipy.sparse as sp
-            from pygsp.utils import resistance_distance
-
-            rd = resistance_distance(sp.csc_matrix(laplacian_from_biadjacency(B)))
-            R = np.asarray(rd.tocsr()[:m, m:].todense())
-        elif method == "networkx":
-            import networkx as nx
-
-            G = nx.Graph()
-            G.add_weighted_edges_from((i, m + j, B[i, j]) for i in range(m) for j in range(n))
-            rd = nx.resistance_distance(G, weight="weight", invert_weight=False)
-            R = np.array([[rd[i][m + j] for j in range(n)] for i in range(m)])
-        times.append(time.perf_counter() - t)
-        peaks.append(max(_hwm_mb() - base, 0.0))
+    t, peak, R = timed_peak(lambda: _compute(method, B), runs)
     np.save(out_path, np.asarray(R, dtype=np.float64))
-    return statistics.median(times), max(peaks)
+    return t, peak
 
 
 def measure(method, m, n, runs):
