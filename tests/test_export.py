@@ -237,3 +237,31 @@ def test_torchvision_resnet18():
     assert G.num_weight_edges == sum(m.weight.numel() for m in convs)
     assert sum(p.kind == "merge" for p in G.partitions) == 8  # one residual add per BasicBlock
     assert G.partition("fc").role == "output" and G.partition("input").size == 3
+
+
+def test_channel_slices_split_and_chunk():
+    class Sliced(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = nn.Linear(4, 12)
+            self.c = nn.Conv2d(3, 8, 1)
+            self.a = nn.Conv2d(4, 2, 1)
+            self.b = nn.Conv2d(5, 2, 1)
+
+        def forward(self, x, img):
+            h = self.qkv(x)
+            d = x.shape[-1]  # a traced size: the slice bounds are resolved from the shape pass
+            y = h[..., :d] + h[..., d : 2 * d] * h[:, 2 * d :]
+            u, _ = self.c(img).chunk(2, dim=1)
+            _, v = torch.split(self.c(img), [3, 5], dim=1)
+            return y, self.a(u) + self.b(v)
+
+    G = graphprune.from_model(Sliced(), (torch.randn(2, 4), torch.randn(2, 3, 5, 5)))
+    qkv_out = [b for b in G.blocks if b.src == "qkv"]
+    assert [b.edge_index()[0].tolist() for b in qkv_out] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    chunk = next(b for b in G.blocks if b.dst == "chunk.0")
+    split = next(b for b in G.blocks if b.dst == "split.1")
+    assert chunk.edge_index()[0].tolist() == [0, 1, 2, 3]
+    assert split.edge_index()[0].tolist() == [3, 4, 5, 6, 7]
+    assert G.block("b").src == "split.1" and G.block("a").src == "chunk.0"
+    assert len(G.blocks_of("c.weight")) == 2  # the module is called twice: both uses are in the graph

@@ -11,6 +11,8 @@ from __future__ import annotations
 import operator
 import warnings
 
+import numpy as np
+
 import torch
 import torch.fx
 from torch import nn
@@ -26,6 +28,7 @@ __all__ = ["from_model", "register_adapter", "ADAPTERS"]
 
 _PERMUTES = {"permute", "transpose", "t", "swapaxes", "swapdims", "movedim"}
 _CATS = {"cat", "concat", "concatenate"}
+_SPLITS = {"split", "chunk", "tensor_split", "split_with_sizes"}
 _CONVS = {"conv1d": 1, "conv2d": 2, "conv3d": 3}
 
 
@@ -101,7 +104,7 @@ def from_model(model: nn.Module, example_inputs, *, leaf_modules=(), skip_unsupp
             G.validate()
         return G
     gm = _trace(model, leaf_modules)
-    _run(model, ShapeProp(gm), inputs)
+    _run(model, _ShapeProp(gm), inputs)
     _check_supported(gm, skip_unsupported)
     return _walk(model, gm, skip_unsupported, validate, len(inputs))
 
@@ -127,6 +130,18 @@ def _trace(model, leaf_modules):
             "module types as leaf_modules=(...) (with an adapter, or skip_unsupported=True)."
         ) from exc
     return torch.fx.GraphModule(tracer.root, graph)
+
+
+class _ShapeProp(ShapeProp):
+    """ShapeProp that also keeps small Python results (sizes, ints) so indices like ``x[..., :x.shape[-1]]``
+    resolve to numbers."""
+
+    def run_node(self, n):
+        result = super().run_node(n)
+        if isinstance(result, (bool, int, float, torch.Size)) or (
+                isinstance(result, tuple) and all(isinstance(v, int) for v in result)):
+            n.meta["graphprune_value"] = result
+        return result
 
 
 def _run(model, runner, inputs):
@@ -211,7 +226,10 @@ def _walk(model, gm, skip, validate, n_inputs):
         elif node.op == "call_module":
             env[node] = _module(b, gm, node, args, kwargs, shape, skip)
         elif node.op in ("call_function", "call_method"):
-            env[node] = _function(b, node, args, kwargs, shape)
+            if "graphprune_value" in node.meta:
+                env[node] = node.meta["graphprune_value"]
+            else:
+                env[node] = _function(b, node, args, kwargs, shape)
         elif node.op == "output":
             outputs = _vals(args)
     G = b.build(outputs)
@@ -263,9 +281,16 @@ def _function(b, node, args, kwargs, shape):
     target = node.target
     if fname == "getitem" and isinstance(args[0], (tuple, list)):
         return args[0][args[1]]
+    x = args[0] if args else None
+    if fname in _SPLITS and isinstance(x, Val) and isinstance(shape, tuple) and shape and \
+            all(_is_tensor_shape(s) for s in shape):
+        return _split(b, node.name, x, args, kwargs, shape)
     if not _is_tensor_shape(shape):
         return None
-    x = args[0] if args else None
+    if fname == "getitem" and isinstance(x, Val) and x.part is not None:
+        sel = _channel_index(x, args[1], shape)
+        if sel is not None:
+            return b.select(node.name, x, sel[0], shape, sel[1])
     if target is torch.nn.functional.linear or (fname == "linear" and isinstance(_arg(args, kwargs, 1, "weight"),
                                                                                  ParamRef)):
         w = _arg(args, kwargs, 1, "weight")
@@ -293,6 +318,58 @@ def _function(b, node, args, kwargs, shape):
     if not vals:
         return None
     return _generic(b, node.name, vals, shape)
+
+
+def _split(b, name, x, args, kwargs, shapes):
+    """split / chunk / tensor_split: along the channel dim each piece is a slice partition."""
+    dim = _arg(args, kwargs, 2 if len(args) > 2 or "dim" in kwargs else 99, "dim", 0)
+    rank = len(x.shape)
+    dim = dim % rank
+    c = x.cdim % rank
+    if dim != c or x.part is None:
+        return tuple(Val(x.part, x.cdim, s, raw=x.raw) for s in shapes)
+    out, start = [], 0
+    for i, s in enumerate(shapes):
+        n = s[dim]
+        out.append(b.select(f"{name}.{i}", x, np.arange(start, start + n), s, dim))
+        start += n
+    return tuple(out)
+
+
+def _channel_index(x, index, out_shape):
+    """For ``x[index]``: ``(channels, output dim)`` when the index slices the channel dim, else None."""
+    index = index if isinstance(index, tuple) else (index,)
+    rank = len(x.shape)
+    c = x.cdim % rank
+    consuming = [i for i in index if i is not Ellipsis and i is not None]
+    if any(not isinstance(i, (int, slice)) for i in consuming):
+        return None  # advanced indexing: leave it to the shape rules
+    if Ellipsis in index:
+        k = index.index(Ellipsis)
+        index = index[:k] + (slice(None),) * (rank - len(consuming)) + index[k + 1 :]
+    index = index + (slice(None),) * (rank - sum(i is not None for i in index))
+    in_dim, out_dim = 0, 0
+    for i in index:
+        if i is None:
+            out_dim += 1
+            continue
+        if in_dim == c:
+            if isinstance(i, int):
+                return None
+            if not all(v is None or isinstance(v, int) for v in (i.start, i.stop, i.step)):
+                return None
+            chans = np.arange(x.shape[c])[i]
+            if chans.size == x.shape[c]:
+                return None
+            if out_dim >= len(out_shape) or out_shape[out_dim] != chans.size:
+                raise UnsupportedOperationError(
+                    f"Cannot resolve the channel slice {i} of shape {x.shape}: the traced output has shape "
+                    f"{out_shape}."
+                )
+            return chans, out_dim
+        in_dim += 1
+        out_dim += 0 if isinstance(i, int) else 1
+    return None
 
 
 def _permuted(fname, x, rest, kwargs):

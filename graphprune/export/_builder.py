@@ -161,6 +161,17 @@ class Builder:
             offset += n
         return Val(out, dim, tuple(shape))
 
+    def select(self, name: str, v: Val, channels, out_shape: tuple, out_cdim: int) -> Val:
+        """A slice of the channel dimension (indexing, split, chunk): a new partition fed by identity edges."""
+        channels = np.asarray(channels, dtype=np.int64)
+        if v.part is None:
+            return Val(None, -1, tuple(out_shape), raw=v.raw)
+        if channels.size == self.parts[v.part]["size"] and np.array_equal(channels, np.arange(channels.size)):
+            return Val(v.part, out_cdim, tuple(out_shape))
+        out = self.new_partition(name, channels.size, kind=self.parts[v.part]["kind"])
+        self.identity_block(f"{name}<-{v.part}", v.part, out, channels, np.arange(channels.size))
+        return Val(out, out_cdim, tuple(out_shape))
+
     def reshape(self, name: str, v: Val, out_shape: tuple) -> Val:
         """Follow the channel dimension through a shape change (view, reshape, flatten, indexing, reduction)."""
         in_shape = tuple(v.shape)
