@@ -36,6 +36,9 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/bench_export.py
+	$(PY) benchmarks/bench_resistance.py
+	$(PY) benchmarks/bench_approx.py
+	$(PY) benchmarks/bench_models.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -81,8 +81,12 @@ def _check_biadjacency(B, name="B"):
         raise ParameterError(f"The '{name}' parameter is empty (shape {tuple(B.shape)}); nothing to compute.")
     if not B.dtype.is_floating_point:
         B = B.to(torch.float64)
-    lo, total = B.min(), B.sum(dtype=torch.float64)  # two reductions cover NaN, inf and negatives
-    if not (bool(lo >= 0) and bool(torch.isfinite(total))):
+    if B.device.type == "cpu":  # numpy reductions: no thread-pool wake-up for small blocks
+        a = B.detach().numpy()
+        lo, total = float(a.min()), float(a.sum(dtype=np.float64))
+    else:
+        lo, total = float(B.min()), float(B.sum(dtype=torch.float64))
+    if not (lo >= 0 and math.isfinite(total)):  # two reductions cover NaN, inf and negatives
         if not bool(torch.isfinite(B).all()):
             raise ParameterError(f"The '{name}' parameter holds NaN or inf weights.")
         if bool((B < 0).any()):
@@ -94,11 +98,12 @@ def _check_biadjacency(B, name="B"):
 def _components(B: torch.Tensor):
     """Connected components of the bipartite graph of ``B`` as lists of (row index, column index) arrays."""
     m, n = B.shape
-    nz = B != 0
-    if bool(nz.all()):
+    if B.device.type != "cpu" and bool((B != 0).all()):  # decide on the device before any transfer
+        return [(None, None)]
+    nz = B.detach().cpu().numpy() != 0
+    if nz.all():
         return [(None, None)]  # complete bipartite: one component, no indexing needed
-    rows, cols = torch.nonzero(nz, as_tuple=True)
-    rows, cols = rows.cpu().numpy(), cols.cpu().numpy()
+    rows, cols = np.nonzero(nz)
     A = sp.coo_array((np.ones(rows.size), (rows, cols + m)), shape=(m + n, m + n))
     k, lab = connected_components(A, directed=False)
     deg = np.zeros(m + n, dtype=np.int64)
@@ -259,8 +264,38 @@ def _as_csr(L):
     return sp.csr_array(np.asarray(L, dtype=np.float64))
 
 
+def _scatter_rows(Y, idx, vals):
+    """``Y[idx] += vals`` with repeated indices summed (sparse matrix product, much faster than np.add.at)."""
+    S = sp.csr_array((np.ones(idx.size), (idx, np.arange(idx.size))), shape=(Y.shape[0], idx.size))
+    Y += S @ vals
+
+
+def _block_pcg(A, Bm, dinv, tol, maxiter):
+    """Jacobi-preconditioned conjugate gradients on all columns of ``Bm`` at once (A symmetric PSD, B in range)."""
+    X = np.zeros_like(Bm)
+    R = Bm.copy()
+    Z = R * dinv[:, None]
+    P = Z.copy()
+    rz = np.einsum("ij,ij->j", R, Z)
+    bnorm = np.maximum(np.linalg.norm(Bm, axis=0), np.finfo(float).tiny)
+    for _ in range(maxiter):
+        AP = np.asarray(A @ P)
+        pap = np.einsum("ij,ij->j", P, AP)
+        alpha = np.divide(rz, pap, out=np.zeros_like(rz), where=pap > 0)
+        X += P * alpha
+        R -= AP * alpha
+        if (np.linalg.norm(R, axis=0) <= tol * bnorm).all():
+            break
+        Z = R * dinv[:, None]
+        rz_new = np.einsum("ij,ij->j", R, Z)
+        beta = np.divide(rz_new, rz, out=np.zeros_like(rz), where=rz > 0)
+        rz = rz_new
+        P = Z + P * beta
+    return X
+
+
 def laplacian_resistance(L, edges, *, method: str = "exact", jl_dim: int | None = None, eps: float = 0.3,
-                         seed=0, tol: float = 1e-10):
+                         seed=0, tol: float = 1e-10, solver: str = "lu"):
     """Effective resistance of given node pairs of a general weighted graph from its Laplacian.
 
     Parameters
@@ -272,8 +307,9 @@ def laplacian_resistance(L, edges, *, method: str = "exact", jl_dim: int | None 
     method : {"exact", "jl"}
         ``"exact"``: per connected component, a dense Cholesky of the grounded Laplacian (a node removed,
         ``O(N^3)``). ``"jl"``: Spielman-Srivastava random projection, ``R_uv ~ ||Z (e_u - e_v)||^2`` with
-        ``Z = Q W^{1/2} B L^+`` and ``k = ceil(24 log N / eps^2)`` (or ``jl_dim``) rows, each solved with a
-        sparse LU factorisation of the grounded Laplacian of each component; relative error about ``eps``.
+        ``Z = Q W^{1/2} B L^+`` and ``k = ceil(24 log N / eps^2)`` (or ``jl_dim``) rows, solved per component
+        with Jacobi-preconditioned block conjugate gradients (``solver="cg"``, relative residual 1e-6) or a
+        sparse LU factorisation of the grounded Laplacian (``solver="lu"``); relative error about ``eps``.
     seed : int
         Seed of the random projection (``"jl"`` only).
 
@@ -290,6 +326,12 @@ def laplacian_resistance(L, edges, *, method: str = "exact", jl_dim: int | None 
     L = _as_csr(L)
     u, v = (np.asarray(x, dtype=np.int64) for x in edges)
     N = L.shape[0]
+    key = np.minimum(u, v) * N + np.maximum(u, v)
+    uniq, inverse = np.unique(key, return_inverse=True)
+    if uniq.size < key.size:  # parallel edges share their pair's resistance: solve each pair once
+        r = laplacian_resistance(L, (uniq // N, uniq % N), method=method, jl_dim=jl_dim, eps=eps, seed=seed,
+                                 tol=tol, solver=solver)
+        return r[inverse.ravel()]
     A = L.copy()
     A.setdiag(0)
     A.eliminate_zeros()
@@ -302,12 +344,17 @@ def laplacian_resistance(L, edges, *, method: str = "exact", jl_dim: int | None 
         kdim = int(jl_dim or math.ceil(24 * math.log(max(N, 2)) / eps**2))
         # Q W^1/2 B, with B the signed edge-vertex incidence of the upper triangle of A
         Au = sp.triu(A, k=1).tocoo()
-        signs = rng.choice([-1.0, 1.0], size=(kdim, Au.nnz)) / math.sqrt(kdim)
         sw = np.sqrt(np.abs(Au.data))  # off-diagonal Laplacian entries are -w
-        # Y = Q W^1/2 B  (kdim x N): column u gets +, column v gets -
-        Y = np.zeros((kdim, N))
-        np.add.at(Y.T, Au.row, (signs * sw).T)
-        np.add.at(Y.T, Au.col, -(signs * sw).T)
+        # Y = Q W^1/2 B (kdim x N), B the signed edge-node incidence (+1 at u, -1 at v), Q random +-1/sqrt(k);
+        # built in chunks of edges so Q is never held whole
+        Y = np.zeros((N, kdim))
+        step = max(1, 2**24 // kdim)
+        for a in range(0, Au.nnz, step):
+            rows, cols, w = Au.row[a : a + step], Au.col[a : a + step], sw[a : a + step]
+            Q = (rng.integers(0, 2, size=(w.size, kdim), dtype=np.int8) * 2 - 1) * (w / math.sqrt(kdim))[:, None]
+            _scatter_rows(Y, rows, Q)
+            _scatter_rows(Y, cols, -Q)
+        Y = Y.T
     for c in range(k):
         nodes = np.flatnonzero(lab == c)
         sel = np.flatnonzero(same & (lab[u] == c) & (u != v))
@@ -319,23 +366,31 @@ def laplacian_resistance(L, edges, *, method: str = "exact", jl_dim: int | None 
         lu, lv = local[u[sel]], local[v[sel]]
         ground = nodes.size - 1  # remove the last node: the grounded Laplacian is SPD on a connected component
         if method == "exact":
-            Lg = Lc[:ground][:, :ground].toarray()
-            C = np.linalg.cholesky(Lg)
-            Ci = np.linalg.inv(C)  # lower triangular
-            M = np.zeros((nodes.size, nodes.size))
-            M[:ground, :ground] = Ci.T @ Ci
+            from scipy.linalg import lapack
+
+            M = np.zeros((nodes.size, nodes.size), order="F")  # the ground node keeps potential 0
+            M[:ground, :ground] = Lc[:ground][:, :ground].toarray()
+            C, info = lapack.dpotrf(M[:ground, :ground], lower=1, overwrite_a=1)
+            if info != 0:
+                raise np.linalg.LinAlgError(f"Cholesky of the grounded Laplacian failed (info={info}).")
+            Minv, info = lapack.dpotri(C, lower=1, overwrite_c=1)  # lower triangle of the inverse
+            Minv = np.tril(Minv)
+            M[:ground, :ground] = Minv + np.tril(Minv, -1).T
             R[sel] = M[lu, lu] + M[lv, lv] - 2 * M[lu, lv]
         else:
-            from scipy.sparse.linalg import splu
-
-            Lg = sp.csc_matrix(Lc[:ground][:, :ground])
             Yc = Y[:, nodes]
             Yc = Yc - Yc.mean(1, keepdims=True)  # project the rows onto the range of L (1-perp)
-            fac = splu(Lg)
             Zc = np.zeros((kdim, nodes.size))
-            Zc[:, :ground] = fac.solve(np.ascontiguousarray(Yc[:, :ground].T)).T
-            diff = Zc[:, lu] - Zc[:, lv]
-            R[sel] = (diff * diff).sum(0)
+            if solver == "lu":
+                from scipy.sparse.linalg import splu
+
+                fac = splu(sp.csc_matrix(Lc[:ground][:, :ground]))
+                Zc[:, :ground] = fac.solve(np.ascontiguousarray(Yc[:, :ground].T)).T
+            else:
+                Zc[:] = _block_pcg(Lc, np.ascontiguousarray(Yc.T), 1.0 / Lc.diagonal(), 1e-6, 10 * nodes.size).T
+            for a in range(0, sel.size, 8192):  # bounded memory: kdim x 8192 at a time
+                diff = Zc[:, lu[a : a + 8192]] - Zc[:, lv[a : a + 8192]]
+                R[sel[a : a + 8192]] = np.einsum("ij,ij->j", diff, diff)
     return R
 
 
@@ -449,10 +504,12 @@ def effective_resistance(obj, block=None, *, view: str = "channel", method: str 
     if method == "auto":
         chosen, why = choose_method(G.num_nodes)
         log.info("effective_resistance: %s", why)
-    ends = []
+    ends, kept = [], []
     for b in G.blocks:
         s, d = b.edge_index("channel")
-        ends.append((s + G.node_offset(b.src), d + G.node_offset(b.dst)))
+        keep = H.block_mask(b).reshape(-1).numpy() if b.is_weight else np.ones(s.size, dtype=bool)
+        kept.append(keep)
+        ends.append((s[keep] + G.node_offset(b.src), d[keep] + G.node_offset(b.dst)))
     u = np.concatenate([e[0] for e in ends])
     v = np.concatenate([e[1] for e in ends])
     if chosen == "degree":
@@ -462,12 +519,10 @@ def effective_resistance(obj, block=None, *, view: str = "channel", method: str 
     else:
         r_all = laplacian_resistance(H.laplacian(), (u, v), method=chosen, eps=eps, jl_dim=jl_dim, seed=seed)
     out, start = {}, 0
-    for b in G.blocks:
-        t = torch.from_numpy(np.asarray(r_all[start : start + b.num_edges], dtype=np.float64))
-        start += b.num_edges
-        if b.is_weight:
-            t = t.reshape(b.weight.shape)
-            if masked:
-                t = t.masked_fill(~H.block_mask(b), float("nan"))
-        out[b.name] = t
+    for b, keep in zip(G.blocks, kept):
+        full = np.full(b.num_edges, np.nan)
+        full[keep] = r_all[start : start + int(keep.sum())]
+        start += int(keep.sum())
+        t = torch.from_numpy(full)
+        out[b.name] = t.reshape(b.weight.shape) if b.is_weight else t
     return (out, chosen) if return_method else out

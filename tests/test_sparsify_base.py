@@ -146,3 +146,23 @@ def test_misbehaving_plugin_is_caught(lenet):
 
     with pytest.raises(GraphPruneError, match="kept .* edges"):
         Greedy(sparsity=0.5).sparsify(lenet)
+
+
+def test_graph_without_prunable_block():
+    from graphprune.graph import Block, MultipartiteGraph, Partition
+
+    parts = [Partition("in", 3, "input"), Partition("out", 3, "output")]
+    idx = np.arange(3)
+    G = MultipartiteGraph(parts, [Block("skip", "in", "out", kind="identity", src_index=idx, dst_index=idx,
+                                       meta={"n_src": 3, "n_dst": 3})])
+    with pytest.raises(GraphPruneError, match="no prunable"):
+        graphprune.sparsify(G, "random", sparsity=0.5)
+
+
+def test_identity_blocks_never_pruned():
+    model, x = build("small_resnet")
+    G = graphprune.from_model(model, x)
+    H = G.with_masks(graphprune.sparsify(G, "magnitude", sparsity=0.99))
+    ident = sum(b.num_edges for b in G.blocks if not b.is_weight)
+    assert ident > 0
+    assert (H.edges_frame().kind == "identity").sum() == ident
