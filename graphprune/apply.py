@@ -43,32 +43,35 @@ def _holders(model: nn.Module, name: str):
     return list(dict.fromkeys(out))
 
 
-def _check(model, masks):
+def _check(model, masks, what="Mask"):
     if not isinstance(model, nn.Module):
         raise ParameterError(f"The 'model' parameter must be a torch.nn.Module. Got {type(model).__name__}.")
     if not isinstance(masks, Mapping):
         raise MaskError(
-            f"The 'masks' parameter must be a dict of parameter name -> bool tensor. Got {type(masks).__name__}."
+            f"The '{what.lower()}s' parameter must be a dict of parameter name -> tensor. Got {type(masks).__name__}."
         )
     plan = []
     for name, m in masks.items():
         holders = _holders(model, name)
         if not holders:
             raise MaskError(
-                f"Mask for {name!r}: the model has no such parameter. Masks must be keyed by parameter names as in "
+                f"{what} for {name!r}: the model has no such parameter. Masks must be keyed by parameter names as in "
                 "model.named_parameters() (e.g. 'features.0.weight')."
             )
         mod, attr = holders[0]
         current = getattr(mod, attr + "_orig", None)
         current = current if current is not None else getattr(mod, attr)
         if not isinstance(m, torch.Tensor):
-            raise MaskError(f"Mask for {name!r} must be a torch.Tensor. Got {type(m).__name__}.")
+            raise MaskError(f"{what} for {name!r} must be a torch.Tensor. Got {type(m).__name__}.")
         if tuple(m.shape) != tuple(current.shape):
             raise MaskError(
-                f"Mask for {name!r} has shape {tuple(m.shape)}, but the parameter has shape {tuple(current.shape)}."
+                f"{what} for {name!r} has shape {tuple(m.shape)}, but the parameter has shape "
+                f"{tuple(current.shape)}."
             )
-        if m.dtype != torch.bool:
+        if what == "Mask" and m.dtype != torch.bool:
             raise MaskError(f"Mask for {name!r} must have dtype torch.bool. Got {m.dtype}.")
+        if what == "Scale" and not bool(torch.isfinite(m).all()):
+            raise MaskError(f"Scale for {name!r} must be finite.")
         plan.append((holders, m.to(current.device)))
     return plan
 
@@ -115,17 +118,13 @@ def apply_masks(model: nn.Module, graph=None, masks: Mapping | None = None, *,
             raise ParameterError("apply_masks needs 'masks' or a 'graph' whose masks to apply.")
         masks = graph.masks
     plan = _check(model, masks)
-    if scales is not None:
-        sc_plan = _check(model, {k: torch.ones(v.shape, dtype=torch.bool) for k, v in scales.items()})
-        for (holders, _), (name, s) in zip(sc_plan, scales.items()):
-            if not isinstance(s, torch.Tensor) or not bool(torch.isfinite(s).all()):
-                raise MaskError(f"Scale for {name!r} must be a finite tensor.")
-        with torch.no_grad():
-            for (holders, _), s in zip(sc_plan, scales.values()):
-                mod, attr = holders[0]
-                target = getattr(mod, attr + "_orig", None)
-                target = target if target is not None else getattr(mod, attr)
-                target.mul_(s.to(target.device, target.dtype))
+    sc_plan = _check(model, scales, "Scale") if scales is not None else []
+    with torch.no_grad():  # every check passed: now write
+        for holders, s in sc_plan:
+            mod, attr = holders[0]
+            target = getattr(mod, attr + "_orig", None)
+            target = target if target is not None else getattr(mod, attr)
+            target.mul_(s.to(target.dtype))
     for holders, m in plan:
         for mod, attr in holders:
             prune.custom_from_mask(mod, attr, m)

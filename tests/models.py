@@ -163,7 +163,7 @@ def weight_params(model):
     """Parameters that are edges: every >= 2-D weight (attention projections included), by use count."""
     uses = {}
     for mod in model.modules():
-        for attr, p in mod._parameters.items():
+        for p in mod._parameters.values():
             if p is not None and p.dim() >= 2:
                 uses.setdefault(id(p), [p, 0])[1] += 1
     return uses

@@ -72,7 +72,7 @@ def _naive_conv_edges(w, groups):
     out_c, in_g = w.shape[:2]
     K = int(np.prod(w.shape[2:]))
     src, dst = [], []
-    for o, ci, t in itertools.product(range(out_c), range(in_g), range(K)):
+    for o, ci, _ in itertools.product(range(out_c), range(in_g), range(K)):
         src.append((o // (out_c // groups)) * in_g + ci)
         dst.append(o)
     return np.array(src), np.array(dst)

@@ -12,7 +12,6 @@ import operator
 import warnings
 
 import numpy as np
-
 import torch
 import torch.fx
 from torch import nn
