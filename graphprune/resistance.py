@@ -468,7 +468,7 @@ def effective_resistance(obj, block=None, *, view: str = "channel", method: str 
     --------
     >>> import torch, graphprune
     >>> G = graphprune.from_model(torch.nn.Linear(3, 2, bias=False), torch.randn(1, 3))
-    >>> R = graphprune.effective_resistance(G, "weight")
+    >>> R = graphprune.effective_resistance(G, G.blocks[0])
     >>> tuple(R.shape)
     (2, 3)
     """

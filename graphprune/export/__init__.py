@@ -97,7 +97,9 @@ def from_model(model: nn.Module, example_inputs, *, leaf_modules=(), skip_unsupp
         out = _run(model, model, inputs)
         b = Builder(model, n_inputs=len(inputs))
         shapes = map_aggregate(out, lambda t: tuple(t.shape) if isinstance(t, torch.Tensor) else None)
-        res = find_adapter(model)(b, "", model, [Val(None, -1, tuple(x.shape), raw="input") for x in inputs], shapes)
+        root = type(model).__name__.lower()  # names the root's partitions and blocks ("linear", ...)
+        res = find_adapter(model)(b, root, model, [Val(None, -1, tuple(x.shape), raw="input") for x in inputs],
+                                  shapes)
         G = b.build(_vals(res))
         if validate:
             G.validate()
