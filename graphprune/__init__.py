@@ -7,7 +7,7 @@ analysis / :func:`apply_masks` -> model.
 from __future__ import annotations
 
 from . import errors
-from .analysis import spectral_similarity
+from .analysis import ConnectivityReport, compare, report, spectral_similarity
 from .apply import apply_masks, load_masks, make_permanent, save_masks
 from .errors import GraphPruneError
 from .export import from_model, register_adapter
@@ -21,4 +21,5 @@ __all__ = [
     "from_model", "register_adapter", "MultipartiteGraph", "Partition", "Block", "sparsify", "Sparsifier",
     "register", "get_sparsifier", "available_sparsifiers", "apply_masks", "make_permanent", "save_masks",
     "load_masks", "GraphPruneError", "errors", "effective_resistance", "spectral_similarity", "check_sparsifier",
+    "report", "compare", "ConnectivityReport",
 ]

@@ -1,5 +1,25 @@
-"""Analysers: plain functions ``metric(G, *, mask=None, ...)``, one module per family."""
+"""Analysers: plain functions ``metric(G, *, mask=None, ...)``, one module per family, and the report."""
 
-from .spectral import block_spectral_similarity, spectral_similarity
+from .global_ import (
+    articulation_points,
+    bridges,
+    components,
+    count_paths,
+    effective_mask,
+    effective_sparsity,
+    layer_collapse,
+    reachability,
+)
+from .local import degree_table, node_status, removable_edges
+from .report import ConnectivityReport, compare, report
+from .spectral import (
+    algebraic_connectivity,
+    block_spectral_similarity,
+    block_spectrum_metrics,
+    spectral_similarity,
+)
 
-__all__ = ["spectral_similarity", "block_spectral_similarity"]
+__all__ = ["report", "compare", "ConnectivityReport", "node_status", "degree_table", "removable_edges",
+           "reachability", "effective_mask", "effective_sparsity", "layer_collapse", "count_paths", "components",
+           "articulation_points", "bridges", "spectral_similarity", "block_spectral_similarity",
+           "algebraic_connectivity", "block_spectrum_metrics"]
