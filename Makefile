@@ -39,6 +39,7 @@ bench: setup
 	$(PY) benchmarks/bench_resistance.py
 	$(PY) benchmarks/bench_approx.py
 	$(PY) benchmarks/bench_models.py
+	$(PY) benchmarks/bench_report.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -113,7 +113,8 @@ class ConnectivityReport:
             import matplotlib.pyplot as plt
 
             plt.close(fig)
-            img = f'<img alt="connectivity plots" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+            data = base64.b64encode(buf.getvalue()).decode()
+            img = f'<img alt="connectivity plots" src="data:image/png;base64,{data}">'
         text = (
             "<!DOCTYPE html><html><head><meta charset='utf-8'><title>graphprune connectivity report</title>"
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"

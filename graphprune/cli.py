@@ -1,0 +1,226 @@
+"""The ``graphprune`` command line: ``export``, ``prune`` and ``report``.
+
+Models come from a torchvision name (``resnet18``; random init, nothing is downloaded) or a
+``package.module:factory`` string; ``--weights`` loads a state dict with ``torch.load(weights_only=True)``.
+A bad argument or file gives one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+__all__ = ["main"]
+
+
+class _Fail(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit code 2
+        raise _Fail(f"{self.prog}: {message}")
+
+
+def _shape(text):
+    try:
+        dims = tuple(int(x) for x in text.replace("x", ",").split(",") if x)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid shape {text!r}; use e.g. 1,3,224,224") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"invalid shape {text!r}; use positive sizes, e.g. 1,3,224,224")
+    return dims
+
+
+def _sparsity(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid sparsity {text!r}; use a number in [0, 1)") from None
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"sparsity must be in [0, 1); got {text}")
+    return v
+
+
+def load_model(spec: str, weights: str | None = None):
+    """A model from a torchvision name or ``package.module:factory``; optional state dict from ``weights``."""
+    import torch
+
+    if ":" in spec:
+        mod_name, _, attr = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise _Fail(f"cannot load model factory {spec!r}: {exc}") from None
+        model = factory()
+    else:
+        try:
+            import torchvision
+        except ImportError:
+            raise _Fail(f"model {spec!r} needs torchvision (pip install torchvision), or use package.module:factory")
+        try:
+            model = torchvision.models.get_model(spec, weights=None)
+        except (ValueError, KeyError):
+            raise _Fail(f"unknown torchvision model {spec!r}; e.g. resnet18, mobilenet_v2, or package.module:factory")
+    if not isinstance(model, torch.nn.Module):
+        raise _Fail(f"{spec!r} did not give a torch.nn.Module (got {type(model).__name__})")
+    if weights:
+        if not os.path.exists(weights):
+            raise _Fail(f"weights file not found: {weights}")
+        try:
+            state = torch.load(weights, weights_only=True, map_location="cpu")
+            model.load_state_dict(state)
+        except Exception as exc:  # noqa: BLE001 - any failure is one line for the user
+            raise _Fail(f"cannot load weights {weights!r}: {str(exc).splitlines()[0]}") from None
+    return model.eval()
+
+
+def _example(args, model):
+    import torch
+
+    shape = args.input_shape or ((1, 3, 224, 224) if ":" not in args.model else None)
+    if shape is None:
+        raise _Fail("--input-shape is required for package.module:factory models (e.g. --input-shape 1,784)")
+    gen = torch.Generator().manual_seed(0)
+    if args.input_dtype == "long":
+        return torch.randint(0, 2, shape, generator=gen)
+    return torch.randn(shape, generator=gen)
+
+
+def _graph(args):
+    import graphprune
+
+    model = load_model(args.model, args.weights)
+    return model, graphprune.from_model(model, _example(args, model), skip_unsupported=args.skip_unsupported)
+
+
+def _write_report(rep, path):
+    ext = os.path.splitext(path)[1].lower()
+    if ext in (".html", ".htm"):
+        rep.to_html(path)
+    elif ext == ".md":
+        rep.to_markdown(path)
+    elif ext == ".json":
+        rep.to_json(path)
+    else:
+        raise _Fail(f"report file {path!r} must end in .html, .md or .json")
+
+
+def cmd_export(args):
+    model, G = _graph(args)
+    print(G.summary())
+    if args.edges:
+        G.edges_frame().to_csv(args.edges, index=False)
+        print(f"edges written to {args.edges}")
+    if args.nodes:
+        G.nodes_frame().to_csv(args.nodes, index=False)
+        print(f"nodes written to {args.nodes}")
+
+
+def cmd_prune(args):
+    import graphprune
+
+    model, G = _graph(args)
+    masks = graphprune.sparsify(G, args.sparsifier, sparsity=args.sparsity, seed=args.seed,
+                                allocation=args.allocation, progress=not args.quiet)
+    graphprune.save_masks(masks, args.out)
+    H = G.with_masks(masks)
+    print(f"{args.sparsifier}: density {H.density():.4f}; masks written to {args.out}")
+    if args.report:
+        rep = graphprune.report(G, masks, spectral=not args.no_spectral)
+        _write_report(rep, args.report)
+        print(f"report written to {args.report}")
+    if args.save_model:
+        import torch
+
+        graphprune.apply_masks(model, G, masks)
+        graphprune.make_permanent(model)
+        torch.save(model.state_dict(), args.save_model)
+        print(f"pruned state dict written to {args.save_model}")
+
+
+def cmd_report(args):
+    import graphprune
+
+    _, G = _graph(args)
+    masks = None
+    if args.masks:
+        if not os.path.exists(args.masks):
+            raise _Fail(f"masks file not found: {args.masks}")
+        masks = graphprune.load_masks(args.masks)
+    rep = graphprune.report(G, masks, spectral=not args.no_spectral)
+    for line in rep._summary_lines():
+        print(line)
+    if args.out:
+        _write_report(rep, args.out)
+        print(f"report written to {args.out}")
+
+
+def build_parser():
+    from .sparsify import available_sparsifiers
+
+    p = _Parser(prog="graphprune", description="Treat a neural network as a graph and prune it with graph theory.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    sub.required = True
+
+    def common(sp):
+        sp.add_argument("model", help="torchvision model name (random init) or package.module:factory")
+        sp.add_argument("--weights", help="state dict to load (torch.load(weights_only=True))")
+        sp.add_argument("--input-shape", type=_shape, help="example input shape, e.g. 1,3,224,224 (the default "
+                        "for torchvision models)")
+        sp.add_argument("--input-dtype", choices=("float", "long"), default="float",
+                        help="long for token ids (embeddings)")
+        sp.add_argument("--skip-unsupported", action="store_true", help="skip parametrised modules with no graph "
+                        "encoding instead of failing")
+
+    e = sub.add_parser("export", help="export a model to a multipartite graph and print its summary")
+    common(e)
+    e.add_argument("--edges", help="write the edge list as CSV")
+    e.add_argument("--nodes", help="write the node table as CSV")
+    e.set_defaults(func=cmd_export)
+
+    pr = sub.add_parser("prune", help="sparsify a model's graph and write the masks (and a report)")
+    common(pr)
+    pr.add_argument("--sparsifier", default="spectral", choices=available_sparsifiers())
+    pr.add_argument("--sparsity", type=_sparsity, default=0.9, help="fraction of weights to remove, in [0, 1)")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--allocation", default="uniform", choices=("uniform", "erk", "global"))
+    pr.add_argument("--out", default="masks.pt", help="masks file (loads with torch.load(weights_only=True))")
+    pr.add_argument("--report", help="also write a report (.html, .md or .json)")
+    pr.add_argument("--no-spectral", action="store_true", help="skip the spectral metrics in the report")
+    pr.add_argument("--save-model", help="also write the pruned model's state dict")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=cmd_prune)
+
+    r = sub.add_parser("report", help="connectivity report of a model, optionally with masks")
+    common(r)
+    r.add_argument("--masks", help="masks file written by 'graphprune prune'")
+    r.add_argument("--out", help="report file (.html, .md or .json)")
+    r.add_argument("--no-spectral", action="store_true", help="skip the spectral metrics")
+    r.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv=None) -> int:
+    from .errors import GraphPruneError
+
+    try:
+        args = build_parser().parse_args(argv)
+        args.func(args)
+    except _Fail as exc:
+        msg = str(exc)
+        print(msg if msg.startswith("graphprune") else f"graphprune: {msg}", file=sys.stderr)
+        return 2
+    except GraphPruneError as exc:
+        print(f"graphprune: {type(exc).__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, RuntimeError, TypeError) as exc:
+        print(f"graphprune: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
