@@ -59,11 +59,13 @@ def load_model(spec: str, weights: str | None = None):
         try:
             import torchvision
         except ImportError:
-            raise _Fail(f"model {spec!r} needs torchvision (pip install torchvision), or use package.module:factory")
+            raise _Fail(f"model {spec!r} needs torchvision (pip install torchvision), or use "
+                        "package.module:factory") from None
         try:
             model = torchvision.models.get_model(spec, weights=None)
         except (ValueError, KeyError):
-            raise _Fail(f"unknown torchvision model {spec!r}; e.g. resnet18, mobilenet_v2, or package.module:factory")
+            raise _Fail(f"unknown torchvision model {spec!r}; e.g. resnet18, mobilenet_v2, or "
+                        "package.module:factory") from None
     if not isinstance(model, torch.nn.Module):
         raise _Fail(f"{spec!r} did not give a torch.nn.Module (got {type(model).__name__})")
     if weights:
