@@ -29,7 +29,7 @@ test: setup
 	$(PY) -m pytest
 
 demo: setup
-	$(PY) examples/quickstart.py
+	$(PY) examples/demo.py
 
 lint: setup
 	$(VENV)/bin/ruff check graphprune tests examples benchmarks

@@ -160,6 +160,36 @@ def cmd_report(args):
         print(f"report written to {args.out}")
 
 
+def _list(kind):
+    def parse(text):
+        items = [x.strip() for x in text.split(",") if x.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"empty {kind} list")
+        return items
+    return parse
+
+
+def cmd_experiment(args):
+    from .experiments import COMPRESSIONS, METHODS, Schedule, run_study
+
+    methods = args.methods or list(METHODS)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise _Fail(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+    try:
+        comps = [float(c) for c in args.compressions] if args.compressions else list(COMPRESSIONS)
+        seeds = [int(s) for s in args.seeds]
+    except ValueError as exc:
+        raise _Fail(f"bad --compressions or --seeds: {exc}") from None
+    out = run_study(args.model, args.dataset, methods=methods, compressions=comps, seeds=seeds,
+                    schedule=Schedule(epochs=args.epochs), out_dir=args.out, jobs=args.jobs,
+                    progress=not args.quiet, spectral_metrics=not args.no_spectral, tag=args.tag)
+    print(open(out["markdown"]).read())
+    print(f"results: {out['csv']} ({out['ran']} new runs)")
+    print(f"plot:    {out['plot']}")
+    print(f"table:   {out['markdown']}")
+
+
 def build_parser():
     from .sparsify import available_sparsifiers
 
@@ -202,6 +232,23 @@ def build_parser():
     r.add_argument("--out", help="report file (.html, .md or .json)")
     r.add_argument("--no-spectral", action="store_true", help="skip the spectral metrics")
     r.set_defaults(func=cmd_report)
+
+    from .experiments import MODELS
+
+    x = sub.add_parser("experiment", help="the accuracy-against-compression study (prune at init, train, test)")
+    x.add_argument("--model", default="mlp", choices=sorted(MODELS))
+    x.add_argument("--dataset", default="mnist1d", choices=("mnist1d", "synthetic"))
+    x.add_argument("--methods", type=_list("method"), help="comma-separated (default: all)")
+    x.add_argument("--compressions", type=_list("compression"), help="comma-separated ratios (default: 10^0.5 to "
+                   "10^3 in steps of 10^0.25)")
+    x.add_argument("--seeds", type=_list("seed"), default=["0", "1", "2"])
+    x.add_argument("--epochs", type=int, default=40)
+    x.add_argument("--jobs", type=int, default=1, help="worker processes")
+    x.add_argument("--out", default="data/results")
+    x.add_argument("--tag", help="file name stem (default <model>_<dataset>)")
+    x.add_argument("--no-spectral", action="store_true", help="skip the spectral metrics of each run's report")
+    x.add_argument("--quiet", action="store_true")
+    x.set_defaults(func=cmd_experiment)
     return p
 
 

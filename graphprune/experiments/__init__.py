@@ -1,0 +1,9 @@
+"""Experiments: offline data, the model zoo, the training schedule and the accuracy-against-compression study."""
+
+from .data import Dataset, load_dataset, mnist1d, synthetic
+from .models import MODELS, build_model
+from .study import COMPRESSIONS, METHODS, markdown_table, plot_study, run_study, summarize
+from .train import Schedule, evaluate, train
+
+__all__ = ["Dataset", "load_dataset", "mnist1d", "synthetic", "MODELS", "build_model", "COMPRESSIONS", "METHODS",
+           "run_study", "summarize", "plot_study", "markdown_table", "Schedule", "train", "evaluate"]

@@ -1,0 +1,90 @@
+"""The study's model zoo for 1-D inputs ``(N, features)`` such as MNIST-1D (random init, seeded)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import ParameterError
+
+__all__ = ["MODELS", "build_model", "MLP", "Conv1dNet", "ResNet1d"]
+
+
+class MLP(nn.Sequential):
+    """Fully connected ReLU network, e.g. 40-256-256-10 (MNIST-1D) or 40-300-100-10 (LeNet-300-100 style)."""
+
+    def __init__(self, sizes=(40, 256, 256, 10)):
+        layers = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        super().__init__(*layers[:-1])
+
+
+class Conv1dNet(nn.Module):
+    """The MNIST-1D convolutional baseline shape: three Conv1d(k=5, stride 2) layers of 25 channels, then Linear."""
+
+    def __init__(self, features=40, classes=10, channels=25):
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, channels, 5, stride=2, padding=1)
+        self.conv2 = nn.Conv1d(channels, channels, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv1d(channels, channels, 3, stride=2, padding=1)
+        with torch.no_grad():
+            n = self._features(torch.zeros(1, 1, features)).numel()
+        self.fc = nn.Linear(n, classes)
+
+    def _features(self, x):
+        return torch.relu(self.conv3(torch.relu(self.conv2(torch.relu(self.conv1(x))))))
+
+    def forward(self, x):
+        return self.fc(self._features(x.unsqueeze(1)).flatten(1))
+
+
+class _Block(nn.Module):
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.conv1 = nn.Conv1d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm1d(c_out)
+        self.conv2 = nn.Conv1d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm1d(c_out)
+        self.short = None
+        if stride != 1 or c_in != c_out:
+            self.short = nn.Sequential(nn.Conv1d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm1d(c_out))
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(y + (x if self.short is None else self.short(x)))
+
+
+class ResNet1d(nn.Module):
+    """A small 1-D ResNet: stem, three residual stages (16, 32, 64 channels), global average pooling, Linear."""
+
+    def __init__(self, classes=10, widths=(16, 32, 64)):
+        super().__init__()
+        self.stem = nn.Conv1d(1, widths[0], 3, padding=1, bias=False)
+        blocks, c = [], widths[0]
+        for i, w in enumerate(widths):
+            blocks.append(_Block(c, w, 1 if i == 0 else 2))
+            c = w
+        self.stages = nn.Sequential(*blocks)
+        self.fc = nn.Linear(c, classes)
+
+    def forward(self, x):
+        x = self.stages(torch.relu(self.stem(x.unsqueeze(1))))
+        return self.fc(x.mean(dim=2))
+
+
+MODELS = {
+    "mlp": lambda f, c: MLP((f, 256, 256, c)),
+    "lenet300": lambda f, c: MLP((f, 300, 100, c)),
+    "conv1d": lambda f, c: Conv1dNet(f, c),
+    "resnet1d": lambda f, c: ResNet1d(c),
+}
+
+
+def build_model(name: str, *, features: int = 40, classes: int = 10, seed: int = 0) -> nn.Module:
+    """A model of the zoo with ``torch`` initialisation under its own seed (the global RNG state is restored)."""
+    if name not in MODELS:
+        raise ParameterError(f"The 'model' parameter must be one of {sorted(MODELS)}. Got {name!r} instead.")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MODELS[name](features, classes)
