@@ -83,7 +83,7 @@ def _one_run(job):
 
 
 def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, compressions=COMPRESSIONS,
-              seeds=(0, 1, 2), schedule: Schedule = Schedule(), out_dir: str = "data/results", jobs: int = 1,
+              seeds=(0, 1, 2), schedule: Schedule | None = None, out_dir: str = "data/results", jobs: int = 1,
               progress: bool = True, spectral_metrics: bool = True, dataset_kwargs: dict | None = None,
               tag: str | None = None):
     """Run (or resume) the study and write ``<out_dir>/study_<tag>.csv``, ``.png`` and ``.md``.
@@ -98,8 +98,8 @@ def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, com
     compressions : sequence of float
         Compression ratios (1 / density).
     seeds : sequence of int
-    schedule : Schedule
-        The fixed training schedule.
+    schedule : Schedule, optional
+        The fixed training schedule (default ``Schedule()``: 40 epochs).
     jobs : int
         Worker processes (each uses one thread).
     tag : str, optional
@@ -112,6 +112,7 @@ def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, com
     """
     import pandas as pd
 
+    schedule = schedule or Schedule()
     methods = list(methods or METHODS)
     bad = [m for m in methods if m not in METHODS]
     if bad:

@@ -36,9 +36,10 @@ def evaluate(model, dataset, split="test", batch_size=1024) -> float:
     return correct / max(total, 1)
 
 
-def train(model, dataset, schedule: Schedule = Schedule(), *, seed: int = 0, progress: bool = False) -> dict:
+def train(model, dataset, schedule: Schedule | None = None, *, seed: int = 0, progress: bool = False) -> dict:
     """Train in place with ``schedule``; masks written by ``apply_masks`` stay enforced (torch.nn.utils.prune
     re-parametrisation). Returns ``{"train_loss", "test_acc", "train_acc"}``."""
+    schedule = schedule or Schedule()
     opt = torch.optim.Adam(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)
     loader = dataset.loader("train", batch_size=schedule.batch_size, seed=seed)
     steps = schedule.epochs * len(loader)
