@@ -1,0 +1,152 @@
+import copy
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import graphprune
+from graphprune.errors import ParameterError
+from graphprune.experiments import (
+    METHODS,
+    Schedule,
+    build_model,
+    markdown_table,
+    mnist1d,
+    run_study,
+    synthetic,
+    train,
+)
+from graphprune.sparsify.saliency import GraSPSparsifier, SNIPSparsifier, SynFlowSparsifier
+
+
+@pytest.fixture(scope="module")
+def task():
+    ds = synthetic(num_samples=400, num_features=12, num_classes=3, seed=0)
+    model = build_model("mlp", features=12, classes=3, seed=0)
+    return ds, model, graphprune.from_model(model, ds.x_train[:2])
+
+
+def test_mnist1d_generated_locally_and_cached(tmp_path):
+    ds = mnist1d(data_dir=str(tmp_path))
+    assert ds.x_train.shape == (4000, 40) and ds.x_test.shape == (1000, 40) and ds.num_classes == 10
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["mnist1d_n5000_s42.npz", "mnist1d_n5000_s42.npz.sha256.json"]
+    again = mnist1d(data_dir=str(tmp_path))
+    assert torch.equal(again.x_train, ds.x_train)
+    (tmp_path / "mnist1d_n5000_s42.npz").write_bytes(b"corrupted")  # bad checksum: regenerated
+    fixed = mnist1d(data_dir=str(tmp_path))
+    assert torch.equal(fixed.y_test, ds.y_test)
+
+
+def test_model_zoo_exports():
+    for name, size in [("mlp", 40 * 256 + 256 * 256 + 2560), ("lenet300", 40 * 300 + 300 * 100 + 1000)]:
+        G = graphprune.from_model(build_model(name), torch.randn(2, 40))
+        assert G.num_weight_edges == size
+    assert build_model("conv1d")(torch.randn(3, 40)).shape == (3, 10)
+    assert build_model("resnet1d")(torch.randn(3, 40)).shape == (3, 10)
+    with pytest.raises(ParameterError, match="'model'"):
+        build_model("vgg")
+
+
+def _grads_by_hand(model, ds, batches=1):
+    m = copy.deepcopy(model)
+    loader = ds.loader("train", batch_size=128, seed=0)
+    for i, (x, y) in enumerate(loader):
+        if i >= batches:
+            break
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+    return {n: p.grad for n, p in m.named_parameters()}
+
+
+def test_snip_scores_are_grad_times_weight(task):
+    ds, model, G = task
+    sp = SNIPSparsifier(density=0.3, model=model, data=ds.loader("train", batch_size=128, seed=0), batches=1)
+    sp._validate()
+    scores = sp.compute_scores(G)
+    grads = _grads_by_hand(model, ds)
+    for n in G.params:
+        torch.testing.assert_close(scores[n], (grads[n] * dict(model.named_parameters())[n]).abs().detach())
+    masks = sp.sparsify(G)
+    assert sum(int(m.sum()) for m in masks.values()) == round(0.3 * G.num_weight_edges)
+
+
+def test_synflow_scores_match_closed_form_on_linear_net():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3, bias=False), torch.nn.Linear(3, 2, bias=False))
+    G = graphprune.from_model(net, torch.randn(1, 4))
+    sp = SynFlowSparsifier(density=0.5, model=net, input_shape=(4,))
+    sp._validate()
+    s = sp.compute_scores(G)
+    W1, W2 = (m.weight.detach().abs().double() for m in net)
+    # R = 1^T W2 W1 1: dR/dW1[i, j] = (1^T W2)_i, dR/dW2[k, i] = (W1 1)_i
+    want1 = (torch.ones(2, dtype=torch.float64) @ W2)[:, None] * torch.ones(4, dtype=torch.float64)[None] * W1
+    want2 = torch.ones(2, 1, dtype=torch.float64) * (W1 @ torch.ones(4, dtype=torch.float64))[None] * W2
+    torch.testing.assert_close(s["0.weight"], want1)
+    torch.testing.assert_close(s["1.weight"], want2)
+
+
+def test_iterative_synflow_hits_density_and_shrinks(task):
+    ds, model, G = task
+    m = SynFlowSparsifier(density=0.05, model=model, input_shape=(12,), iterations=10).sparsify(G)
+    assert sum(int(v.sum()) for v in m.values()) == round(0.05 * G.num_weight_edges)
+
+
+def test_grasp_runs_and_does_not_touch_the_model(task):
+    ds, model, G = task
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    m = GraSPSparsifier(density=0.2, model=model, data=ds.loader("train", seed=0), batches=2).sparsify(G)
+    assert sum(int(v.sum()) for v in m.values()) == round(0.2 * G.num_weight_edges)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_data_dependent_scorers_need_data(task):
+    _, model, G = task
+    with pytest.raises(ParameterError, match="data-dependent"):
+        SNIPSparsifier(density=0.5, model=model).sparsify(G)
+    with pytest.raises(ParameterError, match="needs the model"):
+        SNIPSparsifier(density=0.5).sparsify(G)
+
+
+def test_training_keeps_masks_and_learns(task):
+    ds, _, _ = task
+    model = build_model("mlp", features=12, classes=3, seed=1)
+    G = graphprune.from_model(model, ds.x_train[:2])
+    masks = graphprune.sparsify(G, "spectral", density=0.2, seed=0)
+    graphprune.apply_masks(model, G, masks)
+    res = train(model, ds, Schedule(epochs=5), seed=0)
+    assert res["test_acc"] > 0.6  # three well separated clusters
+    assert torch.all(model[0].weight[~masks["0.weight"]] == 0)
+
+
+def test_study_is_resumable_and_reproducible(tmp_path):
+    kw = dict(methods=["spectral", "random"], compressions=[10.0], seeds=[0], schedule=Schedule(epochs=2),
+              progress=False, spectral_metrics=False, dataset_kwargs=dict(num_samples=300, num_features=10))
+    first = run_study("mlp", "synthetic", out_dir=str(tmp_path / "a"), **kw)
+    assert first["ran"] == 2
+    again = run_study("mlp", "synthetic", out_dir=str(tmp_path / "a"), **kw)
+    assert again["ran"] == 0 and len(again["frame"]) == 2
+    other = run_study("mlp", "synthetic", out_dir=str(tmp_path / "b"), **kw)
+    a = first["frame"].sort_values("method").reset_index(drop=True)
+    b = other["frame"].sort_values("method").reset_index(drop=True)
+    assert a.test_acc.tolist() == b.test_acc.tolist()  # same seeds, same numbers
+    assert np.allclose(a.density, 0.1, atol=1e-3)
+    assert (tmp_path / "a" / "study_mlp_synthetic.png").exists()
+    md = open(first["markdown"]).read()
+    assert "| spectral |" in md and "| random |" in md
+
+
+def test_markdown_table_marks_collapse():
+    df = pd.DataFrame(dict(method=["spectral", "spectral"], compression=[10.0, 10.0], seed=[0, 1],
+                           test_acc=[0.5, 0.7], layer_collapse=[False, True]))
+    md = markdown_table(df)
+    assert "60.0 (50.0-70.0) C1/2" in md
+
+
+def test_methods_cover_the_issue():
+    assert {"snip", "grasp", "synflow", "synflow-iter", "magnitude", "random", "random-erk", "degree", "spectral",
+            "spectral-rolled", "spectral-reweight"} <= set(METHODS)
+    assert math.isclose(min(graphprune.experiments.COMPRESSIONS), 10**0.5, rel_tol=1e-4)
+    assert math.isclose(max(graphprune.experiments.COMPRESSIONS), 1000)
+
