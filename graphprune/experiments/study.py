@@ -66,7 +66,7 @@ def _one_run(job):
     scales = getattr(sparsifier, "scales_", None) or None
     rep = graphprune.report(G, masks, spectral=job.get("spectral_metrics", True))
     graphprune.apply_masks(model, G, masks, scales=scales)
-    res = train(model, ds, Schedule(**job["schedule"]), seed=job["seed"])
+    res = train(model, ds, Schedule(**job["schedule"]), seed=job["seed"], progress=job.get("progress", False))
     f = rep.frame
     row = {k: job[k] for k in KEY}
     row.update(
@@ -133,6 +133,7 @@ def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, com
                     continue
                 todo.append(dict(model=model, dataset=dataset, method=m, compression=float(c), seed=int(seed),
                                  schedule=schedule.as_dict(), spectral_metrics=spectral_metrics,
+                                 progress=progress and jobs <= 1,  # epoch bars only in-process
                                  dataset_kwargs=dict(dataset_kwargs or {})))
     if dataset == "mnist1d":  # generate and cache once, before the workers start
         from .data import mnist1d
