@@ -200,24 +200,15 @@ def components(G, *, mask=None, backend: str = "scipy") -> np.ndarray:
         A = sp.csr_array((np.ones(u.size), (u, v)), shape=(n, n))
         return connected_components(A, directed=False)[1]
     if backend == "networkx":
-        from ..convert import require
+        import networkx as nx
 
-        nx = require("networkx")
-        g = nx.Graph()
-        g.add_nodes_from(range(n))
-        g.add_edges_from(zip(u.tolist(), v.tolist()))
         lab = np.empty(n, dtype=np.int64)
-        for i, comp in enumerate(nx.connected_components(g)):
+        for i, comp in enumerate(nx.connected_components(_nx_graph(n, u, v))):
             lab[list(comp)] = i
         return lab
-    from ..convert import require
-
-    gt = require("graph_tool")
     from graph_tool import topology
 
-    g = gt.Graph(directed=False)
-    g.add_vertex(n)
-    g.add_edge_list(np.column_stack([u, v]))
+    g = _gt_graph(n, u, v)
     comp, _ = topology.label_components(g)
     return np.asarray(comp.a, dtype=np.int64)
 
@@ -234,16 +225,12 @@ def articulation_points(G, *, mask=None, backend: str = "networkx", max_edges: i
         raise ParameterError(f"The graph has {u.size} distinct edges > max_edges={max_edges}; raise max_edges to "
                              "compute articulation points anyway.")
     if backend in ("networkx", "scipy"):
-        from ..convert import require
+        import networkx as nx
 
-        nx = require("networkx")
-        g = nx.Graph()
-        g.add_nodes_from(range(H.num_nodes))
-        g.add_edges_from(zip(u.tolist(), v.tolist()))
-        return np.array(sorted(nx.articulation_points(g)), dtype=np.int64)
-    g, _ = _gt_graph(H, u, v)
+        return np.array(sorted(nx.articulation_points(_nx_graph(H.num_nodes, u, v))), dtype=np.int64)
     from graph_tool import topology
 
+    g = _gt_graph(H.num_nodes, u, v)  # keep the graph alive while its property maps are read
     _, art, _ = topology.label_biconnected_components(g)
     return np.flatnonzero(np.asarray(art.a)).astype(np.int64)
 
@@ -259,15 +246,11 @@ def bridges(G, *, mask=None, backend: str = "networkx", max_edges: int = 2_000_0
                              "compute bridges anyway.")
     single = {(int(a), int(b)) for a, b, c in zip(u, v, mult) if c == 1}
     if backend in ("networkx", "scipy"):
-        from ..convert import require
+        import networkx as nx
 
-        nx = require("networkx")
-        g = nx.Graph()
-        g.add_nodes_from(range(H.num_nodes))
-        g.add_edges_from(zip(u.tolist(), v.tolist()))
-        found = {(min(a, b), max(a, b)) for a, b in nx.bridges(g)}
+        found = {(min(a, b), max(a, b)) for a, b in nx.bridges(_nx_graph(H.num_nodes, u, v))}
     else:
-        g, _ = _gt_graph(H, u, v)
+        g = _gt_graph(H.num_nodes, u, v)
         from graph_tool import topology
 
         lab, _, hist = topology.label_biconnected_components(g)
@@ -278,11 +261,22 @@ def bridges(G, *, mask=None, backend: str = "networkx", max_edges: int = 2_000_0
     return sorted(found & single)
 
 
-def _gt_graph(H, u, v):
+def _nx_graph(n, u, v):
+    from ..convert import require
+
+    nx = require("networkx")
+    g = nx.Graph()
+    g.add_nodes_from(range(n))
+    g.add_edges_from(zip(u.tolist(), v.tolist()))
+    return g
+
+
+def _gt_graph(n, u, v):
+    """An undirected graph_tool.Graph (MissingDependencyError naming the install when graph-tool is absent)."""
     from ..convert import require
 
     gt = require("graph_tool")
     g = gt.Graph(directed=False)
-    g.add_vertex(H.num_nodes)
+    g.add_vertex(n)
     g.add_edge_list(np.column_stack([u, v]))
-    return g, gt
+    return g
