@@ -214,11 +214,13 @@ def plot_study(frame, path, *, title=""):
 
     s = summarize(frame)
     fig, ax = plt.subplots(figsize=(8, 5))
-    for m in [m for m in METHODS if m in set(s.method)]:
+    colors = plt.get_cmap("tab20").colors
+    for i, m in enumerate(m for m in METHODS if m in set(s.method)):
         r = s[s.method == m].sort_values("compression")
         style = "-" if m.startswith("spectral") else "--"
-        ax.plot(r.compression, 100 * r["mean"], style, marker="o", ms=3, label=m)
-        ax.fill_between(r.compression, 100 * r["min"], 100 * r["max"], alpha=0.15)
+        c = colors[(2 * i) % 20 if i < 10 else (2 * (i - 10) + 1) % 20]
+        ax.plot(r.compression, 100 * r["mean"], style, marker="o", ms=3, label=m, color=c)
+        ax.fill_between(r.compression, 100 * r["min"], 100 * r["max"], alpha=0.15, color=c)
     ax.set_xscale("log")
     ax.set_xlabel("compression ratio (1 / density)")
     ax.set_ylabel("test accuracy (%)")
