@@ -10,7 +10,7 @@ from graphprune.experiments import Schedule, build_model, mnist1d, run_study
 
 
 def main():
-    out = run_study("mlp", "mnist1d", methods=["spectral", "random", "magnitude", "snip", "synflow"],
+    out = run_study("mlp", "mnist1d", methods=["spectral", "random", "magnitude", "snip", "synflow-iter"],
                     compressions=[10, 31.6228, 100, 316.2278], seeds=[0], schedule=Schedule(epochs=40),
                     out_dir="data/results", jobs=2, tag="demo_mlp_mnist1d")
     print(open(out["markdown"]).read())
