@@ -185,6 +185,17 @@ def _simple_undirected(H):
     return uniq // H.num_nodes, uniq % H.num_nodes, counts
 
 
+def _bounded_simple(G, mask, backend, max_edges, what):
+    """Masked graph and its simple undirected edges, refusing graphs past ``max_edges`` (Python-speed backends)."""
+    _check_backend(backend)
+    H = _masked(G, mask)
+    u, v, mult = _simple_undirected(H)
+    if u.size > max_edges:
+        raise ParameterError(f"The graph has {u.size} distinct edges > max_edges={max_edges}; raise max_edges to "
+                             f"compute {what} anyway.")
+    return H, u, v, mult
+
+
 def _check_backend(backend):
     if backend not in BACKENDS:
         raise ParameterError(f"The 'backend' parameter must be one of {BACKENDS}. Got {backend!r} instead.")
@@ -218,12 +229,7 @@ def articulation_points(G, *, mask=None, backend: str = "networkx", max_edges: i
 
     Raises ParameterError when the simple graph has more than ``max_edges`` edges.
     """
-    _check_backend(backend)
-    H = _masked(G, mask)
-    u, v, _ = _simple_undirected(H)
-    if u.size > max_edges:
-        raise ParameterError(f"The graph has {u.size} distinct edges > max_edges={max_edges}; raise max_edges to "
-                             "compute articulation points anyway.")
+    H, u, v, _ = _bounded_simple(G, mask, backend, max_edges, "articulation points")
     if backend in ("networkx", "scipy"):
         import networkx as nx
 
@@ -238,12 +244,7 @@ def articulation_points(G, *, mask=None, backend: str = "networkx", max_edges: i
 def bridges(G, *, mask=None, backend: str = "networkx", max_edges: int = 2_000_000) -> list[tuple[int, int]]:
     """Bridges ``(u, v)`` (u < v, global ids) of the undirected kept multigraph: edges whose removal disconnects
     their component. A channel pair joined by several parallel convolution edges is never a bridge."""
-    _check_backend(backend)
-    H = _masked(G, mask)
-    u, v, mult = _simple_undirected(H)
-    if u.size > max_edges:
-        raise ParameterError(f"The graph has {u.size} distinct edges > max_edges={max_edges}; raise max_edges to "
-                             "compute bridges anyway.")
+    H, u, v, mult = _bounded_simple(G, mask, backend, max_edges, "bridges")
     single = {(int(a), int(b)) for a, b, c in zip(u, v, mult) if c == 1}
     if backend in ("networkx", "scipy"):
         import networkx as nx
