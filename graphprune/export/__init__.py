@@ -248,10 +248,7 @@ def _module(b, gm, node, args, kwargs, shape, skip):
     inputs = _vals(args) + _vals(kwargs)
     adapter = find_adapter(m)
     if adapter is not None:
-        try:
-            return adapter(b, node.target, m, inputs, shape)
-        except UnsupportedOperationError:
-            raise
+        return adapter(b, node.target, m, inputs, shape)
     if isinstance(m, PASS_THROUGH) or not _has_params(m):
         if not _is_tensor_shape(shape) or not inputs:
             return None
@@ -395,16 +392,12 @@ def _permuted(fname, x, rest, kwargs):
 def _generic(b, name, vals, shape):
     """Shape-driven rule: one tensor input follows its channel dim; several are merged (residual add)."""
     placed = [v for v in vals if v.part is not None]
-    if len(vals) == 1 or len({v.part for v in placed}) <= 1 and len(placed) == len(vals):
-        v = placed[0] if placed else vals[0]
-        if placed and len(placed) < len(vals):  # one traced input with constants
-            v = placed[0]
-        return b.reshape(name, v, shape)
+    if len(vals) == 1 or (len(placed) == len(vals) and len({v.part for v in placed}) == 1):
+        return b.reshape(name, vals[0], shape)
     if not placed:
         return Val(None, -1, shape, raw=vals[0].raw)
     # several traced tensors: they must meet on the channel dimension
-    same_rank = [v for v in placed if len(v.shape) == len(shape)]
-    if not same_rank:
+    if not any(len(v.shape) == len(shape) for v in placed):
         raise UnsupportedOperationError(
             f"Operation '{name}' combines tensors of shapes {[v.shape for v in placed]} into {shape}."
         )

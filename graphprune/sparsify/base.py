@@ -174,8 +174,8 @@ class Sparsifier:
         return d
 
     def units(self, graph):
-        """The prunable units: ``(block, param, row slice)``, one per distinct (parameter, slice); tied uses of a
-        parameter share the unit of their first use."""
+        """The prunable units: one weight block per distinct (parameter, row slice); tied uses of a parameter
+        share the unit of their first use."""
         seen, out = set(), []
         for b in graph.weight_blocks:
             key = (b.param, b.param_slice)
