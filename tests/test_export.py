@@ -265,3 +265,31 @@ def test_channel_slices_split_and_chunk():
     assert split.edge_index()[0].tolist() == [3, 4, 5, 6, 7]
     assert G.block("b").src == "split.1" and G.block("a").src == "chunk.0"
     assert len(G.blocks_of("c.weight")) == 2  # the module is called twice: both uses are in the graph
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_b0", "densenet121"])
+def test_torchvision_depthwise_and_dense_connectivity(name):
+    tv = pytest.importorskip("torchvision")
+    model = tv.models.get_model(name, weights=None)
+    G = graphprune.from_model(model, torch.randn(1, 3, 64, 64))
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert G.num_weight_edges == sum(m.weight.numel() for m in layers)
+    assert len(G.weight_blocks) == len(layers)
+    assert G.validate() == []
+
+
+def test_channel_shuffle_is_a_clear_error():
+    class Shuffle(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            y = self.a(x)
+            n, c, h, w = y.shape
+            return y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+    from graphprune.errors import UnsupportedOperationError
+
+    with pytest.raises(UnsupportedOperationError, match="cannot tell which output dimension"):
+        graphprune.from_model(Shuffle(), torch.randn(1, 3, 4, 4))

@@ -89,3 +89,14 @@ def test_cli_prune_and_report(tmp_path, capsys, monkeypatch):
     assert main(["report", "factory_mod:make", "--input-shape", "1,6", "--masks", str(masks), "--weights",
                  str(tmp_path / "w.pt"), "--out", str(tmp_path / "r.md")]) == 0
     assert "density 0.5000" in capsys.readouterr().out
+
+
+def test_cli_experiment(tmp_path, capsys):
+    out = tmp_path / "res"
+    argv = ["experiment", "--dataset", "synthetic", "--methods", "random,spectral", "--compressions", "10",
+            "--seeds", "0", "--epochs", "1", "--out", str(out), "--no-spectral", "--quiet"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "| spectral |" in text and (out / "study_mlp_synthetic.csv").exists()
+    assert main(argv[:4] + ["nonsense"] + argv[5:]) == 2
+    assert "unknown method" in capsys.readouterr().err
