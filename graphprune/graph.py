@@ -429,11 +429,9 @@ class MultipartiteGraph:
         return sum(kept.values()) / t if t else 1.0
 
     # -- global views --------------------------------------------------------------------------------------------
-    def global_edges(self, *, masked: bool = True, weight_blocks_only: bool = False, view: str = "channel"):
-        """Concatenated global ``(src, dst, |w|, block id)`` arrays of every (kept) edge.
-
-        ``view="rolled"`` is only meaningful per block; the whole graph always uses the channel view.
-        """
+    def global_edges(self, *, masked: bool = True, weight_blocks_only: bool = False):
+        """Concatenated global ``(src, dst, |w|, block id)`` arrays of every (kept) edge, in the channel view
+        (the rolled view exists per block only)."""
         srcs, dsts, ws, bids = [], [], [], []
         for bi, b in enumerate(self._blocks):
             if weight_blocks_only and not b.is_weight:
