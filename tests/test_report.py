@@ -100,3 +100,13 @@ def test_cli_experiment(tmp_path, capsys):
     assert "| spectral |" in text and (out / "study_mlp_synthetic.csv").exists()
     assert main(argv[:4] + ["nonsense"] + argv[5:]) == 2
     assert "unknown method" in capsys.readouterr().err
+
+
+def test_report_counts_cut_vertices_and_bridges():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 1, bias=False))
+    G = graphprune.from_model(net, torch.randn(1, 1))
+    s = graphprune.report(G).summary
+    assert (s["articulation_points"], s["bridges"]) == (1, 2)  # a path of three nodes, by hand
+    big = graphprune.report(G, max_cut_edges=1).summary
+    assert big["bridges"] is None

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from ..errors import ParameterError
 from . import global_, local
 from .spectral import block_spectral_similarity, block_spectrum_metrics
 
@@ -31,7 +32,8 @@ class ConnectivityReport:
         Degree statistics per partition (:func:`graphprune.analysis.local.degree_table`).
     summary : dict
         Whole-graph figures: density, effective density and sparsity, log10 of the number of input-output paths
-        and of the SynFlow objective, components, isolated/sink/source node counts, layer collapse findings.
+        and of the SynFlow objective, components, isolated/sink/source node counts, articulation points and
+        bridges (None past ``max_cut_edges``), layer collapse findings.
     """
 
     def __init__(self, frame, partitions, summary, graph, reference):
@@ -76,7 +78,8 @@ class ConnectivityReport:
             f"density {s['density']:.4f} (effective {s['effective_density']:.4f}, effective sparsity "
             f"{s['effective_sparsity']:.4f})",
             f"log10 input-output paths {s['log10_paths']:.2f}; log10 SynFlow objective {s['log10_synflow']:.2f}",
-            f"components {s['components']}; isolated {s['isolated']}, sinks {s['sinks']}, sources {s['sources']}",
+            f"components {s['components']}; isolated {s['isolated']}, sinks {s['sinks']}, sources {s['sources']}; "
+            f"articulation points {s['articulation_points']}, bridges {s['bridges']}",
         ] + [f"WARNING: {w}" for w in s["warnings"]]
 
     def _table_columns(self):
@@ -176,7 +179,7 @@ def _fmt(v):
 
 
 def report(graph, masks=None, reference=None, *, spectral: bool = True, view: str = "channel",
-           max_spectral_nodes: int = 4096, progress: bool = False) -> ConnectivityReport:
+           max_spectral_nodes: int = 4096, max_cut_edges: int = 200_000, progress: bool = False) -> ConnectivityReport:
     """Local and global connectivity of a (pruned) network, per block, in one call.
 
     Parameters
@@ -193,6 +196,9 @@ def report(graph, masks=None, reference=None, *, spectral: bool = True, view: st
         Node view for the spectral metrics of convolution blocks.
     max_spectral_nodes : int
         Blocks with more nodes get NaN spectral similarity with a note (dense generalised eigenproblem).
+    max_cut_edges : int
+        Articulation points and bridges are counted when the kept simple graph has at most this many edges
+        (None in the summary otherwise).
     progress : bool
         tqdm over blocks.
 
@@ -271,6 +277,11 @@ def report(graph, masks=None, reference=None, *, spectral: bool = True, view: st
         layer_collapse=any(c.startswith(("layer collapsed", "input and output")) for c in collapse),
         warnings=collapse,
     )
+    try:  # cut vertices and bridges: Python-speed algorithms, only for graphs small enough
+        summary["articulation_points"] = int(global_.articulation_points(H, max_edges=max_cut_edges).size)
+        summary["bridges"] = len(global_.bridges(H, max_edges=max_cut_edges))
+    except ParameterError:
+        summary["articulation_points"] = summary["bridges"] = None
     return ConnectivityReport(frame, local.degree_table(H), summary, H, R)
 
 
