@@ -267,7 +267,7 @@ def test_channel_slices_split_and_chunk():
     assert len(G.blocks_of("c.weight")) == 2  # the module is called twice: both uses are in the graph
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_b0", "densenet121"])
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_b0", "densenet121", "shufflenet_v2_x0_5"])
 def test_torchvision_depthwise_and_dense_connectivity(name):
     tv = pytest.importorskip("torchvision")
     model = tv.models.get_model(name, weights=None)
@@ -278,18 +278,42 @@ def test_torchvision_depthwise_and_dense_connectivity(name):
     assert G.validate() == []
 
 
-def test_channel_shuffle_is_a_clear_error():
+def test_channel_shuffle_becomes_a_permutation():
     class Shuffle(nn.Module):
         def __init__(self):
             super().__init__()
-            self.a = nn.Conv2d(3, 4, 1)
+            self.a = nn.Conv2d(3, 6, 1)
+            self.b = nn.Conv2d(6, 2, 1)
 
         def forward(self, x):
             y = self.a(x)
             n, c, h, w = y.shape
-            return y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+            return self.b(y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w))
+
+    net = Shuffle()
+    G = graphprune.from_model(net, torch.randn(1, 3, 4, 4))
+    perm = next(b for b in G.blocks if not b.is_weight)
+    s, d = perm.edge_index()
+    # by hand: after view (2 groups of 3) and transpose, output channel 2*i + g is input channel 3*g + i
+    assert s.tolist() == [0, 3, 1, 4, 2, 5] and d.tolist() == list(range(6))
+    # and numerically: the shuffled tensor's channel d equals the conv output's channel s
+    y = net.a(torch.randn(1, 3, 4, 4))
+    z = y.view(1, 2, 3, 4, 4).transpose(1, 2).reshape(1, 6, 4, 4)
+    assert all(torch.equal(z[0, dd], y[0, ss]) for ss, dd in zip(s, d))
+    assert G.block("b").src == perm.dst
+
+
+def test_split_channels_feeding_a_layer_is_a_clear_error():
+    class Bad(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 6)
+            self.b = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.b(self.a(x).view(-1, 2, 3))
 
     from graphprune.errors import UnsupportedOperationError
 
-    with pytest.raises(UnsupportedOperationError, match="cannot tell which output dimension"):
-        graphprune.from_model(Shuffle(), torch.randn(1, 3, 4, 4))
+    with pytest.raises(UnsupportedOperationError, match="split over several"):
+        graphprune.from_model(Bad(), torch.randn(1, 4))

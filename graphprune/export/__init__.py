@@ -233,6 +233,11 @@ def _walk(model, gm, skip, validate, n_inputs):
                 env[node] = _function(b, node, args, kwargs, shape)
         elif node.op == "output":
             outputs = _vals(args)
+    if not any(v.part is not None for v in outputs):
+        raise TracingError(
+            f"{type(model).__name__} returns no tensor the exporter could follow back to a layer; return the "
+            "output tensors directly (a tensor, tuple, list or dict of tensors)."
+        )
     G = b.build(outputs)
     if validate:
         G.validate(allow_dangling=skip)
@@ -279,6 +284,8 @@ def _function(b, node, args, kwargs, shape):
     target = node.target
     if fname == "getitem" and isinstance(args[0], (tuple, list)):
         return args[0][args[1]]
+    if isinstance(target, type) and issubclass(target, tuple):  # a (named)tuple of outputs, e.g. aux heads
+        return tuple(list(args) + list(kwargs.values()))
     x = args[0] if args else None
     if fname in _SPLITS and isinstance(x, Val) and isinstance(shape, tuple) and shape and \
             all(_is_tensor_shape(s) for s in shape):
@@ -311,7 +318,7 @@ def _function(b, node, args, kwargs, shape):
         dim = _arg(args, kwargs, 1, "dim", 0)
         return b.cat(node.name, tensors, dim, shape) if tensors else None
     if fname in _PERMUTES and isinstance(x, Val) and x.part is not None:
-        return Val(x.part, _permuted(fname, x, args[1:], kwargs), shape)
+        return _permuted(b, node.name, fname, x, args[1:], kwargs, shape)
     vals = _vals(args) + _vals(kwargs)
     if not vals:
         return None
@@ -370,23 +377,36 @@ def _channel_index(x, index, out_shape):
     return None
 
 
-def _permuted(fname, x, rest, kwargs):
-    rank = len(x.shape)
-    c = x.cdim % rank
+def _perm_list(fname, rank, rest, kwargs):
+    """Output dim i takes input dim perm[i], for permute / transpose / t / swapaxes / movedim."""
     if fname == "permute":
         dims = rest[0] if len(rest) == 1 and isinstance(rest[0], (tuple, list)) else rest
-        dims = [d % rank for d in (dims or kwargs.get("dims"))]
-        return dims.index(c)
+        return [d % rank for d in (dims or kwargs.get("dims"))]
+    perm = list(range(rank))
     if fname == "t":
-        return 1 - c if rank == 2 else c
+        return perm[::-1] if rank == 2 else perm
     if fname == "movedim":
         src, dst = rest[0] % rank, rest[1] % rank
-        order = [d for d in range(rank) if d != src]
-        order.insert(dst, src)
-        return order.index(c)
+        perm.remove(src)
+        perm.insert(dst, src)
+        return perm
     d0 = (rest[0] if rest else kwargs.get("dim0")) % rank
     d1 = (rest[1] if len(rest) > 1 else kwargs.get("dim1")) % rank
-    return d1 if c == d0 else d0 if c == d1 else c
+    perm[d0], perm[d1] = perm[d1], perm[d0]
+    return perm
+
+
+def _permuted(b, name, fname, x, rest, kwargs, shape):
+    perm = _perm_list(fname, len(x.shape), rest, kwargs)
+    c = x.cdim % len(x.shape)
+    if x.grid is None:
+        return Val(x.part, perm.index(c), shape)
+    split = list(range(c, c + x.grid.ndim))
+    pos = sorted(perm.index(d) for d in split)
+    if pos != list(range(pos[0], pos[0] + len(split))):
+        raise UnsupportedOperationError(f"Operation '{name}' scatters the split channel dims of {x.shape}.")
+    grid = x.grid.transpose([perm[p] - c for p in pos])
+    return Val(x.part, pos[0], shape, grid=grid)
 
 
 def _generic(b, name, vals, shape):

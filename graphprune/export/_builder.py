@@ -18,14 +18,19 @@ from ..errors import UnsupportedOperationError
 from ..graph import Block, MultipartiteGraph, Partition
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Val:
-    """A traced tensor: ``part`` is None for a raw model input not yet consumed by a layer."""
+    """A traced tensor: ``part`` is None for a raw model input not yet consumed by a layer.
+
+    ``grid`` is set while a view has split the channel dimension over several dims (a channel shuffle): an int
+    array, shaped like ``shape[cdim : cdim + grid.ndim]``, of the original channel index at each position.
+    """
 
     part: str | None
     cdim: int
     shape: tuple
     raw: str | None = None  # placeholder name of a raw input
+    grid: object = None
 
     @property
     def channels(self) -> int:
@@ -123,6 +128,7 @@ class Builder:
 
     def merge(self, name: str, vals: list[Val], shape: tuple, *, kind: str = "merge") -> Val:
         """Residual add (or any elementwise op of several tensors): identity edges i -> i from each operand."""
+        _plain(name, vals)
         parts = [v for v in vals if v.part is not None]
         ref = parts[0] if parts else vals[0]
         cdim = _align(ref.cdim, ref.shape, shape)
@@ -147,6 +153,7 @@ class Builder:
         return Val(out, cdim, tuple(shape))
 
     def cat(self, name: str, vals: list[Val], dim: int, shape: tuple) -> Val:
+        _plain(name, vals)
         ref = next((v for v in vals if v.part is not None), vals[0])
         dim = dim % len(shape)
         if dim != ref.cdim % len(ref.shape):  # concatenation along a non-channel dim merges like an add
@@ -181,20 +188,27 @@ class Builder:
         if out_shape == in_shape:
             return v
         c = v.cdim % len(in_shape)
+        if v.grid is not None:
+            return self._unsplit(name, v, out_shape)
         C = in_shape[c]
         before = math.prod(in_shape[:c])
+        after = math.prod(in_shape[c + 1 :])
         if math.prod(in_shape) == math.prod(out_shape):
-            for j in range(len(out_shape)):
-                if math.prod(out_shape[:j]) != before:
-                    continue
-                if out_shape[j] == C:
+            starts = [j for j in range(len(out_shape)) if math.prod(out_shape[:j]) == before]
+            for j in starts:  # the channel dim kept whole (preferred: size-1 dims make the rest ambiguous)
+                if out_shape[j] == C and math.prod(out_shape[j + 1 :]) == after:
                     return Val(v.part, j, out_shape)
-                S = math.prod(in_shape[c + 1 :])
-                if out_shape[j] == C * S:  # flatten channels with the trailing (spatial) dims
-                    feat = self.new_partition(name, C * S, kind="feature", shape=in_shape[c:])
-                    src = np.repeat(np.arange(C), S)
-                    self.identity_block(f"{name}<-{v.part}", v.part, feat, src, np.arange(C * S))
+            for j in starts:  # flatten channels with the trailing (spatial) dims
+                if out_shape[j] == C * after and after > 1:
+                    feat = self.new_partition(name, C * after, kind="feature", shape=in_shape[c:])
+                    src = np.repeat(np.arange(C), after)
+                    self.identity_block(f"{name}<-{v.part}", v.part, feat, src, np.arange(C * after))
                     return Val(feat, j, out_shape)
+            for j in starts:  # the channel dim split over k > 1 dims of size > 1 (a channel shuffle)
+                for k in range(2, len(out_shape) - j + 1):
+                    dims = out_shape[j : j + k]
+                    if math.prod(dims) == C and min(dims) > 1 and math.prod(out_shape[j + k :]) == after:
+                        return Val(v.part, j, out_shape, grid=np.arange(C).reshape(dims))
         else:  # a reduction or indexing over non-channel dims
             last_kept = c == len(in_shape) - 1 and out_shape and out_shape[-1] == C
             if last_kept:
@@ -207,12 +221,39 @@ class Builder:
             "channels with trailing dims, reductions and indexing over other dims."
         )
 
+    def _unsplit(self, name: str, v: Val, out_shape: tuple) -> Val:
+        """Merge a split channel dimension back: the (possibly permuted) order becomes identity edges."""
+        c, k = v.cdim, v.grid.ndim
+        C = v.grid.size
+        before = math.prod(v.shape[:c])
+        for j in range(len(out_shape)):
+            if math.prod(out_shape[:j]) == before and out_shape[j] == C and \
+                    math.prod(out_shape[j + 1 :]) == math.prod(v.shape[c + k :]):
+                order = v.grid.reshape(-1)
+                if np.array_equal(order, np.arange(C)):
+                    return Val(v.part, j, tuple(out_shape))
+                out = self.new_partition(name, C, kind=self.parts[v.part]["kind"])
+                self.identity_block(f"{name}<-{v.part}", v.part, out, order, np.arange(C))
+                return Val(out, j, tuple(out_shape))
+        raise UnsupportedOperationError(
+            f"Operation '{name}' reshapes a split channel dimension {v.shape} into {out_shape}; only merging the "
+            "split dims back into one channel dim is supported."
+        )
+
     def build(self, outputs: list[Val]) -> MultipartiteGraph:
         for v in outputs:
             if v is not None and v.part is not None and self.parts[v.part]["role"] != "input":
                 self.parts[v.part]["role"] = "output"
         parts = [Partition(name=n, **d) for n, d in self.parts.items()]
         return MultipartiteGraph(parts, self.blocks, masks=self.masks or None, param_shapes=self.param_shapes)
+
+
+def _plain(name, vals):
+    if any(v.grid is not None for v in vals):
+        raise UnsupportedOperationError(
+            f"Operation '{name}' uses a tensor whose channel dimension is split over several dims; merge the split "
+            "dims back (a reshape) first."
+        )
 
 
 def _align(cdim: int, from_shape: tuple, to_shape: tuple) -> int:

@@ -55,6 +55,9 @@ def _first(inputs):
     v = inputs[0]
     if not isinstance(v, Val):
         raise UnsupportedOperationError("A layer received a non-tensor input; the exporter cannot follow it.")
+    if v.grid is not None:
+        raise UnsupportedOperationError("A layer received a tensor whose channel dimension is split over several "
+                                        "dims; reshape it back first.")
     return v
 
 
