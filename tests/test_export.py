@@ -317,3 +317,68 @@ def test_split_channels_feeding_a_layer_is_a_clear_error():
 
     with pytest.raises(UnsupportedOperationError, match="split over several"):
         graphprune.from_model(Bad(), torch.randn(1, 4))
+
+
+class _HandAttention(nn.Module):
+    """nanoGPT-style causal self-attention written out (or with scaled_dot_product_attention)."""
+
+    def __init__(self, E=16, H=4, T=6, sdpa=False):
+        super().__init__()
+        self.c_attn = nn.Linear(E, 3 * E)
+        self.c_proj = nn.Linear(E, E)
+        self.E, self.H, self.sdpa = E, H, sdpa
+        self.register_buffer("mask", torch.tril(torch.ones(T, T)).view(1, 1, T, T))
+
+    def forward(self, x):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.E, dim=2)
+        q, k, v = (t.view(B, T, self.H, C // self.H).transpose(1, 2) for t in (q, k, v))
+        if self.sdpa:
+            y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            att = (q @ k.transpose(-2, -1)) * (1.0 / k.size(-1) ** 0.5)
+            att = torch.softmax(att.masked_fill(self.mask == 0, float("-inf")), dim=-1)
+            y = att @ v
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+
+@pytest.mark.parametrize("sdpa", [False, True])
+def test_hand_written_attention_matches_autograd_dependencies(sdpa):
+    torch.manual_seed(0)
+    net = _HandAttention(sdpa=sdpa)
+    x = torch.randn(1, 6, 16)
+    G = graphprune.from_model(net, x)
+    assert G.num_weight_edges == 48 * 16 + 16 * 16
+    attn = G.block("c_proj").src
+    # graph: which c_attn outputs feed attention output channel j (q, k, v slices are offsets 0, 16, 32)
+    offset = {}
+    for b in G.blocks:
+        if b.dst != attn:
+            continue
+        src_part = b.src
+        sl = next(x for x in G.blocks if x.dst == src_part)  # the split slice feeding it
+        offset[src_part] = int(sl.edge_index()[0][0])
+    want = {j: set() for j in range(16)}
+    for b in G.blocks:
+        if b.dst == attn:
+            for s, d in zip(*b.edge_index()):
+                want[int(d)].add(offset[b.src] + int(s))
+    # autograd: which c_attn outputs the input of c_proj actually depends on
+    acts = {}
+
+    def keep_qkv(module, inputs, out):
+        out.retain_grad()
+        acts["qkv"] = out
+
+    def keep_y(module, inputs):
+        acts["y"] = inputs[0]
+
+    net.c_attn.register_forward_hook(keep_qkv)
+    net.c_proj.register_forward_pre_hook(keep_y)
+    net(x)
+    for j in range(16):
+        acts["qkv"].grad = None
+        acts["y"][..., j].sum().backward(retain_graph=True)
+        got = set(torch.nonzero(acts["qkv"].grad.abs().sum(dim=(0, 1)) > 0).flatten().tolist())
+        assert got == want[j], j
+    assert sum(b.num_edges for b in G.blocks if b.edge_kind == "score") == 2 * 4 * 4 * 4

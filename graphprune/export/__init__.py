@@ -20,7 +20,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import ParameterError, TracingError, UnsupportedModuleError, UnsupportedOperationError
 from ..graph import MultipartiteGraph
-from ._builder import Builder, ParamRef, Val
+from ._builder import Builder, ParamRef, Scores, Val
 from .adapters import ADAPTERS, PASS_THROUGH, conv, find_adapter, linear, register_adapter
 
 __all__ = ["from_model", "register_adapter", "ADAPTERS"]
@@ -305,6 +305,17 @@ def _function(b, node, args, kwargs, shape):
     if fname in _CONVS and isinstance(_arg(args, kwargs, 1, "weight"), ParamRef) and isinstance(x, Val):
         name, W = b.param_from_ref(_arg(args, kwargs, 1, "weight"))
         return conv(b, node.name, name, W, int(_arg(args, kwargs, 6, "groups", 1)), x, shape)
+    scores = [a for a in list(args) + list(kwargs.values()) if isinstance(a, Scores)]
+    if fname in ("matmul", "bmm") or target is operator.matmul:
+        a0, a1 = (args + (None, None))[:2]
+        if isinstance(a0, Val) and isinstance(a1, Val) and a0.grid is not None and a1.grid is not None:
+            return Scores(a0, a1, shape)  # q @ k^T
+        if isinstance(a0, Scores) and isinstance(a1, Val):  # softmax(q k^T) @ v
+            return b.attention(node.name, a0.q, a0.k, a1, -1, -2, shape)
+    if fname == "scaled_dot_product_attention" and all(isinstance(a, Val) for a in args[:3]):
+        return b.attention(node.name, args[0], args[1], args[2], -1, -1, shape)
+    if scores:  # scale, mask, softmax, dropout of the scores: still the same scores
+        return scores[0] if tuple(shape) == tuple(scores[0].shape) else None
     if fname in ("matmul", "mm") or target is operator.matmul:
         w = args[1] if len(args) > 1 else None
         if isinstance(w, ParamRef) and isinstance(x, Val) and w.tensor.dim() == 2:
@@ -401,12 +412,8 @@ def _permuted(b, name, fname, x, rest, kwargs, shape):
     c = x.cdim % len(x.shape)
     if x.grid is None:
         return Val(x.part, perm.index(c), shape)
-    split = list(range(c, c + x.grid.ndim))
-    pos = sorted(perm.index(d) for d in split)
-    if pos != list(range(pos[0], pos[0] + len(split))):
-        raise UnsupportedOperationError(f"Operation '{name}' scatters the split channel dims of {x.shape}.")
-    grid = x.grid.transpose([perm[p] - c for p in pos])
-    return Val(x.part, pos[0], shape, grid=grid)
+    gdims = tuple(perm.index(d) for d in x.gdims)
+    return Val(x.part, min(gdims), shape, grid=x.grid, gdims=gdims)
 
 
 def _generic(b, name, vals, shape):

@@ -22,8 +22,9 @@ from ..graph import Block, MultipartiteGraph, Partition
 class Val:
     """A traced tensor: ``part`` is None for a raw model input not yet consumed by a layer.
 
-    ``grid`` is set while a view has split the channel dimension over several dims (a channel shuffle): an int
-    array, shaped like ``shape[cdim : cdim + grid.ndim]``, of the original channel index at each position.
+    ``grid`` is set while a view has split the channel dimension over several dims (a channel shuffle, attention
+    heads): an int array of the original channel index at each position, whose axis ``i`` is tensor dim
+    ``gdims[i]`` (the dims need not be adjacent after a permute).
     """
 
     part: str | None
@@ -31,6 +32,16 @@ class Val:
     shape: tuple
     raw: str | None = None  # placeholder name of a raw input
     grid: object = None
+    gdims: tuple | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Scores:
+    """Attention scores ``q @ k^T`` (no channel dim of their own): remembers the query and key tensors."""
+
+    q: Val
+    k: Val
+    shape: tuple
 
     @property
     def channels(self) -> int:
@@ -208,7 +219,8 @@ class Builder:
                 for k in range(2, len(out_shape) - j + 1):
                     dims = out_shape[j : j + k]
                     if math.prod(dims) == C and min(dims) > 1 and math.prod(out_shape[j + k :]) == after:
-                        return Val(v.part, j, out_shape, grid=np.arange(C).reshape(dims))
+                        return Val(v.part, j, out_shape, grid=np.arange(C).reshape(dims),
+                                   gdims=tuple(range(j, j + k)))
         else:  # a reduction or indexing over non-channel dims
             last_kept = c == len(in_shape) - 1 and out_shape and out_shape[-1] == C
             if last_kept:
@@ -223,22 +235,53 @@ class Builder:
 
     def _unsplit(self, name: str, v: Val, out_shape: tuple) -> Val:
         """Merge a split channel dimension back: the (possibly permuted) order becomes identity edges."""
-        c, k = v.cdim, v.grid.ndim
+        dims = sorted(v.gdims)
+        a, k = dims[0], len(dims)
         C = v.grid.size
-        before = math.prod(v.shape[:c])
-        for j in range(len(out_shape)):
-            if math.prod(out_shape[:j]) == before and out_shape[j] == C and \
-                    math.prod(out_shape[j + 1 :]) == math.prod(v.shape[c + k :]):
-                order = v.grid.reshape(-1)
-                if np.array_equal(order, np.arange(C)):
-                    return Val(v.part, j, tuple(out_shape))
-                out = self.new_partition(name, C, kind=self.parts[v.part]["kind"])
-                self.identity_block(f"{name}<-{v.part}", v.part, out, order, np.arange(C))
-                return Val(out, j, tuple(out_shape))
+        if dims == list(range(a, a + k)):
+            before, after = math.prod(v.shape[:a]), math.prod(v.shape[a + k :])
+            for j in range(len(out_shape)):
+                if math.prod(out_shape[:j]) == before and out_shape[j] == C and \
+                        math.prod(out_shape[j + 1 :]) == after:
+                    # flatten in memory order: grid axes sorted by the tensor dim they sit on
+                    order = np.transpose(v.grid, np.argsort(v.gdims)).reshape(-1)
+                    if np.array_equal(order, np.arange(C)):
+                        return Val(v.part, j, tuple(out_shape))
+                    out = self.new_partition(name, C, kind=self.parts[v.part]["kind"])
+                    self.identity_block(f"{name}<-{v.part}", v.part, out, order, np.arange(C))
+                    return Val(out, j, tuple(out_shape))
         raise UnsupportedOperationError(
             f"Operation '{name}' reshapes a split channel dimension {v.shape} into {out_shape}; only merging the "
             "split dims back into one channel dim is supported."
         )
+
+    def attention(self, name: str, q: Val, k: Val, v: Val, q_dim: int, k_dim: int, out_shape: tuple) -> Val:
+        """``softmax(q k^T) v`` written out (or scaled_dot_product_attention) on head-split tensors.
+
+        ``q_dim``/``k_dim`` are the contracted (head-size) dims of q and k; v's head size is its last dim. The
+        output channels are v's, through a new partition: v channel i feeds output i, and every query and key
+        channel of head h feeds every output channel of head h (``edge_kind="score"``).
+        """
+        heads = []
+        for t, d in ((q, q_dim), (k, k_dim), (v, len(v.shape) - 1)):
+            if t.grid is None or d % len(t.shape) not in t.gdims:
+                raise UnsupportedOperationError(
+                    f"Attention '{name}': query, key and value must be split into heads with the head size on the "
+                    "contracted dim (view(B, T, heads, size).transpose(1, 2)).")
+            ax = t.gdims.index(d % len(t.shape))
+            g = np.moveaxis(t.grid, ax, -1)
+            heads.append(g.reshape(-1, g.shape[-1]))  # row h: the channels of head h
+        if len({h.shape[0] for h in heads}) != 1:
+            raise UnsupportedOperationError(f"Attention '{name}': query, key and value have different head counts.")
+        hq, hk, hv = heads
+        out = self.new_partition(name, v.grid.size, kind="merge")
+        idx = np.arange(v.grid.size)
+        self.identity_block(f"{name}<-{v.part}", v.part, out, idx, idx)
+        for tag, src_part, hs in (("q", q.part, hq), ("k", k.part, hk)):
+            src = np.concatenate([np.repeat(hs[h], hv.shape[1]) for h in range(hs.shape[0])])
+            dst = np.concatenate([np.tile(hv[h], hs.shape[1]) for h in range(hs.shape[0])])
+            self.identity_block(f"{name}<-{src_part}:{tag}", src_part, out, src, dst, edge_kind="score")
+        return Val(out, min(v.gdims), tuple(out_shape), grid=v.grid, gdims=v.gdims)
 
     def build(self, outputs: list[Val]) -> MultipartiteGraph:
         for v in outputs:
