@@ -34,6 +34,10 @@ class Val:
     grid: object = None
     gdims: tuple | None = None
 
+    @property
+    def channels(self) -> int:
+        return int(self.shape[self.cdim])
+
 
 @dataclass(frozen=True, eq=False)
 class Scores:
@@ -42,10 +46,6 @@ class Scores:
     q: Val
     k: Val
     shape: tuple
-
-    @property
-    def channels(self) -> int:
-        return int(self.shape[self.cdim])
 
 
 @dataclass(frozen=True)
