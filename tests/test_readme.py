@@ -18,3 +18,14 @@ def test_readme_quickstart_runs(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "0.100" in out
     assert (tmp_path / "masks.pt").exists()
+
+
+@pytest.mark.parametrize("script", ["quickstart.py", "plugin_sparsifier.py", "graph_analysis.py"])
+def test_examples_run(script, monkeypatch, tmp_path, capsys):
+    import runpy
+
+    pytest.importorskip("torchvision")
+    monkeypatch.chdir(tmp_path)
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", script)
+    runpy.run_path(path, run_name="__main__")
+    assert capsys.readouterr().out.strip()
