@@ -382,3 +382,50 @@ def test_hand_written_attention_matches_autograd_dependencies(sdpa):
         got = set(torch.nonzero(acts["qkv"].grad.abs().sum(dim=(0, 1)) > 0).flatten().tolist())
         assert got == want[j], j
     assert sum(b.num_edges for b in G.blocks if b.edge_kind == "score") == 2 * 4 * 4 * 4
+
+
+class _SlicedMaskAttention(_HandAttention):
+    """Slices its causal-mask buffer by a traced size: torch.fx cannot trace this, torch.export can."""
+
+    def forward(self, x):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.E, dim=2)
+        q, k, v = (t.view(B, T, self.H, C // self.H).transpose(1, 2) for t in (q, k, v))
+        att = (q @ k.transpose(-2, -1)) * (1.0 / k.size(-1) ** 0.5)
+        att = torch.softmax(att.masked_fill(self.mask[:, :, :T, :T] == 0, float("-inf")), dim=-1)
+        return self.c_proj((att @ v).transpose(1, 2).contiguous().view(B, T, C))
+
+
+def test_export_fallback_when_fx_cannot_trace():
+    net = _SlicedMaskAttention()
+    x = torch.randn(1, 6, 16)
+    with pytest.raises(TracingError, match="torch.fx could not trace"):
+        graphprune.from_model(net, x, tracer="fx")
+    G = graphprune.from_model(net, x)  # auto: fx fails, torch.export takes over
+    assert G.num_weight_edges == 48 * 16 + 16 * 16
+    assert sum(b.num_edges for b in G.blocks if b.edge_kind == "score") == 2 * 4 * 4 * 4
+    assert G.block("c_proj").param == "c_proj.weight" and G.partition("c_attn").size == 48
+
+
+@pytest.mark.parametrize("name", ["mlp", "lenet5", "small_resnet", "depthwise", "conv1d", "tied", "concat"])
+def test_export_path_matches_fx(name):
+    model, x = build(name)
+    model.train()
+    before = copy.deepcopy(model.state_dict())
+    a = graphprune.from_model(model, x, tracer="fx")
+    b = graphprune.from_model(model, x, tracer="export")
+    assert b.num_weight_edges == a.num_weight_edges
+    assert sorted(b.params) == sorted(a.params)
+    assert [p.size for p in b.partitions] == [p.size for p in a.partitions]
+    assert np.allclose(b.adjacency().toarray(), a.adjacency().toarray())
+    assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_export_path_does_not_follow_multihead_attention():
+    model, x = build("attention")
+    from graphprune.errors import UnsupportedOperationError
+
+    with pytest.raises((UnsupportedOperationError, TracingError)):
+        graphprune.from_model(model, x, tracer="export")
+    with pytest.raises(ParameterError, match="'tracer'"):
+        graphprune.from_model(model, x, tracer="jit")

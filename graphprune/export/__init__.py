@@ -32,7 +32,7 @@ _CONVS = {"conv1d": 1, "conv2d": 2, "conv3d": 3}
 
 
 def from_model(model: nn.Module, example_inputs, *, leaf_modules=(), skip_unsupported: bool = False,
-               validate: bool = True) -> MultipartiteGraph:
+               validate: bool = True, tracer: str = "auto") -> MultipartiteGraph:
     """Export a PyTorch model to an explicit multipartite graph.
 
     Parameters
@@ -50,6 +50,11 @@ def from_model(model: nn.Module, example_inputs, *, leaf_modules=(), skip_unsupp
         passes nodes through, any other starts a new partition with no incoming edge. A warning lists them.
     validate : bool, default True
         Run :meth:`MultipartiteGraph.validate` on the result.
+    tracer : {"auto", "fx", "export"}, default "auto"
+        ``"fx"``: ``torch.fx`` symbolic tracing with the layer adapters. ``"export"``: ``torch.export.export``
+        (ATen-level graph; handles code fx cannot, such as slicing a buffer by a traced size, but has no layer
+        adapters: ``nn.MultiheadAttention`` is not followed, and parameters it cannot place are listed in a
+        warning). ``"auto"``: fx, then export when fx fails to trace.
 
     Returns
     -------
@@ -104,10 +109,51 @@ def from_model(model: nn.Module, example_inputs, *, leaf_modules=(), skip_unsupp
         if validate:
             G.validate()
         return G
-    gm = _trace(model, leaf_modules)
+    if tracer not in ("auto", "fx", "export"):
+        raise ParameterError(f"The 'tracer' parameter of from_model must be 'auto', 'fx' or 'export'. "
+                             f"Got {tracer!r} instead.")
+    if tracer == "export":
+        return _from_export(model, inputs, skip_unsupported, validate)
+    try:
+        gm = _trace(model, leaf_modules)
+    except TracingError as fx_error:
+        if tracer == "fx":
+            raise
+        try:
+            return _from_export(model, inputs, skip_unsupported, validate)
+        except (TracingError, UnsupportedOperationError) as exc:
+            raise TracingError(f"{fx_error} torch.export fallback failed too: {exc}") from fx_error
     _run(model, _ShapeProp(gm), inputs)
     _check_supported(gm, skip_unsupported)
     return _walk(model, gm, skip_unsupported, validate, len(inputs))
+
+
+def _from_export(model, inputs, skip, validate):
+    """torch.export path: export in eval mode (batch-norm statistics untouched), then the same walk."""
+    flags = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            gm = torch.export.export(model, tuple(inputs)).module()
+    except Exception as exc:  # export raises many types; name the cause
+        raise TracingError(f"torch.export could not export {type(model).__name__}: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    finally:
+        for m, t in flags.items():
+            m.training = t
+    try:  # the exported module is already in eval mode (and refuses .eval())
+        with torch.no_grad():
+            _ShapeProp(gm).propagate(*inputs)
+    except Exception as exc:
+        raise TracingError(f"Running the exported {type(model).__name__} failed: {type(exc).__name__}: {exc}") \
+            from exc
+    G = _walk(model, gm, True, validate, len(inputs))
+    used = set(G.params)
+    missed = [n for n, p in model.named_parameters() if p.dim() >= 2 and n not in used]
+    if missed:
+        warnings.warn("from_model (torch.export path) did not turn these parameters into edges: "
+                      + ", ".join(missed[:20]) + (" ..." if len(missed) > 20 else ""), stacklevel=3)
+    return G
 
 
 class _Tracer(torch.fx.Tracer):
@@ -201,10 +247,22 @@ def _vals(obj):
     return out
 
 
+def _label(node):
+    """The module a functional op comes from (torch.export keeps ``nn_module_stack``), else the node name."""
+    stack = node.meta.get("nn_module_stack")
+    if stack:
+        path = list(stack.values())[-1][0]
+        if path:
+            return path
+    return node.name
+
+
 def _name(node):
     t = node.target
     if isinstance(t, str):
         return t
+    if hasattr(t, "overloadpacket"):  # an ATen OpOverload (torch.export graphs): aten.linear.default -> "linear"
+        return t.overloadpacket.__name__
     return getattr(t, "__name__", str(t))
 
 
@@ -290,8 +348,29 @@ def _function(b, node, args, kwargs, shape):
     if fname in _SPLITS and isinstance(x, Val) and isinstance(shape, tuple) and shape and \
             all(_is_tensor_shape(s) for s in shape):
         return _split(b, node.name, x, args, kwargs, shape)
+    if isinstance(shape, tuple) and shape and all(_is_tensor_shape(t) for t in shape) and \
+            isinstance(x, Val) and len(_vals(args)) == 1:  # e.g. batch norm -> (out, mean, var)
+        return tuple(x if tuple(t) == tuple(x.shape) else None for t in shape)
     if not _is_tensor_shape(shape):
         return None
+    if fname == "embedding":
+        w, ids = (args[0], args[1]) if isinstance(args[0], ParamRef) else (_arg(args, kwargs, 1, "weight"), x)
+        if isinstance(w, ParamRef) and isinstance(ids, Val):
+            name, W = b.param_from_ref(w)
+            v = b.materialize(ids, -1, kind="token", size=W.shape[0]) if ids.part is None else ids
+            out = b.new_partition(_label(node), W.shape[1])
+            b.weight_block(_label(node), v.part, out, name, W, "embedding")
+            return Val(out, len(shape) - 1, shape)
+    if fname == "select" and isinstance(x, Val) and x.grid is not None:
+        return _select_split(b, node.name, x, _arg(args, kwargs, 1, "dim", 0), _arg(args, kwargs, 2, "index", 0),
+                             shape)
+    if fname == "slice" and isinstance(x, Val) and x.part is not None and x.grid is None:
+        dim = _arg(args, kwargs, 1, "dim", 0) % len(x.shape)
+        if dim == x.cdim % len(x.shape):
+            start, end, step = (_arg(args, kwargs, i, k, d) for i, k, d in ((2, "start", None), (3, "end", None),
+                                                                          (4, "step", 1)))
+            chans = np.arange(x.shape[dim])[slice(start, end, step)]
+            return b.select(node.name, x, chans, shape, dim)
     if fname == "getitem" and isinstance(x, Val) and x.part is not None:
         sel = _channel_index(x, args[1], shape)
         if sel is not None:
@@ -301,10 +380,10 @@ def _function(b, node, args, kwargs, shape):
         w = _arg(args, kwargs, 1, "weight")
         if isinstance(w, ParamRef) and isinstance(x, Val):
             name, W = b.param_from_ref(w)
-            return linear(b, node.name, name, W, x, shape)
+            return linear(b, _label(node), name, W, x, shape)
     if fname in _CONVS and isinstance(_arg(args, kwargs, 1, "weight"), ParamRef) and isinstance(x, Val):
         name, W = b.param_from_ref(_arg(args, kwargs, 1, "weight"))
-        return conv(b, node.name, name, W, int(_arg(args, kwargs, 6, "groups", 1)), x, shape)
+        return conv(b, _label(node), name, W, int(_arg(args, kwargs, 6, "groups", 1)), x, shape)
     scores = [a for a in list(args) + list(kwargs.values()) if isinstance(a, Scores)]
     if fname in ("matmul", "bmm") or target is operator.matmul:
         a0, a1 = (args + (None, None))[:2]
@@ -350,6 +429,21 @@ def _split(b, name, x, args, kwargs, shapes):
         out.append(b.select(f"{name}.{i}", x, np.arange(start, start + n), s, dim))
         start += n
     return tuple(out)
+
+
+def _select_split(b, name, x, dim, index, shape):
+    """``x.select(dim, index)`` on a head-split tensor: picking along a split dim keeps a subset of channels."""
+    dim = dim % len(x.shape)
+    shift = lambda d: d - (d > dim)  # noqa: E731
+    if dim not in x.gdims:
+        gdims = tuple(shift(d) for d in x.gdims)
+        return Val(x.part, min(gdims), shape, grid=x.grid, gdims=gdims)
+    ax = x.gdims.index(dim)
+    sub = np.take(x.grid, index, axis=ax)
+    gdims = tuple(shift(d) for i, d in enumerate(x.gdims) if i != ax)
+    if sub.ndim == 1:
+        return b.select(name, Val(x.part, gdims[0], x.shape), sub, shape, gdims[0])
+    return Val(x.part, min(gdims), shape, grid=sub, gdims=gdims)
 
 
 def _channel_index(x, index, out_shape):

@@ -235,6 +235,12 @@ class Builder:
 
     def _unsplit(self, name: str, v: Val, out_shape: tuple) -> Val:
         """Merge a split channel dimension back: the (possibly permuted) order becomes identity edges."""
+        big_in = [i for i, n in enumerate(v.shape) if n != 1]
+        big_out = [i for i, n in enumerate(out_shape) if n != 1]
+        if [v.shape[i] for i in big_in] == [out_shape[i] for i in big_out] and all(d in big_in for d in v.gdims):
+            moved = {i: o for i, o in zip(big_in, big_out)}  # only size-1 dims added or removed (unsqueeze)
+            gdims = tuple(moved[d] for d in v.gdims)
+            return Val(v.part, min(gdims), tuple(out_shape), grid=v.grid, gdims=gdims)
         dims = sorted(v.gdims)
         a, k = dims[0], len(dims)
         C = v.grid.size
