@@ -146,7 +146,7 @@ def test_markdown_table_marks_collapse():
 
 def test_methods_cover_the_issue():
     assert {"snip", "grasp", "synflow", "synflow-iter", "magnitude", "random", "random-erk", "degree", "spectral",
-            "spectral-rolled", "spectral-reweight", "spectral-erk"} <= set(METHODS)
+            "spectral-rolled", "spectral-reweight", "spectral-erk", "spectral-guard"} <= set(METHODS)
     assert math.isclose(min(graphprune.experiments.COMPRESSIONS), 10**0.5, rel_tol=1e-4)
     assert math.isclose(max(graphprune.experiments.COMPRESSIONS), 1000)
 

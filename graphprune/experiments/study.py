@@ -20,7 +20,8 @@ __all__ = ["METHODS", "COMPRESSIONS", "run_study", "summarize", "plot_study", "m
 #: name -> (registered sparsifier, options). Allocation follows each method's paper: global thresholds for the
 #: saliency scores and magnitude, per-layer (uniform) for random, degree and spectral, ERK for ERK random.
 #: "spectral-erk" (spectral sampling within ERK per-layer densities) separates the effect of the sampling rule
-#: from that of the allocation; the paper's allocation is not known to us.
+#: from that of the allocation; the paper's allocation is not known to us. "spectral-guard" keeps one edge per
+#: node first (where the budget allows), to test whether dead neurons explain the losses.
 METHODS = {
     "random": ("random", {}),
     "random-erk": ("random", {"allocation": "erk"}),
@@ -34,6 +35,7 @@ METHODS = {
     "spectral-rolled": ("spectral", {"view": "rolled"}),
     "spectral-reweight": ("spectral", {"reweight": True}),
     "spectral-erk": ("spectral", {"allocation": "erk"}),
+    "spectral-guard": ("spectral", {"guard": True}),
 }
 
 #: Compression ratios 10^0.5 ... 10^3 in steps of 10^0.25 (density 31.6% down to 0.1%).
