@@ -18,15 +18,12 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import breadth_first_order, connected_components
 
 from ..errors import ParameterError
+from .local import _masked
 
 __all__ = ["reachability", "effective_mask", "effective_sparsity", "layer_collapse", "count_paths",
            "components", "articulation_points", "bridges", "BACKENDS"]
 
 BACKENDS = ("scipy", "networkx", "graph_tool")
-
-
-def _masked(G, mask):
-    return G if mask is None else G.with_masks(mask)
 
 
 def _role_nodes(G, role):
