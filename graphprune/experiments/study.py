@@ -48,13 +48,21 @@ def _one_run(job):
     """Prune one freshly initialised model, train it, and return the result row (runs in a worker process)."""
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one intra-op thread: the same numbers whatever the machine's core count
+    try:
+        return _run_job(job)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_job(job):
     import graphprune
 
     from .data import load_dataset
     from .models import build_model
     from .train import train
 
-    torch.set_num_threads(1)
     t0 = time.perf_counter()
     ds = load_dataset(job["dataset"], **job.get("dataset_kwargs", {}))
     model = build_model(job["model"], features=ds.num_features, classes=ds.num_classes, seed=job["seed"])
