@@ -323,6 +323,10 @@ def laplacian_resistance(L, edges, *, method: str = "exact", jl_dim: int | None 
     .. [1] D. A. Spielman, N. Srivastava. "Graph Sparsification by Effective Resistances", SIAM J. Comput. 40(6),
        2011. doi:10.1137/080734029 (Theorem 2 and Section 4: the projection).
     """
+    if method not in ("exact", "jl"):
+        raise ParameterError(f"The 'method' parameter of laplacian_resistance must be 'exact' or 'jl'. Got {method!r}.")
+    if solver not in ("lu", "cg"):
+        raise ParameterError(f"The 'solver' parameter of laplacian_resistance must be 'lu' or 'cg'. Got {solver!r}.")
     L = _as_csr(L)
     u, v = (np.asarray(x, dtype=np.int64) for x in edges)
     N = L.shape[0]

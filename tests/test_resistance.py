@@ -174,3 +174,23 @@ def test_bad_input(B, match):
 def test_bad_method():
     with pytest.raises(ParameterError, match="'method'"):
         graphprune.effective_resistance(torch.ones(2, 2), method="pinv")
+
+
+@pytest.mark.parametrize("solver", ["lu", "cg"])
+def test_jl_solvers_agree_with_exact(solver):
+    B = halfnormal((30, 20), 7, zero_frac=0.5)
+    L = laplacian_from_biadjacency(B)
+    u, v = np.nonzero(B)
+    exact = laplacian_resistance(L, (u, v + 30))
+    approx = laplacian_resistance(L, (u, v + 30), method="jl", jl_dim=3000, seed=0, solver=solver)
+    rel = np.abs(approx - exact) / exact
+    assert np.median(rel) < 0.05 and rel.max() < 0.3
+    np.testing.assert_allclose(exact, pinv_reference(B)[u, v], rtol=1e-8)
+
+
+def test_laplacian_resistance_bad_options():
+    L = laplacian_from_biadjacency(np.ones((2, 2)))
+    with pytest.raises(ParameterError, match="'solver'"):
+        laplacian_resistance(L, (np.array([0]), np.array([2])), method="jl", solver="amg")
+    with pytest.raises(ParameterError, match="'method'"):
+        laplacian_resistance(L, (np.array([0]), np.array([2])), method="pinv")
