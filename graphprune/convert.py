@@ -43,34 +43,6 @@ def _node_arrays(G):
     return part, local
 
 
-def _edge_arrays(G):
-    """Global src, dst, |w|, signed value, block id and parameter element index of every kept edge."""
-    import torch
-
-    cols = {k: [] for k in ("src", "dst", "weight", "value", "block", "param_index")}
-    for bi, b in enumerate(G.blocks):
-        s, d = b.edge_index("channel")
-        idx = np.arange(s.shape[0], dtype=np.int64)
-        if b.is_weight:
-            val = b.weight.detach().reshape(-1).to(torch.float64).cpu().numpy()
-            keep = G.block_mask(b).reshape(-1).numpy()
-            s, d, val, idx = s[keep], d[keep], val[keep], idx[keep]
-            if b.param_slice is not None:  # index into the whole parameter
-                idx = idx + b.param_slice[0] * int(np.prod(b.weight.shape[1:]))
-        else:
-            val = np.ones(s.shape[0])
-            idx = np.full(s.shape[0], -1, dtype=np.int64)
-        cols["src"].append(s + G.node_offset(b.src))
-        cols["dst"].append(d + G.node_offset(b.dst))
-        cols["value"].append(val)
-        cols["weight"].append(np.abs(val))
-        cols["block"].append(np.full(s.shape[0], bi, dtype=np.int64))
-        cols["param_index"].append(idx)
-    if not G.blocks:
-        return {k: np.zeros(0) for k in cols}
-    return {k: np.concatenate(v) for k, v in cols.items()}
-
-
 def to_networkx(G, *, multigraph: bool = True):
     """A ``networkx.MultiDiGraph`` (or ``DiGraph`` summing parallel edges with ``multigraph=False``).
 
@@ -95,7 +67,7 @@ def to_networkx(G, *, multigraph: bool = True):
         (int(i), {"subset": int(p), "partition": parts[p].name, "index": int(j), "role": parts[p].role})
         for i, (p, j) in enumerate(zip(part, local))
     )
-    e = _edge_arrays(G)
+    e = G.edge_arrays()
     blocks = G.blocks
     if multigraph:
         H.add_edges_from(
@@ -129,7 +101,7 @@ def to_pyg(G, *, hetero: bool = False):
     import torch
 
     pyg = require("torch_geometric.data")
-    e = _edge_arrays(G)
+    e = G.edge_arrays()
     if not hetero:
         part, local = _node_arrays(G)
         return pyg.Data(
@@ -166,7 +138,7 @@ def to_graph_tool(G):
     gt = require("graph_tool")
     g = gt.Graph(directed=True)
     g.add_vertex(G.num_nodes)
-    e = _edge_arrays(G)
+    e = G.edge_arrays()
     part, local = _node_arrays(G)
     vp = g.new_vertex_property("int", vals=part)
     vi = g.new_vertex_property("int", vals=local)
@@ -192,7 +164,7 @@ def edges_frame(G):
     """One row per kept edge: ``src``, ``dst`` (global), ``src_partition``, ``dst_partition``, ``src_index``,
     ``dst_index`` (local), ``block``, ``param``, ``param_index``, ``weight`` (|w|), ``value`` and ``kind``."""
     pd = require("pandas")
-    e = _edge_arrays(G)
+    e = G.edge_arrays()
     part, local = _node_arrays(G)
     pnames = np.array([p.name for p in G.partitions], dtype=object)
     bnames = np.array([b.name for b in G.blocks], dtype=object)

@@ -429,26 +429,43 @@ class MultipartiteGraph:
         return sum(kept.values()) / t if t else 1.0
 
     # -- global views --------------------------------------------------------------------------------------------
-    def global_edges(self, *, masked: bool = True, weight_blocks_only: bool = False):
-        """Concatenated global ``(src, dst, |w|, block id)`` arrays of every (kept) edge, in the channel view
-        (the rolled view exists per block only)."""
-        srcs, dsts, ws, bids = [], [], [], []
+    def edge_arrays(self, *, masked: bool = True, weight_blocks_only: bool = False) -> dict:
+        """Every (kept) edge as global arrays, in the channel view (the rolled view exists per block only).
+
+        Keys: ``src``, ``dst`` (global node ids), ``value`` (signed w; 1 for identity edges), ``weight``
+        (``|w|``), ``block`` (block index), ``param_index`` (flat index into the whole parameter, -1 for identity
+        edges). The one place where kept edges are gathered; adjacency, degrees and the converters build on it.
+        """
+        cols = {k: [] for k in ("src", "dst", "value", "block", "param_index")}
         for bi, b in enumerate(self._blocks):
             if weight_blocks_only and not b.is_weight:
                 continue
             s, d = b.edge_index("channel")
-            w = b.abs_weight().to(torch.float64).cpu().numpy()
-            if masked and b.is_weight:
-                keep = self.block_mask(b).reshape(-1).numpy()
-                s, d, w = s[keep], d[keep], w[keep]
-            srcs.append(s + self._offsets[self._pindex[b.src]])
-            dsts.append(d + self._offsets[self._pindex[b.dst]])
-            ws.append(w)
-            bids.append(np.full(s.shape[0], bi, dtype=np.int64))
-        if not srcs:
-            e = np.zeros(0, dtype=np.int64)
-            return e, e.copy(), np.zeros(0), e.copy()
-        return np.concatenate(srcs), np.concatenate(dsts), np.concatenate(ws), np.concatenate(bids)
+            if b.is_weight:
+                val = b.weight.detach().reshape(-1).to(torch.float64).cpu().numpy()
+                idx = np.arange(s.shape[0], dtype=np.int64)
+                if b.param_slice is not None:  # index into the whole parameter
+                    idx = idx + b.param_slice[0] * int(math.prod(b.weight.shape[1:]))
+                if masked:
+                    keep = self.block_mask(b).reshape(-1).numpy()
+                    s, d, val, idx = s[keep], d[keep], val[keep], idx[keep]
+            else:
+                val = np.ones(s.shape[0])
+                idx = np.full(s.shape[0], -1, dtype=np.int64)
+            cols["src"].append(s + self._offsets[self._pindex[b.src]])
+            cols["dst"].append(d + self._offsets[self._pindex[b.dst]])
+            cols["value"].append(val)
+            cols["block"].append(np.full(s.shape[0], bi, dtype=np.int64))
+            cols["param_index"].append(idx)
+        out = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.float64 if k == "value" else np.int64)
+               for k, v in cols.items()}
+        out["weight"] = np.abs(out["value"])
+        return out
+
+    def global_edges(self, *, masked: bool = True, weight_blocks_only: bool = False):
+        """``(src, dst, |w|, block id)`` of every (kept) edge; see :meth:`edge_arrays`."""
+        e = self.edge_arrays(masked=masked, weight_blocks_only=weight_blocks_only)
+        return e["src"], e["dst"], e["weight"], e["block"]
 
     def adjacency(self, *, directed: bool = False, weighted: bool = True, include_identity: bool = True):
         """Whole-graph adjacency as ``scipy.sparse.csr_array`` (N x N); parallel edges are summed.
