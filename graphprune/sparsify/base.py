@@ -224,6 +224,20 @@ class Sparsifier:
             raise GraphPruneError("The graph has no prunable (weight) block: nothing to sparsify.")
         for b in units:
             _check_weights(b)
+        self.prepare(graph)
+        try:
+            return self._masks_for(graph, units, d, ss)
+        finally:
+            self.release()
+
+    def prepare(self, graph) -> None:
+        """Hook run once per :meth:`sparsify`, after validation and before any scoring (e.g. whole-graph
+        resistances, saliency scores). Default: nothing."""
+
+    def release(self) -> None:
+        """Hook run when :meth:`sparsify` ends, even on error: drop what :meth:`prepare` kept. Default: nothing."""
+
+    def _masks_for(self, graph, units, d, ss):
         ks = self.allocate(graph, units, d)
         rngs = dict(zip([b.name for b in units], (np.random.default_rng(s) for s in ss.spawn(len(units)))))
         ctxs = {}

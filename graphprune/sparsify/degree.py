@@ -37,10 +37,8 @@ class DegreeSparsifier(Sparsifier):
     name = "degree"
     supports_global = False
 
-    def __init__(self, sparsity=None, *, density=None, seed=0, allocation="uniform", keep_dense=(), progress=False,
-                 view="rolled"):
-        super().__init__(sparsity, density=density, seed=seed, allocation=allocation, keep_dense=keep_dense,
-                         progress=progress)
+    def __init__(self, sparsity=None, *, view="rolled", **kwargs):
+        super().__init__(sparsity, **kwargs)
         self.view = view
 
     def _validate(self):

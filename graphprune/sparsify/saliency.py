@@ -27,10 +27,8 @@ def _param(model, name):
 class _Saliency(Sparsifier):
     needs_data = False
 
-    def __init__(self, sparsity=None, *, density=None, seed=0, allocation="global", keep_dense=(), progress=False,
-                 model=None, data=None, batches=1):
-        super().__init__(sparsity, density=density, seed=seed, allocation=allocation, keep_dense=keep_dense,
-                         progress=progress)
+    def __init__(self, sparsity=None, *, model=None, data=None, batches=1, allocation="global", **kwargs):
+        super().__init__(sparsity, allocation=allocation, **kwargs)
         self.model = model
         self.data = data
         self.batches = batches
@@ -74,17 +72,13 @@ class _Saliency(Sparsifier):
     def compute_scores(self, graph) -> dict:
         raise NotImplementedError
 
-    def sparsify(self, graph):
-        self._validate()
-        with torch.random.fork_rng(devices=[]):
+    def prepare(self, graph):
+        with torch.random.fork_rng(devices=[]):  # dropout etc. in the model copy: seeded, global state restored
             torch.manual_seed(int(self.seed) if isinstance(self.seed, int) else 0)
             self._scores = self.compute_scores(graph)
-        try:
-            return super().sparsify(graph)
-        finally:
-            self._scores = None
 
-    __call__ = sparsify
+    def release(self):
+        self._scores = None
 
     def score(self, ctx: BlockContext) -> torch.Tensor:
         s = self._scores[ctx.block.param]

@@ -76,11 +76,9 @@ class SpectralSparsifier(Sparsifier):
 
     name = "spectral"
 
-    def __init__(self, sparsity=None, *, density=None, seed=0, allocation="uniform", keep_dense=(), progress=False,
-                 view="channel", scope="block", resistance="auto", sampling="without_replacement", reweight=False,
-                 guard=False, dtype=torch.float64):
-        super().__init__(sparsity, density=density, seed=seed, allocation=allocation, keep_dense=keep_dense,
-                         progress=progress)
+    def __init__(self, sparsity=None, *, view="channel", scope="block", resistance="auto",
+                 sampling="without_replacement", reweight=False, guard=False, dtype=torch.float64, **kwargs):
+        super().__init__(sparsity, **kwargs)
         self.view = view
         self.scope = scope
         self.resistance = resistance
@@ -103,20 +101,17 @@ class SpectralSparsifier(Sparsifier):
             raise ParameterError(f"The 'dtype' parameter of {cls} must be torch.float32 or torch.float64.")
         return d
 
-    def sparsify(self, graph):
+    def prepare(self, graph):
         self._cache = {}
         self.scales_ = {}
         self.resistance_method_ = {}
-        if self.scope == "graph" and self._validate():
-            R, how = effective_resistance(graph, method=self.resistance, seed=0, return_method=True)
-            self._graph_R = R
+        self._graph_R = None
+        if self.scope == "graph":
+            self._graph_R, how = effective_resistance(graph, method=self.resistance, seed=0, return_method=True)
             self.resistance_method_["<graph>"] = how
-        try:
-            return super().sparsify(graph)
-        finally:
-            self._graph_R = None
 
-    __call__ = sparsify
+    def release(self):
+        self._cache, self._graph_R = {}, None
 
     def score(self, ctx: BlockContext) -> torch.Tensor:
         """Leverage ``|w_e| R_e`` of every available edge (0 for pruned edges)."""
