@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from ._validation import InstanceOf, PathLike, check_mask, check_mask_key, check_param
 from .errors import MaskError, ParameterError
 
 __all__ = ["apply_masks", "make_permanent", "save_masks", "load_masks"]
@@ -43,37 +44,66 @@ def _holders(model: nn.Module, name: str):
     return list(dict.fromkeys(out))
 
 
-def _check(model, masks, what="Mask"):
-    if not isinstance(model, nn.Module):
-        raise ParameterError(f"The 'model' parameter must be a torch.nn.Module. Got {type(model).__name__}.")
+def _check(model, masks, what="mask", owner="apply_masks"):
+    check_param("model", model, [InstanceOf(nn.Module, "a torch.nn.Module")], owner)
     if not isinstance(masks, Mapping):
-        raise MaskError(
-            f"The '{what.lower()}s' parameter must be a dict of parameter name -> tensor. Got {type(masks).__name__}."
-        )
+        raise MaskError(f"The '{what}s' parameter of {owner} must be a dict of parameter name -> tensor. "
+                        f"Got {type(masks).__name__} instead.")
     plan = []
     for name, m in masks.items():
+        check_mask_key(name, owner)
         holders = _holders(model, name)
         if not holders:
             raise MaskError(
-                f"{what} for {name!r}: the model has no such parameter. Masks must be keyed by parameter names as in "
-                "model.named_parameters() (e.g. 'features.0.weight')."
+                f"The '{what}s' parameter of {owner} has an entry for {name!r}: the model has no such parameter. "
+                "Key it by parameter names as in model.named_parameters() (e.g. 'features.0.weight')."
             )
         mod, attr = holders[0]
         current = getattr(mod, attr + "_orig", None)
         current = current if current is not None else getattr(mod, attr)
-        if not isinstance(m, torch.Tensor):
-            raise MaskError(f"{what} for {name!r} must be a torch.Tensor. Got {type(m).__name__}.")
-        if tuple(m.shape) != tuple(current.shape):
-            raise MaskError(
-                f"{what} for {name!r} has shape {tuple(m.shape)}, but the parameter has shape "
-                f"{tuple(current.shape)}."
-            )
-        if what == "Mask" and m.dtype != torch.bool:
-            raise MaskError(f"Mask for {name!r} must have dtype torch.bool. Got {m.dtype}.")
-        if what == "Scale" and not bool(torch.isfinite(m).all()):
-            raise MaskError(f"Scale for {name!r} must be finite.")
+        if what == "mask":
+            m = check_mask(name, m, current.shape, owner=owner, numeric=True)
+        else:
+            if not isinstance(m, torch.Tensor) or not m.dtype.is_floating_point:
+                raise MaskError(f"The scale for {name!r} passed to {owner} must be a floating torch.Tensor. Got "
+                                f"{type(m).__name__ if not isinstance(m, torch.Tensor) else m.dtype} instead.")
+            if tuple(m.shape) != tuple(current.shape):
+                raise MaskError(f"The scale for {name!r} passed to {owner} has shape {tuple(m.shape)}, but the "
+                                f"parameter has shape {tuple(current.shape)}.")
+            if not bool(torch.isfinite(m).all()):
+                raise MaskError(f"The scale for {name!r} passed to {owner} must be finite (it holds NaN or inf).")
+        if current.is_meta:
+            raise MaskError(f"Parameter {name!r} is on the meta device: materialise the model before applying masks.")
         plan.append((holders, m.to(current.device)))
     return plan
+
+
+class _Snapshot:
+    """Everything ``custom_from_mask`` and the scales touch on a set of modules, to roll back on any error."""
+
+    _DICTS = ("_parameters", "_buffers", "_forward_pre_hooks", "_forward_hooks", "_forward_pre_hooks_with_kwargs",
+              "_forward_hooks_with_kwargs", "_forward_hooks_always_called")
+
+    def __init__(self, modules, attrs, scaled):
+        self.state = []
+        for mod in dict.fromkeys(modules):
+            dicts = {d: dict(getattr(mod, d)) for d in self._DICTS if hasattr(mod, d)}
+            plain = {a: mod.__dict__[a] for a in attrs if a in mod.__dict__}
+            self.state.append((mod, dicts, plain, [a for a in attrs if a not in mod.__dict__]))
+        self.data = [(t, t.detach().clone()) for t in scaled]
+
+    def restore(self):
+        with torch.no_grad():
+            for t, old in self.data:
+                t.copy_(old)
+        for mod, dicts, plain, absent in self.state:
+            for d, content in dicts.items():
+                live = getattr(mod, d)
+                live.clear()
+                live.update(content)
+            for a in absent:
+                mod.__dict__.pop(a, None)
+            mod.__dict__.update(plain)
 
 
 def apply_masks(model: nn.Module, graph=None, masks: Mapping | None = None, *,
@@ -88,7 +118,8 @@ def apply_masks(model: nn.Module, graph=None, masks: Mapping | None = None, *,
     graph : MultipartiteGraph, optional
         When ``masks`` is None, the graph's own masks are applied.
     masks : mapping of str to torch.Tensor, optional
-        Bool masks keyed by parameter name. An already pruned parameter gets the intersection (torch's
+        Bool masks keyed by parameter name, of the parameter's shape; integer or floating tensors holding only 0
+        and 1 are accepted and converted. An already pruned parameter gets the intersection (torch's
         ``PruningContainer`` semantics: masks only shrink). A tied parameter is masked in every module using it.
     scales : mapping of str to torch.Tensor, optional
         Factors multiplied into the kept weights first (a reweighting sparsifier's ``scales_``, e.g.
@@ -98,6 +129,12 @@ def apply_masks(model: nn.Module, graph=None, masks: Mapping | None = None, *,
     ------
     MaskError
         A mask names no parameter of the model, or has the wrong shape or dtype. Nothing is written.
+
+    Notes
+    -----
+    All or nothing: every mask and scale is checked first, and if writing still fails part-way (any exception),
+    every module touched is rolled back (parameters, buffers, hooks and scaled weights) before the error is
+    re-raised, so the model is exactly as it was.
 
     Notes
     -----
@@ -113,24 +150,40 @@ def apply_masks(model: nn.Module, graph=None, masks: Mapping | None = None, *,
     >>> int((net[0].weight == 0).sum())
     3
     """
+    if graph is not None and isinstance(graph, Mapping) and masks is None:
+        raise ParameterError("The 'graph' parameter of apply_masks got a dict: pass masks by keyword, "
+                             "apply_masks(model, masks=masks), or apply_masks(model, G, masks).")
     if masks is None:
         if graph is None:
-            raise ParameterError("apply_masks needs 'masks' or a 'graph' whose masks to apply.")
+            raise ParameterError("apply_masks needs 'masks' or a 'graph' whose masks to apply: "
+                                 "apply_masks(model, G, masks) or apply_masks(model, masks=masks).")
+        if not hasattr(graph, "masks") or not hasattr(graph, "weight_blocks"):
+            raise ParameterError(f"The 'graph' parameter of apply_masks must be a MultipartiteGraph. Got "
+                                 f"{type(graph).__name__} instead.")
         masks = graph.masks
     plan = _check(model, masks)
-    sc_plan = _check(model, scales, "Scale") if scales is not None else []
-    with torch.no_grad():  # every check passed: now write
-        for holders, s in sc_plan:
-            mod, attr = holders[0]
-            target = getattr(mod, attr + "_orig", None)
-            target = target if target is not None else getattr(mod, attr)
-            target.mul_(s.to(target.dtype))
-    for holders, m in plan:
-        for mod, attr in holders:
-            prune.custom_from_mask(mod, attr, m)
-            if not any(isinstance(h, _DetachPrunedWeight) and h.name == attr for h in mod._forward_hooks.values()):
-                mod.register_forward_hook(_DetachPrunedWeight(attr))
-            _DetachPrunedWeight(attr)(mod, None, None)
+    sc_plan = _check(model, scales, "scale") if scales is not None else []
+    targets = []
+    for holders, _ in sc_plan:
+        mod, attr = holders[0]
+        t = getattr(mod, attr + "_orig", None)
+        targets.append(t if t is not None else getattr(mod, attr))
+    snap = _Snapshot([mod for holders, _ in plan + sc_plan for mod, _ in holders],
+                     sorted({attr for holders, _ in plan for _, attr in holders}), targets)
+    try:
+        with torch.no_grad():  # every check passed: now write
+            for target, (_, s) in zip(targets, sc_plan):
+                target.mul_(s.to(target.dtype))
+        for holders, m in plan:
+            for mod, attr in holders:
+                prune.custom_from_mask(mod, attr, m)
+                if not any(isinstance(h, _DetachPrunedWeight) and h.name == attr
+                           for h in mod._forward_hooks.values()):
+                    mod.register_forward_hook(_DetachPrunedWeight(attr))
+                _DetachPrunedWeight(attr)(mod, None, None)
+    except BaseException:
+        snap.restore()
+        raise
     return model
 
 
@@ -154,6 +207,7 @@ class _DetachPrunedWeight:
 
 def make_permanent(model: nn.Module) -> nn.Module:
     """Fold every ``torch.nn.utils.prune`` re-parametrisation into plain zeroed weights (``prune.remove``)."""
+    check_param("model", model, [InstanceOf(nn.Module, "a torch.nn.Module")], "make_permanent")
     for mod in model.modules():
         for hook in list(mod._forward_pre_hooks.values()):
             if isinstance(hook, prune.BasePruningMethod):
@@ -165,24 +219,79 @@ def make_permanent(model: nn.Module) -> nn.Module:
 
 
 def save_masks(masks: Mapping, path: str | os.PathLike) -> None:
-    """Save masks to ``path``; the file loads with ``torch.load(weights_only=True)``."""
-    if not isinstance(masks, Mapping) or not all(isinstance(v, torch.Tensor) for v in masks.values()):
-        raise MaskError("The 'masks' parameter of save_masks must be a dict of parameter name -> bool tensor.")
-    payload = {"format": _FORMAT, "version": _VERSION,
-               "masks": {str(k): v.detach().to("cpu", torch.bool) for k, v in masks.items()}}
-    torch.save(payload, path)
+    """Save masks to ``path``; the file loads with ``torch.load(weights_only=True)``.
+
+    Parameters
+    ----------
+    masks : mapping of str to torch.Tensor
+        Bool tensors keyed by parameter name (anything else raises MaskError: convert with ``mask.bool()``).
+    path : str or os.PathLike
+        The file; its folder must exist.
+    """
+    check_param("path", path, [PathLike()], "save_masks")
+    if not isinstance(masks, Mapping):
+        raise MaskError("The 'masks' parameter of save_masks must be a dict of parameter name -> bool tensor. "
+                        f"Got {type(masks).__name__} instead.")
+    out = {}
+    for k, v in masks.items():
+        check_mask_key(k, "save_masks")
+        out[k] = check_mask(k, v, tuple(v.shape) if isinstance(v, torch.Tensor) else (), owner="save_masks")
+        out[k] = out[k].detach().to("cpu")
+    folder = os.path.dirname(os.fspath(path))
+    if folder and not os.path.isdir(folder):
+        raise ParameterError(f"The 'path' parameter of save_masks names a folder that does not exist: "
+                             f"{folder!r}. Create it first (os.makedirs).")
+    payload = {"format": _FORMAT, "version": _VERSION, "masks": out}
+    try:
+        torch.save(payload, path)
+    except OSError as exc:
+        raise ParameterError(f"The 'path' parameter of save_masks: cannot write {os.fspath(path)!r} "
+                             f"({exc.strerror or exc}).") from None
 
 
 def load_masks(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load masks written by :func:`save_masks` (``torch.load(weights_only=True)``; a plain dict also loads)."""
+    """Load masks written by :func:`save_masks`.
+
+    The file is read with ``torch.load(weights_only=True)`` (no code runs) and its structure is checked: the
+    ``format`` and ``version`` entries, a ``masks`` dict with str keys and bool tensors. A plain dict of str to
+    bool tensors (an older or hand-made file) also loads.
+
+    Raises
+    ------
+    MaskError
+        The file is missing, unreadable, or not a mask file; the message names what is wrong.
+    """
+    check_param("path", path, [PathLike()], "load_masks")
+    where = repr(os.fspath(path))
+    if not os.path.isfile(path):
+        raise MaskError(f"No mask file at {where}.")
     try:
         data = torch.load(path, weights_only=True, map_location="cpu")
-    except FileNotFoundError:
-        raise MaskError(f"No mask file at {str(path)!r}.") from None
-    except Exception as exc:
-        raise MaskError(f"{str(path)!r} is not a mask file readable with weights_only=True: {exc}") from exc
-    if isinstance(data, dict) and data.get("format") == _FORMAT:
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one MaskError
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MaskError(f"{where} is not a mask file readable with torch.load(weights_only=True): {first}") \
+            from None
+    if not isinstance(data, dict):
+        raise MaskError(f"{where} holds a {type(data).__name__}, not a mask file (a dict with 'format', 'version' "
+                        "and 'masks', as written by save_masks).")
+    if "format" in data or "version" in data or "masks" in data:
+        if data.get("format") != _FORMAT:
+            raise MaskError(f"{where} has format {data.get('format')!r}; expected {_FORMAT!r}.")
+        if data.get("version") != _VERSION:
+            raise MaskError(f"{where} has version {data.get('version')!r}; this graphprune reads version "
+                            f"{_VERSION}.")
+        if "masks" not in data:
+            raise MaskError(f"{where} has no 'masks' entry.")
         data = data["masks"]
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise MaskError(f"{str(path)!r} does not hold a dict of parameter name -> bool tensor.")
-    return {k: v.to(torch.bool) for k, v in data.items()}
+        if not isinstance(data, dict):
+            raise MaskError(f"{where}: its 'masks' entry is a {type(data).__name__}, not a dict.")
+    out = {}
+    for k, v in data.items():
+        if not isinstance(k, str):
+            raise MaskError(f"{where}: mask keys must be parameter names (str). Found the key {k!r} "
+                            f"({type(k).__name__}).")
+        if not isinstance(v, torch.Tensor) or v.dtype != torch.bool:
+            got = v.dtype if isinstance(v, torch.Tensor) else type(v).__name__
+            raise MaskError(f"{where}: the mask for {k!r} must be a bool tensor. Found {got}.")
+        out[k] = v
+    return out

@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ._validation import Boolean, check_mask, check_mask_key, check_param
 from .errors import GraphValidationError, MaskError, ParameterError
 
 __all__ = ["Partition", "Block", "MultipartiteGraph", "ROLES", "LAYOUTS"]
@@ -364,30 +365,19 @@ class MultipartiteGraph:
             m = m[b.param_slice[0] : b.param_slice[1]]
         return m
 
-    def _checked_masks(self, masks: Mapping) -> dict:
+    def _checked_masks(self, masks: Mapping, owner: str = "MultipartiteGraph.with_masks") -> dict:
         if not isinstance(masks, Mapping):
-            raise MaskError(
-                f"The 'masks' parameter must be a dict of parameter name -> bool tensor. Got {type(masks).__name__}."
-            )
+            raise MaskError(f"The 'masks' parameter of {owner} must be a dict of parameter name -> bool tensor. "
+                            f"Got {type(masks).__name__} instead.")
         out = {}
         for name, m in masks.items():
+            check_mask_key(name, owner)
             if name not in self._param_shapes:
                 raise MaskError(
-                    f"Mask for unknown parameter {name!r}. The graph's parameters are: {self.params}."
+                    f"The 'masks' parameter of {owner} has a mask for {name!r}, which backs no block of the graph. "
+                    f"The graph's parameters are: {self.params}."
                 )
-            if not isinstance(m, torch.Tensor):
-                m = torch.as_tensor(np.asarray(m))
-            shape = self._param_shapes[name]
-            if tuple(m.shape) != tuple(shape):
-                raise MaskError(
-                    f"Mask for {name!r} has shape {tuple(m.shape)}, but the parameter has shape {tuple(shape)}."
-                )
-            if m.dtype != torch.bool:
-                if m.dtype.is_floating_point or m.dtype.is_complex:
-                    bad = ~((m == 0) | (m == 1))
-                    if bool(bad.any()):
-                        raise MaskError(f"Mask for {name!r} must be boolean or 0/1; it holds other values.")
-                m = m != 0
+            m = check_mask(name, m, self._param_shapes[name], owner=owner, numeric=True)
             out[name] = m.detach().to("cpu").clone()
         return out
 
@@ -396,12 +386,15 @@ class MultipartiteGraph:
 
         Parameters
         ----------
-        masks : mapping of str to bool tensor, or None
-            Masks keyed by parameter name. ``None`` removes all masks (when ``combine=False``).
+        masks : mapping of str to torch.Tensor, or None
+            Masks keyed by parameter name: bool tensors of the parameter's shape; integer or floating tensors
+            holding only 0 and 1 are accepted and converted. Anything else raises MaskError. ``None`` removes all
+            masks (when ``combine=False``).
         combine : bool, default True
             Intersect with the graph's current masks (masks only shrink). With False, replace them.
         """
-        new = self._checked_masks(masks) if masks else {}
+        new = self._checked_masks(masks) if masks is not None else {}
+        check_param("combine", combine, [Boolean()], "MultipartiteGraph.with_masks")
         if combine:
             merged = {k: v.clone() for k, v in self._masks.items()}
             for k, v in new.items():

@@ -39,12 +39,14 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import connected_components
 
+from ._validation import RESISTANCE_METHODS, VIEWS, Boolean, Dtype, Interval, Options, Seed, numpy_rng, validate_params
 from .errors import ParameterError
 
 __all__ = ["effective_resistance", "bipartite_resistance", "laplacian_resistance", "degree_resistance",
@@ -52,7 +54,7 @@ __all__ = ["effective_resistance", "bipartite_resistance", "laplacian_resistance
 
 log = logging.getLogger("graphprune")
 
-METHODS = ("auto", "exact", "degree", "jl")
+METHODS = RESISTANCE_METHODS
 #: The exact dense engines are used by "auto" while their working memory stays under this many bytes.
 EXACT_MEMORY_BUDGET = 4 * 2**30
 
@@ -179,6 +181,7 @@ def _solve_connected_torch(B: torch.Tensor) -> torch.Tensor:
     return (1.0 / d + q)[:, None] - 2.0 * Y.T + Mjj[None, :]
 
 
+@validate_params({"dtype": [Dtype()], "backend": [Options(("auto", "scipy", "torch"))]})
 def bipartite_resistance(B, *, dtype=torch.float64, backend: str = "auto") -> torch.Tensor:
     r"""Exact effective resistance of every edge of a bipartite graph given by its biadjacency.
 
@@ -294,6 +297,9 @@ def _block_pcg(A, Bm, dinv, tol, maxiter):
     return X
 
 
+@validate_params({"method": [Options(("exact", "jl"))], "jl_dim": [Interval(numbers.Integral, 1, None), None],
+                  "eps": [Interval(numbers.Real, 0, 1, closed="right")], "seed": [Seed()],
+                  "tol": [Interval(numbers.Real, 0, None, closed="neither")], "solver": [Options(("lu", "cg"))]})
 def laplacian_resistance(L, edges, *, method: str = "exact", jl_dim: int | None = None, eps: float = 0.3,
                          seed=0, tol: float = 1e-10, solver: str = "lu"):
     """Effective resistance of given node pairs of a general weighted graph from its Laplacian.
@@ -310,8 +316,8 @@ def laplacian_resistance(L, edges, *, method: str = "exact", jl_dim: int | None 
         ``Z = Q W^{1/2} B L^+`` and ``k = ceil(24 log N / eps^2)`` (or ``jl_dim``) rows, solved per component
         with Jacobi-preconditioned block conjugate gradients (``solver="cg"``, relative residual 1e-6) or a
         sparse LU factorisation of the grounded Laplacian (``solver="lu"``); relative error about ``eps``.
-    seed : int
-        Seed of the random projection (``"jl"`` only).
+    seed : int, numpy.random.Generator or torch.Generator, default 0
+        Seed of the random projection (``"jl"`` only). ``None`` is refused: the same seed gives the same result.
 
     Returns
     -------
@@ -344,7 +350,7 @@ def laplacian_resistance(L, edges, *, method: str = "exact", jl_dim: int | None 
     same = lab[u] == lab[v]
     R[same & (u == v)] = 0.0
     if method == "jl":
-        rng = np.random.default_rng(seed)
+        rng = numpy_rng(seed, owner="laplacian_resistance")
         kdim = int(jl_dim or math.ceil(24 * math.log(max(N, 2)) / eps**2))
         # Q W^1/2 B, with B the signed edge-vertex incidence of the upper triangle of A
         Au = sp.triu(A, k=1).tocoo()
@@ -438,6 +444,10 @@ def choose_method(n_rows: int, n_cols: int | None = None, *, itemsize: int = 8, 
     return "jl", f"jl: N={n_rows} too large for a dense factorisation (~{need / 2**30:.1f} GiB)"
 
 
+@validate_params({"view": [Options(VIEWS)], "method": [Options(RESISTANCE_METHODS)], "dtype": [Dtype()],
+                  "masked": [Boolean()], "eps": [Interval(numbers.Real, 0, 1, closed="right")],
+                  "jl_dim": [Interval(numbers.Integral, 1, None), None], "seed": [Seed()],
+                  "return_method": [Boolean()]})
 def effective_resistance(obj, block=None, *, view: str = "channel", method: str = "auto", dtype=torch.float64,
                          masked: bool = True, eps: float = 0.3, jl_dim: int | None = None, seed=0,
                          return_method: bool = False):

@@ -133,7 +133,8 @@ def test_spectral_bad_input():
     G, net = _tiny()
     with pytest.raises(ParameterError, match="'view' parameter of SpectralSparsifier"):
         graphprune.sparsify(G, "spectral", sparsity=0.5, view="unrolled")
-    with pytest.raises(ParameterError, match="resistance='jl'"):
+    with pytest.raises(ParameterError, match="'resistance' parameter of SpectralSparsifier can be 'jl' only with "
+                                             "scope='graph'"):
         graphprune.sparsify(G, "spectral", sparsity=0.5, resistance="jl")
     with torch.no_grad():
         net[0].weight.zero_()

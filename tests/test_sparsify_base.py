@@ -103,7 +103,7 @@ def test_dict_allocation_and_keep_dense(lenet):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(sparsity=1.5), r"'sparsity' parameter of RandomSparsifier must be in \[0, 1\). Got 1.5"),
+    (dict(sparsity=1.5), r"The 'sparsity' parameter of RandomSparsifier must be a float in \[0, 1\). Got 1.5 instead."),
     (dict(sparsity=-0.1), "'sparsity'"),
     (dict(density=0.0), "'density'"),
     (dict(sparsity=0.5, density=0.5), "exactly one"),

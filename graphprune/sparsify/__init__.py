@@ -6,6 +6,8 @@ protocol a plug-in implements and :func:`check_sparsifier` for its conformance c
 
 from __future__ import annotations
 
+from .._validation import check_options
+from ..errors import ParameterError
 from . import degree as _degree  # noqa: F401  (registers)
 from . import magnitude as _magnitude  # noqa: F401  (registers)
 from . import random as _random  # noqa: F401  (registers)
@@ -48,8 +50,19 @@ def sparsify(graph, method="random", *, sparsity=None, density=None, seed=0, **o
     0.5
     """
     if isinstance(method, Sparsifier):
-        if sparsity is not None or density is not None or options:
-            raise TypeError("Pass options to the Sparsifier's constructor, not to sparsify(), with an instance.")
+        given = [k for k, v in (("sparsity", sparsity), ("density", density)) if v is not None] + list(options)
+        if given:
+            raise ParameterError(f"sparsify() got a {type(method).__name__} instance and also {', '.join(given)}: "
+                                 "with an instance, pass every option to its constructor.")
         return method.sparsify(graph)
-    cls = method if isinstance(method, type) and issubclass(method, Sparsifier) else get_sparsifier(method)
+    if isinstance(method, type) and issubclass(method, Sparsifier):
+        cls = method
+    elif isinstance(method, str):
+        cls = get_sparsifier(method)
+    else:
+        raise ParameterError(f"The 'method' parameter of sparsify must be a sparsifier name (one of "
+                             f"{', '.join(available_sparsifiers())}), a Sparsifier subclass or instance. "
+                             f"Got {method!r} instead.")
+    check_options(cls.__name__, options, [n for n in cls._get_param_names() if n not in ("sparsity", "density",
+                                                                                         "seed")])
     return cls(sparsity=sparsity, density=density, seed=seed, **options).sparsify(graph)

@@ -10,6 +10,7 @@ stream per block from ``seed``.
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import math
 import numbers
 from dataclasses import dataclass
@@ -17,35 +18,29 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .._validation import (
+    ALLOCATIONS,
+    Boolean,
+    DensityDict,
+    Interval,
+    Options,
+    Seed,
+    StrList,
+    check_param,
+    seed_sequence,
+)
 from ..errors import GraphPruneError, ParameterError
 
 __all__ = ["Sparsifier", "BlockContext", "make_rng", "ALLOCATIONS"]
-
-ALLOCATIONS = ("uniform", "erk", "global")
 
 
 def make_rng(seed, *, owner: str = "sparsify") -> np.random.SeedSequence:
     """A ``numpy.random.SeedSequence`` from an int, a numpy Generator or a torch Generator (never global state).
 
-    ``None`` is refused: every random result in graphprune is reproducible.
+    ``None`` is refused: every random result in graphprune is reproducible. See
+    :func:`graphprune._validation.seed_sequence`.
     """
-    if isinstance(seed, bool) or seed is None:
-        raise ParameterError(
-            f"The 'seed' parameter of {owner} must be an int, a numpy.random.Generator or a torch.Generator. "
-            f"Got {seed!r} instead."
-        )
-    if isinstance(seed, numbers.Integral):
-        if seed < 0:
-            raise ParameterError(f"The 'seed' parameter of {owner} must be >= 0. Got {seed} instead.")
-        return np.random.SeedSequence(int(seed))
-    if isinstance(seed, np.random.Generator):
-        return np.random.SeedSequence(int(seed.integers(0, 2**63 - 1)))
-    if isinstance(seed, torch.Generator):
-        return np.random.SeedSequence(int(torch.randint(0, 2**62, (1,), generator=seed).item()))
-    raise ParameterError(
-        f"The 'seed' parameter of {owner} must be an int, a numpy.random.Generator or a torch.Generator. "
-        f"Got {type(seed).__name__} instead."
-    )
+    return seed_sequence(seed, owner=owner)
 
 
 @dataclass
@@ -132,12 +127,47 @@ class Sparsifier:
             raise NotImplementedError(f"{type(self).__name__} must implement score() or compute_mask().")
         return topk_mask(s, ctx.available, k)
 
-    # -- the machinery -------------------------------------------------------------------------------------------
-    def _params_repr(self):
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+    # -- parameters (scikit-learn's get_params contract) ----------------------------------------------------------
+    #: Constraints of this class's own constructor parameters (name -> list of accepted constraints); merged over
+    #: the class hierarchy by :meth:`_validate`. Subclasses declare theirs the same way.
+    _parameter_constraints: dict = {
+        "sparsity": [Interval(numbers.Real, 0, 1, closed="left"), None],
+        "density": [Interval(numbers.Real, 0, 1, closed="right"), None],
+        "seed": [Seed()],
+        "allocation": [Options(ALLOCATIONS), DensityDict()],
+        "keep_dense": [StrList()],
+        "progress": [Boolean()],
+    }
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        """Constructor parameter names, from the ``__init__`` signatures of the class and its bases (subclass
+        constructors forward ``**kwargs`` to their base)."""
+        names = []
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None or klass is object:
+                continue
+            for p in inspect.signature(init).parameters.values():
+                if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in names:
+                    names.append(p.name)
+            if klass is Sparsifier:
+                break
+        return names
+
+    @classmethod
+    def _constraints(cls) -> dict:
+        out = {}
+        for klass in reversed(cls.__mro__):
+            out.update(klass.__dict__.get("_parameter_constraints", {}))
+        return out
+
+    def get_params(self) -> dict:
+        """The constructor parameters and their current values (never results such as ``scales_``)."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self._params_repr().items())
+        args = ", ".join(f"{k}={_short_repr(v)}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
     def target_density(self) -> float:
@@ -146,32 +176,43 @@ class Sparsifier:
         if (s is None) == (d is None):
             raise ParameterError(f"{cls} needs exactly one of 'sparsity' or 'density'. Got sparsity={s!r}, "
                                  f"density={d!r}.")
+        cons = {k: [c for c in v if c is not None] for k, v in self._constraints().items()}
         if s is not None:
-            if isinstance(s, bool) or not isinstance(s, numbers.Real) or not (0 <= s < 1):
-                raise ParameterError(f"The 'sparsity' parameter of {cls} must be in [0, 1). Got {s!r} instead.")
+            check_param("sparsity", s, cons["sparsity"], cls)
             return 1.0 - float(s)
-        if isinstance(d, bool) or not isinstance(d, numbers.Real) or not (0 < d <= 1):
-            raise ParameterError(f"The 'density' parameter of {cls} must be in (0, 1]. Got {d!r} instead.")
+        check_param("density", d, cons["density"], cls)
         return float(d)
 
     def _validate(self):
+        """Check every constructor parameter against its declared constraints; return the target density."""
+        cls = type(self).__name__
         d = self.target_density()
-        alloc = self.allocation
-        if not isinstance(alloc, dict) and alloc not in ALLOCATIONS:
-            raise ParameterError(
-                f"The 'allocation' parameter of {type(self).__name__} must be one of {ALLOCATIONS} or a dict of "
-                f"name -> density. Got {alloc!r} instead."
-            )
-        if isinstance(alloc, dict):
-            for k, v in alloc.items():
-                if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (0 < v <= 1):
-                    raise ParameterError(f"allocation[{k!r}] must be a density in (0, 1]. Got {v!r} instead.")
-        if alloc == "global" and not self.supports_global:
-            raise ParameterError(f"{type(self).__name__} has no comparable scores; use allocation='uniform'.")
-        kd = self.keep_dense
-        if isinstance(kd, str) or not all(isinstance(x, str) for x in kd):
-            raise ParameterError(f"The 'keep_dense' parameter must be a list of names. Got {kd!r} instead.")
+        for name, cons in self._constraints().items():
+            if name in ("sparsity", "density") or not hasattr(self, name):
+                continue
+            check_param(name, getattr(self, name), cons, cls)
+        if self.allocation == "global" and not self.supports_global:
+            raise ParameterError(f"The 'allocation' parameter of {cls} cannot be 'global': {cls} has no scores "
+                                 "comparable across blocks. Use 'uniform', 'erk' or a dict.")
+        self._validate_extra()
         return d
+
+    def _validate_extra(self) -> None:
+        """Checks that involve several parameters (subclasses override). Default: nothing."""
+
+    def _check_names(self, graph, units) -> None:
+        """Every name or pattern in ``allocation`` (dict) and ``keep_dense`` must match a parameter or block."""
+        names = sorted({n for b in units for n in (b.param, b.name)})
+        groups = [("keep_dense", list(self.keep_dense))]
+        if isinstance(self.allocation, dict):
+            groups.append(("allocation", list(self.allocation)))
+        for what, pats in groups:
+            for pat in pats:
+                if not any(fnmatch.fnmatchcase(n, pat) for n in names):
+                    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+                    raise ParameterError(
+                        f"The pattern {pat!r} in the '{what}' parameter of {type(self).__name__} matches no "
+                        f"prunable parameter or block of the graph. Its parameters and blocks: {shown}.")
 
     def units(self, graph):
         """The prunable units: one weight block per distinct (parameter, row slice); tied uses of a parameter
@@ -222,6 +263,7 @@ class Sparsifier:
         units = self.units(graph)
         if not units:
             raise GraphPruneError("The graph has no prunable (weight) block: nothing to sparsify.")
+        self._check_names(graph, units)
         for b in units:
             _check_weights(b)
         self.prepare(graph)
@@ -313,6 +355,10 @@ def erk_counts(blocks, d: float) -> dict:
 
 def _check_weights(b):
     w = b.weight
+    if w.is_meta:
+        raise ParameterError(f"Parameter {b.param!r} (block {b.name!r}) is on the meta device and holds no values. "
+                             "Materialise the model first (model.to_empty(device='cpu') and initialise it, or load "
+                             "its weights) before sparsifying.")
     if not torch.isfinite(w).all():
         raise ParameterError(f"Parameter {b.param!r} (block {b.name!r}) holds NaN or inf weights; fix the model "
                              "before sparsifying.")
@@ -329,6 +375,14 @@ def _check_result(sp, b, m, ctx, k):
     if int(m.sum()) != k:
         raise GraphPruneError(f"{type(sp).__name__}.compute_mask kept {int(m.sum())} edges in block {b.name!r}; "
                               f"{k} were asked for.")
+
+
+def _short_repr(v) -> str:
+    """repr of a parameter value; modules, tensors and data loaders by type (stable and short)."""
+    if isinstance(v, (torch.nn.Module, torch.Tensor, np.ndarray)) or (
+            hasattr(v, "__iter__") and not isinstance(v, (str, bytes, list, tuple, dict, set, frozenset))):
+        return f"<{type(v).__name__}>"
+    return repr(v)
 
 
 def _progress(items, enabled, desc):

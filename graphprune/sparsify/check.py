@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import nn
 
 from ..errors import GraphPruneError, ParameterError
+from ..graph import Block, MultipartiteGraph, Partition
 from .base import Sparsifier
 
 __all__ = ["check_sparsifier", "SparsifierCheckError"]
@@ -17,32 +17,63 @@ class SparsifierCheckError(GraphPruneError, AssertionError):
     """A sparsifier breaks the protocol; the message names the property."""
 
 
-def _graphs():
-    from ..export import from_model
-
+def _default_graphs():
+    """Two small graphs built directly (no export): an MLP and a CNN with a grouped convolution."""
     gen = torch.Generator().manual_seed(0)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        mlp = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 6))
-        cnn = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Conv2d(6, 8, 3, groups=2), nn.Flatten(),
-                            nn.Linear(8 * 4 * 4, 5))
-    return [from_model(mlp, torch.randn(1, 12, generator=gen)), from_model(cnn, torch.randn(1, 3, 8, 8, generator=gen))]
+
+    def w(*shape):
+        return torch.randn(*shape, generator=gen) / shape[-1] ** 0.5
+
+    mlp = MultipartiteGraph(
+        [Partition("input", 12, "input", (12,)), Partition("0", 16, "hidden", (16,)),
+         Partition("2", 6, "output", (6,))],
+        [Block("0", "input", "0", param="0.weight", weight=w(16, 12)),
+         Block("2", "0", "2", param="2.weight", weight=w(6, 16))])
+    cnn = MultipartiteGraph(
+        [Partition("input", 3, "input", (3, 8, 8), "channel"), Partition("0", 6, "hidden", (6, 6, 6), "channel"),
+         Partition("2", 8, "hidden", (8, 4, 4), "channel"), Partition("4", 5, "output", (5,))],
+        [Block("0", "input", "0", param="0.weight", weight=w(6, 3, 3, 3), layout="conv"),
+         Block("2", "0", "2", param="2.weight", weight=w(8, 3, 3, 3), layout="conv", groups=2),
+         Block("4", "2", "4", param="4.weight", weight=w(5, 8))])
+    return [mlp, cnn]
 
 
-def check_sparsifier(cls, *, options: dict | None = None, sparsities=(0.5, 0.9)):
-    """Check that a Sparsifier subclass follows the protocol; raise SparsifierCheckError naming what fails.
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return a is b
+    try:
+        return a is b or bool(a == b)
+    except Exception:  # noqa: BLE001 - incomparable values: identity only
+        return a is b
 
-    Checks: the constructor only stores its parameters (no validation, no work); ``repr`` names the class and its
-    parameters; bad sparsity raises ParameterError when the work starts; the input graph (masks and weights) is
-    not mutated; masks are bool tensors of each parameter's shape; the density is hit exactly per block under
-    uniform allocation; masks only shrink on an already masked graph; the same seed gives the same masks.
+
+def check_sparsifier(sparsifier, *, graphs=None, options: dict | None = None, sparsities=(0.5, 0.9)):
+    """Check that a sparsifier follows the protocol; raise SparsifierCheckError naming what fails.
+
+    Checks the scikit-learn-style contract (the constructor stores its parameters as given and nothing else;
+    ``get_params`` and ``repr`` name them; ``sparsify`` changes no parameter and leaves ``repr`` as it was) and
+    the sparsifier contract: bad sparsity raises ParameterError when the work starts; the input graph (masks and
+    weights) is not mutated; masks are bool tensors of each parameter's shape covering every parameter; the
+    density is hit exactly per block under uniform allocation; masks only shrink on an already masked graph; the
+    same seed gives the same masks.
 
     Parameters
     ----------
-    cls : type
-        A :class:`~graphprune.sparsify.Sparsifier` subclass.
+    sparsifier : Sparsifier subclass or instance
+        An instance contributes its parameters (``sparsity``, ``density`` and ``seed`` aside) as options.
+    graphs : list of MultipartiteGraph, optional
+        Graphs to check on. Default: a small MLP and a small CNN built directly. Data-dependent sparsifiers
+        (SNIP, GraSP, SynFlow) need the graph of the model they are given: pass ``graphs=[G]`` and
+        ``options={"model": model, "data": loader}``.
     options : dict, optional
         Extra constructor arguments.
+    sparsities : sequence of float
+        Sparsities to check at.
+
+    Raises
+    ------
+    SparsifierCheckError
+        Names the property that fails.
 
     Examples
     --------
@@ -50,22 +81,46 @@ def check_sparsifier(cls, *, options: dict | None = None, sparsities=(0.5, 0.9))
     >>> check_sparsifier(get_sparsifier("random"))
     """
     options = dict(options or {})
-    if not (isinstance(cls, type) and issubclass(cls, Sparsifier)):
-        raise SparsifierCheckError(f"{cls!r} is not a Sparsifier subclass.")
+    if isinstance(sparsifier, Sparsifier):
+        cls = type(sparsifier)
+        inherited = {k: v for k, v in sparsifier.get_params().items() if k not in ("sparsity", "density", "seed")}
+        options = {**inherited, **options}
+    elif isinstance(sparsifier, type) and issubclass(sparsifier, Sparsifier):
+        cls = sparsifier
+    else:
+        raise SparsifierCheckError(f"{sparsifier!r} is neither a Sparsifier subclass nor an instance of one.")
+    if graphs is None:
+        graphs = _default_graphs()
+    elif isinstance(graphs, MultipartiteGraph) or not all(isinstance(g, MultipartiteGraph) for g in graphs):
+        raise ParameterError("The 'graphs' parameter of check_sparsifier must be a list of MultipartiteGraph. "
+                             f"Got {graphs!r} instead.")
+    options.setdefault("allocation", "uniform")  # exact per-block density is checked
     name = cls.__name__
 
     def fail(msg):
         raise SparsifierCheckError(f"{name}: {msg}")
 
+    # -- scikit-learn contract: the constructor only stores parameters ----------------------------------------
     try:
         cls(sparsity=7.0, seed=0, **options)
     except Exception as exc:  # noqa: BLE001
         fail(f"the constructor must only store parameters, but it raised {type(exc).__name__}: {exc}")
-    sp = cls(sparsity=0.5, seed=0, **options)
+    args = dict(sparsity=0.5, seed=0, **options)
+    sp = cls(**args)
+    params = sp.get_params()
+    for k, v in args.items():
+        if k not in params:
+            fail(f"get_params() must list the constructor parameter {k!r}; got {sorted(params)}")
+        if params[k] is not v:
+            fail(f"the constructor must store {k!r} as given (found {params[k]!r}, passed {v!r})")
+    extra = sorted(k for k in vars(sp) if not k.startswith("_") and k not in params)
+    if extra:
+        fail(f"the constructor must set only its parameters; it also set {extra}")
     text = repr(sp)
-    if name not in text or "sparsity=0.5" not in text:
+    if not text.startswith(name + "(") or "sparsity=0.5" not in text:
         fail(f"repr must name the class and its parameters; got {text!r}")
-    for G in _graphs():
+
+    for G in graphs:
         try:
             cls(sparsity=1.5, seed=0, **options).sparsify(G)
         except ParameterError:
@@ -75,7 +130,14 @@ def check_sparsifier(cls, *, options: dict | None = None, sparsities=(0.5, 0.9))
         for s in sparsities:
             before_masks = G.masks
             before_w = {b.name: b.weight.detach().clone() for b in G.weight_blocks}
-            masks = cls(sparsity=s, seed=3, **options).sparsify(G)
+            sp = cls(sparsity=s, seed=3, **options)
+            before_params, before_repr = dict(sp.get_params()), repr(sp)
+            masks = sp.sparsify(G)
+            if any(not _same(v, getattr(sp, k)) for k, v in before_params.items()):
+                fail("sparsify must not change the sparsifier's parameters")
+            if repr(sp) != before_repr:
+                fail(f"repr must not change with sparsify (results go to attributes ending in '_'): "
+                     f"{before_repr!r} became {repr(sp)!r}")
             if any(not torch.equal(G.masks[k], before_masks[k]) for k in before_masks) or any(
                     not torch.equal(b.weight, before_w[b.name]) for b in G.weight_blocks):
                 fail("sparsify mutated its input graph")
@@ -83,11 +145,16 @@ def check_sparsifier(cls, *, options: dict | None = None, sparsities=(0.5, 0.9))
                 fail(f"masks must cover every parameter {G.params}; got {sorted(masks)}")
             for b in G.weight_blocks:
                 m = masks[b.param]
-                if m.dtype != torch.bool or tuple(m.shape) != G.param_shapes[b.param]:
+                if not isinstance(m, torch.Tensor) or m.dtype != torch.bool or \
+                        tuple(m.shape) != tuple(G.param_shapes[b.param]):
                     fail(f"mask of {b.param!r} must be bool of shape {G.param_shapes[b.param]}")
-                want = round((1 - s) * b.num_edges)
-                if int(m.sum()) != want:
-                    fail(f"density not hit on {b.param!r} at sparsity {s}: kept {int(m.sum())}, expected {want}")
+            for b in {(b.param, b.param_slice): b for b in G.weight_blocks}.values():
+                avail = int(G.block_mask(b).sum())
+                want = min(round((1 - s) * b.num_edges), avail)
+                m = masks[b.param]
+                got = int((m[b.param_slice[0]:b.param_slice[1]] if b.param_slice else m).sum())
+                if got != want:
+                    fail(f"density not hit on {b.name!r} at sparsity {s}: kept {got}, expected {want}")
             again = cls(sparsity=s, seed=3, **options).sparsify(G)
             if any(not torch.equal(masks[k], again[k]) for k in masks):
                 fail("the same graph and seed must give the same masks")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import ParameterError
+from .._validation import VIEWS, Options
 from .base import BlockContext, Sparsifier
 from .registry import register
 
@@ -41,12 +41,7 @@ class DegreeSparsifier(Sparsifier):
         super().__init__(sparsity, **kwargs)
         self.view = view
 
-    def _validate(self):
-        d = super()._validate()
-        if self.view not in ("rolled", "channel"):
-            raise ParameterError(f"The 'view' parameter of DegreeSparsifier must be 'rolled' or 'channel'. "
-                                 f"Got {self.view!r} instead.")
-        return d
+    _parameter_constraints = {"view": [Options(VIEWS)]}
 
     def compute_mask(self, ctx: BlockContext, k: int) -> torch.Tensor:
         b = ctx.block

@@ -49,6 +49,9 @@ def _load_entry_points():
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in _REGISTRY:
+            warnings.warn(f"Ignoring graphprune sparsifier plug-in {ep.name!r} ({ep.value}): the name is already "
+                          f"taken by {_REGISTRY[ep.name].__module__}.{_REGISTRY[ep.name].__name__}. Register the "
+                          "plug-in under another entry-point name.", RuntimeWarning, stacklevel=3)
             continue
         try:
             cls = ep.load()

@@ -8,9 +8,11 @@ serve them like any other sparsifier. SNIP and GraSP need a data loader; SynFlow
 from __future__ import annotations
 
 import copy
+import numbers
 
 import torch
 
+from .._validation import SALIENCY_MODES, InstanceOf, Interval, Options, Shape, torch_seed
 from ..errors import ParameterError
 from .base import BlockContext, Sparsifier
 from .registry import register
@@ -27,31 +29,38 @@ def _param(model, name):
 class _Saliency(Sparsifier):
     needs_data = False
 
+    _parameter_constraints = {
+        "model": [InstanceOf(torch.nn.Module, "the torch.nn.Module the graph was exported from")],
+        "batches": [Interval(numbers.Integral, 1, None)],
+    }
+
     def __init__(self, sparsity=None, *, model=None, data=None, batches=1, allocation="global", **kwargs):
         super().__init__(sparsity, allocation=allocation, **kwargs)
         self.model = model
         self.data = data
         self.batches = batches
 
-    def _params_repr(self):
-        out = super()._params_repr()
-        if out.get("model") is not None:
-            out["model"] = type(out["model"]).__name__
-        if out.get("data") is not None:
-            out["data"] = type(out["data"]).__name__
-        return out
-
-    def _validate(self):
-        d = super()._validate()
+    def _validate_extra(self):
         cls = type(self).__name__
-        if not isinstance(self.model, torch.nn.Module):
-            raise ParameterError(f"{cls} needs the model: pass model=<the torch.nn.Module the graph was exported "
-                                 f"from>. Got {type(self.model).__name__}.")
-        if self.needs_data and self.data is None:
-            raise ParameterError(f"{cls} is data-dependent: pass data=<a DataLoader of (input, label) batches>.")
-        if not isinstance(self.batches, int) or self.batches < 1:
-            raise ParameterError(f"The 'batches' parameter of {cls} must be a positive int. Got {self.batches!r}.")
-        return d
+        if self.needs_data and (self.data is None or not hasattr(self.data, "__iter__") or isinstance(self.data, str)):
+            raise ParameterError(f"The 'data' parameter of {cls} must be an iterable of (input, label) batches, "
+                                 f"e.g. a torch DataLoader. Got {self.data!r} instead; {cls} is data-dependent.")
+
+    def _check_model(self, graph):
+        """The model must be the graph's: every graph parameter, same shape."""
+        cls = type(self).__name__
+        have = {}
+        for mod_name, mod in self.model.named_modules():
+            for attr, p in mod._parameters.items():
+                if p is not None:
+                    key = (mod_name + "." if mod_name else "") + (attr[:-5] if attr.endswith("_orig") else attr)
+                    have[key] = tuple(p.shape)
+        missing = [n for n in graph.params if have.get(n) != tuple(graph.param_shapes[n])]
+        if missing:
+            raise ParameterError(
+                f"The 'model' parameter of {cls} must be the model the graph was exported from: it has no "
+                f"parameter {missing[0]!r} of shape {tuple(graph.param_shapes[missing[0]])}"
+                f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}. Pass model=<that model>.")
 
     def _masked_copy(self, graph):
         """A deep copy of the model with the graph's masks multiplied into its weights (the model is untouched)."""
@@ -64,17 +73,38 @@ class _Saliency(Sparsifier):
         return m, masks
 
     def _batches(self):
-        for i, (x, y) in enumerate(self.data):
+        cls = type(self).__name__
+        out = []
+        for i, batch in enumerate(self.data):
             if i >= self.batches:
                 break
-            yield x, y
+            if not (isinstance(batch, (tuple, list)) and len(batch) >= 2 and isinstance(batch[0], torch.Tensor)
+                    and isinstance(batch[1], torch.Tensor)):
+                raise ParameterError(f"The 'data' parameter of {cls} must yield (input, label) tensor pairs. "
+                                     f"Its batch {i} is {_describe(batch)} instead.")
+            out.append((batch[0], batch[1]))
+        if not out:
+            raise ParameterError(f"The 'data' parameter of {cls} yielded no batch: an empty loader gives all-zero "
+                                 "scores. Pass a non-empty DataLoader.")
+        return out
+
+    def _forward(self, m, x):
+        try:
+            return m(x)
+        except Exception as exc:  # the user's data or shape does not fit the model
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            what = "input_shape" if getattr(self, "input_shape", None) is not None and self.data is None else "data"
+            raise ParameterError(f"The '{what}' parameter of {type(self).__name__} does not fit the model: the "
+                                 f"forward pass on an input of shape {tuple(x.shape)} failed with "
+                                 f"{type(exc).__name__}: {first}") from exc
 
     def compute_scores(self, graph) -> dict:
         raise NotImplementedError
 
     def prepare(self, graph):
+        self._check_model(graph)
         with torch.random.fork_rng(devices=[]):  # dropout etc. in the model copy: seeded, global state restored
-            torch.manual_seed(int(self.seed) if isinstance(self.seed, int) else 0)
+            torch.manual_seed(torch_seed(self.seed, owner=type(self).__name__))
             self._scores = self.compute_scores(graph)
 
     def release(self):
@@ -87,9 +117,36 @@ class _Saliency(Sparsifier):
         return s.detach().to("cpu", torch.float64)
 
 
+class _DataSaliency(_Saliency):
+    """SNIP and GraSP: data-dependent scores, with the model copy in train mode (default) or eval mode."""
+
+    needs_data = True
+    _parameter_constraints = {"mode": [Options(SALIENCY_MODES)]}
+
+    def __init__(self, sparsity=None, *, mode="train", **kwargs):
+        super().__init__(sparsity, **kwargs)
+        self.mode = mode
+
+    def _scoring_copy(self, graph):
+        m, _ = self._masked_copy(graph)
+        m.train(self.mode == "train")
+        return m
+
+
 @register
-class SNIPSparsifier(_Saliency):
+class SNIPSparsifier(_DataSaliency):
     """SNIP: connection sensitivity ``|dL/dw * w|`` on ``batches`` batches, kept globally by default.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model the graph was exported from (scored on a private copy; never modified).
+    data : iterable of (input, label)
+        Batches for the loss (a DataLoader); the first ``batches`` are used.
+    batches : int, default 1
+    mode : {"train", "eval"}, default "train"
+        Mode of the model copy while scoring. ``"train"`` is the paper's setting (BatchNorm uses batch
+        statistics); ``"eval"`` freezes BatchNorm statistics and disables dropout.
 
     References
     ----------
@@ -98,26 +155,25 @@ class SNIPSparsifier(_Saliency):
     """
 
     name = "snip"
-    needs_data = True
 
     def compute_scores(self, graph):
-        m, _ = self._masked_copy(graph)
-        m.train()
+        m = self._scoring_copy(graph)
         params = {n: _param(m, n) for n in graph.params}
         for p in params.values():
             p.grad = None
         for x, y in self._batches():
-            torch.nn.functional.cross_entropy(m(x), y).backward()
+            _loss(self, self._forward(m, x), y).backward()
         return {n: (p.grad * p).abs().detach() if p.grad is not None else torch.zeros_like(p)
                 for n, p in params.items()}
 
 
 @register
-class GraSPSparsifier(_Saliency):
+class GraSPSparsifier(_DataSaliency):
     """GraSP: keep the weights with the largest ``w * (H g)`` (removing the top ``-w * H g`` of the paper).
 
     ``g`` is the loss gradient with logits divided by ``temperature`` (200, as in the paper's code), ``H g`` the
-    Hessian-gradient product, both over ``batches`` batches.
+    Hessian-gradient product, both over ``batches`` batches. ``model``, ``data``, ``batches`` and ``mode`` as
+    for :class:`SNIPSparsifier`.
 
     References
     ----------
@@ -126,28 +182,27 @@ class GraSPSparsifier(_Saliency):
     """
 
     name = "grasp"
-    needs_data = True
+    _parameter_constraints = {"temperature": [Interval(numbers.Real, 0, None, closed="neither")]}
 
     def __init__(self, sparsity=None, *, temperature=200.0, **kwargs):
         super().__init__(sparsity, **kwargs)
         self.temperature = temperature
 
     def compute_scores(self, graph):
-        m, _ = self._masked_copy(graph)
-        m.train()
+        m = self._scoring_copy(graph)
         names = list(graph.params)
         params = [_param(m, n) for n in names]
-        batches = list(self._batches())
+        batches = self._batches()
         g = [torch.zeros_like(p) for p in params]
         for x, y in batches:
-            loss = torch.nn.functional.cross_entropy(m(x) / self.temperature, y)
+            loss = _loss(self, self._forward(m, x) / self.temperature, y)
             for acc, gi in zip(g, torch.autograd.grad(loss, params, allow_unused=True)):
                 if gi is not None:
                     acc += gi
         for p in params:
             p.grad = None
         for x, y in batches:
-            loss = torch.nn.functional.cross_entropy(m(x) / self.temperature, y)
+            loss = _loss(self, m(x) / self.temperature, y)
             grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
             z = sum((gi * acc).sum() for gi, acc in zip(grads, g) if gi is not None)
             z.backward()
@@ -173,20 +228,18 @@ class SynFlowSparsifier(_Saliency):
     """
 
     name = "synflow"
+    _parameter_constraints = {"iterations": [Interval(numbers.Integral, 1, None)], "input_shape": [Shape(), None]}
 
     def __init__(self, sparsity=None, *, iterations=1, input_shape=None, **kwargs):
         super().__init__(sparsity, **kwargs)
         self.iterations = iterations
         self.input_shape = input_shape
 
-    def _validate(self):
-        d = super()._validate()
-        if not isinstance(self.iterations, int) or self.iterations < 1:
-            raise ParameterError(f"The 'iterations' parameter of SynFlowSparsifier must be a positive int. "
-                                 f"Got {self.iterations!r}.")
+    def _validate_extra(self):
         if self.input_shape is None and self.data is None:
-            raise ParameterError("SynFlowSparsifier needs input_shape=(features...) or data to read it from.")
-        return d
+            raise ParameterError("The 'input_shape' parameter of SynFlowSparsifier must be a tuple of positive ints "
+                                 "(one example's shape, without the batch dimension) when no data is given. Got "
+                                 "None instead.")
 
     def compute_scores(self, graph):
         m, _ = self._masked_copy(graph)
@@ -196,16 +249,18 @@ class SynFlowSparsifier(_Saliency):
                 p.abs_()
         shape = self.input_shape
         if shape is None:
-            x, _ = next(iter(self.data))
+            x, _ = self._batches()[0]
             shape = tuple(x.shape[1:])
         params = {n: _param(m, n) for n in graph.params}
         for p in m.parameters():
             p.grad = None
-        m(torch.ones((1,) + tuple(shape), dtype=torch.float64)).sum().backward()
+        self._forward(m, torch.ones((1,) + tuple(shape), dtype=torch.float64)).sum().backward()
         return {n: (p.grad * p).abs().detach() if p.grad is not None else torch.zeros_like(p)
                 for n, p in params.items()}
 
     def sparsify(self, graph):
+        if self.iterations == 1 or not isinstance(self.iterations, int):
+            return super().sparsify(graph)
         d = self._validate()
         if self.iterations == 1:
             return super().sparsify(graph)
@@ -219,3 +274,19 @@ class SynFlowSparsifier(_Saliency):
         return masks
 
     __call__ = sparsify
+
+
+def _describe(batch) -> str:
+    if isinstance(batch, (tuple, list)):
+        return f"a {type(batch).__name__} of {len(batch)} ({', '.join(type(x).__name__ for x in batch[:3])})"
+    return f"a {type(batch).__name__}"
+
+
+def _loss(sp, logits, y):
+    try:
+        return torch.nn.functional.cross_entropy(logits, y)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ParameterError(f"The 'data' parameter of {type(sp).__name__} must yield class labels that fit the "
+                             f"model's output (cross-entropy of logits {tuple(logits.shape)} against labels "
+                             f"{tuple(y.shape)} of dtype {y.dtype} failed: {first}).") from exc

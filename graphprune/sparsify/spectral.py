@@ -7,13 +7,11 @@ import math
 import numpy as np
 import torch
 
+from .._validation import RESISTANCE_METHODS, SAMPLINGS, SCOPES, VIEWS, Boolean, Dtype, Options
 from ..errors import ParameterError
 from ..resistance import effective_resistance
 from .base import BlockContext, Sparsifier
 from .registry import register
-
-SAMPLINGS = ("without_replacement", "with_replacement")
-SCOPES = ("block", "graph")
 
 
 @register
@@ -87,19 +85,21 @@ class SpectralSparsifier(Sparsifier):
         self.guard = guard
         self.dtype = dtype
 
-    def _validate(self):
-        d = super()._validate()
-        cls = type(self).__name__
-        for name, allowed in (("view", ("channel", "rolled")), ("scope", SCOPES), ("sampling", SAMPLINGS),
-                              ("resistance", ("auto", "exact", "degree", "jl"))):
-            if getattr(self, name) not in allowed:
-                raise ParameterError(f"The '{name}' parameter of {cls} must be one of {allowed}. "
-                                     f"Got {getattr(self, name)!r} instead.")
+    _parameter_constraints = {
+        "view": [Options(VIEWS)],
+        "scope": [Options(SCOPES)],
+        "resistance": [Options(RESISTANCE_METHODS)],
+        "sampling": [Options(SAMPLINGS)],
+        "reweight": [Boolean()],
+        "guard": [Boolean()],
+        "dtype": [Dtype()],
+    }
+
+    def _validate_extra(self):
         if self.scope == "block" and self.resistance == "jl":
-            raise ParameterError(f"resistance='jl' of {cls} needs scope='graph'; blocks use 'exact' or 'degree'.")
-        if self.dtype not in (torch.float32, torch.float64):
-            raise ParameterError(f"The 'dtype' parameter of {cls} must be torch.float32 or torch.float64.")
-        return d
+            raise ParameterError(f"The 'resistance' parameter of {type(self).__name__} can be 'jl' only with "
+                                 "scope='graph' (JL projections approximate whole-graph resistances); per block, "
+                                 "use 'auto', 'exact' or 'degree'.")
 
     def prepare(self, graph):
         self._cache = {}
@@ -107,7 +107,8 @@ class SpectralSparsifier(Sparsifier):
         self.resistance_method_ = {}
         self._graph_R = None
         if self.scope == "graph":
-            self._graph_R, how = effective_resistance(graph, method=self.resistance, seed=0, return_method=True)
+            self._graph_R, how = effective_resistance(graph, method=self.resistance, seed=self.seed,
+                                                   return_method=True)
             self.resistance_method_["<graph>"] = how
 
     def release(self):
