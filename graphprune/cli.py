@@ -1,8 +1,11 @@
-"""The ``graphprune`` command line: ``export``, ``prune`` and ``report``.
+"""The ``graphprune`` command line: ``export``, ``prune``, ``report`` and ``experiment``.
 
 Models come from a torchvision name (``resnet18``; random init, nothing is downloaded) or a
 ``package.module:factory`` string; ``--weights`` loads a state dict with ``torch.load(weights_only=True)``.
-A bad argument or file gives one line on stderr and exit code 2, never a traceback.
+Data-dependent sparsifiers (snip, grasp) take ``--data``: a dataset name of :mod:`graphprune.experiments`
+(``mnist1d``, ``synthetic``) or a ``package.module:loader`` factory returning an iterable of (input, label)
+batches; synflow needs only the input shape. Every error, whatever its kind, is one line on stderr and exit
+code 2, never a traceback. Choices come from the same lists the library validates against.
 """
 
 from __future__ import annotations
@@ -98,6 +101,47 @@ def _graph(args):
     return model, graphprune.from_model(model, _example(args, model), skip_unsupported=args.skip_unsupported)
 
 
+def load_data(spec: str, *, batch_size: int = 128, seed: int = 0):
+    """Batches of (input, label) from a dataset name of graphprune.experiments or ``package.module:loader``."""
+    from ._validation import DATASETS
+
+    if ":" in spec:
+        mod_name, _, attr = spec.partition(":")
+        try:
+            factory = getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise _Fail(f"cannot load data factory {spec!r}: {exc}") from None
+        return factory()
+    if spec not in DATASETS:
+        raise _Fail(f"unknown --data {spec!r}; use one of {', '.join(DATASETS)} or package.module:loader")
+    from .experiments import load_dataset
+
+    return load_dataset(spec).loader("train", batch_size=batch_size, seed=seed)
+
+
+def _sparsifier_options(args, model):
+    """Constructor options a data- or model-dependent sparsifier needs, from --data and --input-shape."""
+    from .sparsify import get_sparsifier
+
+    cls = get_sparsifier(args.sparsifier)
+    names = cls._get_param_names()
+    opts = {}
+    if "model" in names:
+        opts["model"] = model
+    if getattr(cls, "needs_data", False):
+        if not args.data:
+            raise _Fail(f"--sparsifier {args.sparsifier} is data-dependent: pass --data (one of the datasets "
+                        "mnist1d, synthetic, or package.module:loader)")
+        opts["data"] = load_data(args.data, batch_size=args.batch_size, seed=args.seed)
+        opts["batches"] = args.batches
+    elif args.data and "data" in names:
+        opts["data"] = load_data(args.data, batch_size=args.batch_size, seed=args.seed)
+    if "input_shape" in names and "data" not in opts:
+        shape = args.input_shape or ((1, 3, 224, 224) if ":" not in args.model else None)
+        opts["input_shape"] = tuple(shape[1:]) if shape else None
+    return opts
+
+
 def _write_report(rep, path):
     ext = os.path.splitext(path)[1].lower()
     if ext in (".html", ".htm"):
@@ -125,8 +169,11 @@ def cmd_prune(args):
     import graphprune
 
     model, G = _graph(args)
+    options = _sparsifier_options(args, model)
+    if args.allocation is not None:
+        options["allocation"] = args.allocation
     masks = graphprune.sparsify(G, args.sparsifier, sparsity=args.sparsity, seed=args.seed,
-                                allocation=args.allocation, progress=not args.quiet)
+                                progress=not args.quiet, **options)
     graphprune.save_masks(masks, args.out)
     H = G.with_masks(masks)
     print(f"{args.sparsifier}: density {H.density():.4f}; masks written to {args.out}")
@@ -191,6 +238,7 @@ def cmd_experiment(args):
 
 
 def build_parser():
+    from ._validation import ALLOCATIONS, DATASETS
     from .sparsify import available_sparsifiers
 
     p = _Parser(prog="graphprune", description="Treat a neural network as a graph and prune it with graph theory.")
@@ -218,7 +266,12 @@ def build_parser():
     pr.add_argument("--sparsifier", default="spectral", choices=available_sparsifiers())
     pr.add_argument("--sparsity", type=_sparsity, default=0.9, help="fraction of weights to remove, in [0, 1)")
     pr.add_argument("--seed", type=int, default=0)
-    pr.add_argument("--allocation", default="uniform", choices=("uniform", "erk", "global"))
+    pr.add_argument("--allocation", choices=ALLOCATIONS, help="density allocation over blocks (default: the "
+                    "sparsifier's own: uniform, or global for snip/grasp/synflow)")
+    pr.add_argument("--data", help="batches for data-dependent sparsifiers (snip, grasp): a dataset name ("
+                    f"{', '.join(DATASETS)}) or package.module:loader")
+    pr.add_argument("--batches", type=int, default=1, help="batches of --data to score on (default 1)")
+    pr.add_argument("--batch-size", type=int, default=128, help="batch size for a --data dataset name")
     pr.add_argument("--out", default="masks.pt", help="masks file (loads with torch.load(weights_only=True))")
     pr.add_argument("--report", help="also write a report (.html, .md or .json)")
     pr.add_argument("--no-spectral", action="store_true", help="skip the spectral metrics in the report")
@@ -237,7 +290,7 @@ def build_parser():
 
     x = sub.add_parser("experiment", help="the accuracy-against-compression study (prune at init, train, test)")
     x.add_argument("--model", default="mlp", choices=sorted(MODELS))
-    x.add_argument("--dataset", default="mnist1d", choices=("mnist1d", "synthetic"))
+    x.add_argument("--dataset", default="mnist1d", choices=DATASETS)
     x.add_argument("--methods", type=_list("method"), help="comma-separated (default: all)")
     x.add_argument("--compressions", type=_list("compression"), help="comma-separated ratios (default: 10^0.5 to "
                    "10^3 in steps of 10^0.25)")
@@ -252,21 +305,38 @@ def build_parser():
     return p
 
 
+def _one_line(exc) -> str:
+    text = " ".join(str(exc).split())  # newlines and runs of spaces folded: one line whatever the message
+    return text if len(text) <= 1000 else text[:997] + "..."
+
+
 def main(argv=None) -> int:
+    """Run the command line; return the exit code (0, or 2 on any error, printed as one line on stderr)."""
+    import logging
+    import warnings
+
     from .errors import GraphPruneError
 
+    logging.getLogger("graphprune").addHandler(logging.NullHandler())
     try:
-        args = build_parser().parse_args(argv)
-        args.func(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            args = build_parser().parse_args(argv)
+            args.func(args)
+    except SystemExit as exc:  # --help, or a library calling sys.exit
+        return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:
+        print("graphprune: interrupted", file=sys.stderr)
+        return 2
     except _Fail as exc:
-        msg = str(exc)
+        msg = _one_line(exc)
         print(msg if msg.startswith("graphprune") else f"graphprune: {msg}", file=sys.stderr)
         return 2
     except GraphPruneError as exc:
-        print(f"graphprune: {type(exc).__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"graphprune: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except (OSError, ValueError, RuntimeError, TypeError) as exc:
-        print(f"graphprune: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - whatever goes wrong, the user gets one line, never a traceback
+        print(f"graphprune: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return 2
     return 0
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import ParameterError
+from .._validation import DATASETS, Options, check_param
 
 __all__ = ["Dataset", "mnist1d", "synthetic", "load_dataset", "DEFAULT_DATA_DIR"]
 
@@ -115,9 +115,6 @@ def synthetic(*, num_samples: int = 1200, num_features: int = 40, num_classes: i
 
 
 def load_dataset(name: str, **kwargs) -> Dataset:
-    """``"mnist1d"`` or ``"synthetic"``."""
-    if name == "mnist1d":
-        return mnist1d(**kwargs)
-    if name == "synthetic":
-        return synthetic(**kwargs)
-    raise ParameterError(f"The 'dataset' parameter must be 'mnist1d' or 'synthetic'. Got {name!r} instead.")
+    """A dataset by name: one of :data:`graphprune._validation.DATASETS` (``"mnist1d"``, ``"synthetic"``)."""
+    check_param("dataset", name, [Options(DATASETS)], "load_dataset")
+    return mnist1d(**kwargs) if name == "mnist1d" else synthetic(**kwargs)

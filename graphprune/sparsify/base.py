@@ -378,11 +378,14 @@ def _check_result(sp, b, m, ctx, k):
 
 
 def _short_repr(v) -> str:
-    """repr of a parameter value; modules, tensors and data loaders by type (stable and short)."""
+    """repr of a parameter value; modules, tensors, data loaders and long containers by type (stable, short)."""
     if isinstance(v, (torch.nn.Module, torch.Tensor, np.ndarray)) or (
             hasattr(v, "__iter__") and not isinstance(v, (str, bytes, list, tuple, dict, set, frozenset))):
         return f"<{type(v).__name__}>"
-    return repr(v)
+    text = repr(v)
+    if len(text) > 80 and isinstance(v, (list, tuple, dict, set, frozenset)):
+        return f"<{type(v).__name__} of {len(v)}>"
+    return text
 
 
 def _progress(items, enabled, desc):

@@ -148,13 +148,20 @@ def check_sparsifier(sparsifier, *, graphs=None, options: dict | None = None, sp
                 if not isinstance(m, torch.Tensor) or m.dtype != torch.bool or \
                         tuple(m.shape) != tuple(G.param_shapes[b.param]):
                     fail(f"mask of {b.param!r} must be bool of shape {G.param_shapes[b.param]}")
-            for b in {(b.param, b.param_slice): b for b in G.weight_blocks}.values():
-                avail = int(G.block_mask(b).sum())
-                want = min(round((1 - s) * b.num_edges), avail)
-                m = masks[b.param]
-                got = int((m[b.param_slice[0]:b.param_slice[1]] if b.param_slice else m).sum())
-                if got != want:
-                    fail(f"density not hit on {b.name!r} at sparsity {s}: kept {got}, expected {want}")
+            units = list({(b.param, b.param_slice): b for b in G.weight_blocks}.values())
+            if sp.allocation == "uniform":
+                for b in units:
+                    avail = int(G.block_mask(b).sum())
+                    want = min(round((1 - s) * b.num_edges), avail)
+                    m = masks[b.param]
+                    got = int((m[b.param_slice[0]:b.param_slice[1]] if b.param_slice else m).sum())
+                    if got != want:
+                        fail(f"density not hit on {b.name!r} at sparsity {s}: kept {got}, expected {want}")
+            elif sp.allocation == "global" and not G.is_masked:
+                want = round((1 - s) * sum(b.num_edges for b in units))
+                got = sum(int(m.sum()) for m in masks.values())
+                if abs(got - want) > len(units):
+                    fail(f"global density not hit at sparsity {s}: kept {got} edges, expected {want}")
             again = cls(sparsity=s, seed=3, **options).sparsify(G)
             if any(not torch.equal(masks[k], again[k]) for k in masks):
                 fail("the same graph and seed must give the same masks")
