@@ -102,6 +102,8 @@ class Options(Constraint):
         self.values = tuple(values)
 
     def is_satisfied_by(self, value):
+        if isinstance(value, (bool, np.bool_)) and not any(isinstance(v, bool) for v in self.values):
+            return False  # True == 1: a bool is not the option 1
         try:
             return isinstance(value, str) == all(isinstance(v, str) for v in self.values) and value in self.values
         except TypeError:  # unhashable or odd comparisons

@@ -231,7 +231,8 @@ def cmd_experiment(args):
     out = run_study(args.model, args.dataset, methods=methods, compressions=comps, seeds=seeds,
                     schedule=Schedule(epochs=args.epochs), out_dir=args.out, jobs=args.jobs,
                     progress=not args.quiet, spectral_metrics=not args.no_spectral, tag=args.tag)
-    print(open(out["markdown"]).read())
+    with open(out["markdown"]) as f:
+        print(f.read())
     print(f"results: {out['csv']} ({out['ran']} new runs)")
     print(f"plot:    {out['plot']}")
     print(f"table:   {out['markdown']}")

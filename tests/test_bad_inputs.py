@@ -21,7 +21,7 @@ from torch import nn
 import graphprune
 from graphprune import errors
 from graphprune.errors import GraphPruneError, MaskError, ParameterError, UnknownSparsifierError
-from graphprune.experiments import load_dataset
+from graphprune.experiments import build_model, load_dataset, run_study
 from graphprune.graph import Block, MultipartiteGraph, Partition
 from graphprune.resistance import bipartite_resistance, laplacian_resistance
 from graphprune.sparsify import check_sparsifier, get_sparsifier, register
@@ -308,6 +308,19 @@ CASES = [
      "already registered"),
     ("load_dataset", lambda c: load_dataset("imagenet"), E,
      r"'dataset' parameter of load_dataset.*'mnist1d', 'synthetic'"),
+    ("run_study model", lambda c: run_study("vgg", "synthetic", out_dir=str(c.tmp)), E,
+     "'model' parameter of run_study"),
+    ("run_study dataset", lambda c: run_study("mlp", "cifar", out_dir=str(c.tmp)), E, "'dataset'"),
+    ("run_study jobs", lambda c: run_study("mlp", "synthetic", jobs=0, out_dir=str(c.tmp)), E, "'jobs'"),
+    ("run_study methods", lambda c: run_study("mlp", "synthetic", methods=["nope"], out_dir=str(c.tmp)), E,
+     r"'methods'.*\['nope'\]"),
+    ("run_study compressions", lambda c: run_study("mlp", "synthetic", compressions=[0.5], out_dir=str(c.tmp)),
+     E, "'compressions'"),
+    ("run_study seeds", lambda c: run_study("mlp", "synthetic", seeds=[None], out_dir=str(c.tmp)), E, "'seeds'"),
+    ("run_study schedule", lambda c: run_study("mlp", "synthetic", schedule=40, out_dir=str(c.tmp)), E,
+     "'schedule'"),
+    ("build_model name", lambda c: build_model("vgg"), E, "'name' parameter of build_model"),
+    ("build_model features", lambda c: build_model("mlp", features=0), E, "'features'"),
     # -- graph methods --------------------------------------------------------------------------------------
     ("G.block", lambda c: c.G.block("nope"), GraphPruneError, "No block named 'nope'"),
     ("G.partition", lambda c: c.G.partition("nope"), GraphPruneError, "No partition named 'nope'"),

@@ -82,16 +82,20 @@ def test_global_allocation_magnitude_is_one_threshold(lenet):
 
 
 def test_erk_allocation_against_hand_formula(lenet):
-    blocks = lenet.weight_blocks
-    counts = erk_counts(blocks, 0.1)
-    total = sum(b.num_edges for b in blocks)
-    assert abs(sum(counts.values()) - 0.1 * total) <= len(blocks)
-    # densities proportional to sum(shape)/prod(shape) among the non-saturated blocks
-    dens = {b.name: counts[b.name] / b.num_edges for b in blocks}
-    raw = {b.name: sum(b.weight.shape) / b.num_edges for b in blocks}
-    free = [n for n in dens if dens[n] < 1]
-    ratios = [dens[n] / raw[n] for n in free]
-    assert max(ratios) == pytest.approx(min(ratios), rel=0.02)
+    """LeNet-5's weights: conv1 (6,1,5,5), conv2 (16,6,5,5), fc1 (120,400), fc2 (84,120), fc3 (10,84); 61470 in
+    all. ERK keeps eps * sum(shape) edges per block, eps = budget / sum over blocks of sum(shape).
+
+    d = 0.1: budget 6147, sum of sum(shape) = 17 + 32 + 520 + 204 + 94 = 867, eps = 7.08997; no block saturates
+    (conv1: 7.09 * 17 / 150 = 0.80), so counts = round(eps * [17, 32, 520, 204, 94]).
+    d = 0.5: eps = 30735 / 867 = 35.45 saturates conv1 (4.0) and fc3 (3.97): both dense (150 + 840); then
+    eps = (30735 - 990) / (32 + 520 + 204) = 39.3452, counts round(eps * [32, 520, 204]).
+    """
+    by_param = {b.param: b.name for b in lenet.weight_blocks}
+    names = [by_param[p] for p in ("conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight", "fc3.weight")]
+    counts = erk_counts(lenet.weight_blocks, 0.1)
+    assert [counts[n] for n in names] == [121, 227, 3687, 1446, 666]
+    counts = erk_counts(lenet.weight_blocks, 0.5)
+    assert [counts[n] for n in names] == [150, 1259, 20460, 8026, 840]
 
 
 def test_dict_allocation_and_keep_dense(lenet):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
-from ..errors import ParameterError
+from .._validation import Interval, Options, check_param
 
 __all__ = ["MODELS", "build_model", "MLP", "Conv1dNet", "ResNet1d"]
 
@@ -83,8 +85,10 @@ MODELS = {
 
 def build_model(name: str, *, features: int = 40, classes: int = 10, seed: int = 0) -> nn.Module:
     """A model of the zoo with ``torch`` initialisation under its own seed (the global RNG state is restored)."""
-    if name not in MODELS:
-        raise ParameterError(f"The 'model' parameter must be one of {sorted(MODELS)}. Got {name!r} instead.")
+    check_param("name", name, [Options(sorted(MODELS))], "build_model")
+    for what, v in (("features", features), ("classes", classes)):
+        check_param(what, v, [Interval(numbers.Integral, 1, None)], "build_model")
+    check_param("seed", seed, [Interval(numbers.Integral, 0, None)], "build_model")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return MODELS[name](features, classes)

@@ -9,10 +9,13 @@ each run uses one intra-op thread and seeds for the initialisation, the sparsifi
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import time
 
+from .._validation import DATASETS, Boolean, InstanceOf, Interval, Options, PathLike, check_param
 from ..errors import ParameterError
+from .models import MODELS
 from .train import Schedule
 
 __all__ = ["METHODS", "COMPRESSIONS", "run_study", "summarize", "plot_study", "markdown_table"]
@@ -125,13 +128,28 @@ def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, com
     """
     import pandas as pd
 
+    check_param("model", model, [Options(sorted(MODELS))], "run_study")
+    check_param("dataset", dataset, [Options(DATASETS)], "run_study")
+    check_param("schedule", schedule, [InstanceOf(Schedule, "a Schedule"), None], "run_study")
+    check_param("jobs", jobs, [Interval(numbers.Integral, 1, None)], "run_study")
+    for name, value in (("progress", progress), ("spectral_metrics", spectral_metrics)):
+        check_param(name, value, [Boolean()], "run_study")
+    check_param("out_dir", out_dir, [PathLike()], "run_study")
+    check_param("tag", tag, [str, None], "run_study")
     schedule = schedule or Schedule()
     methods = list(methods or METHODS)
     bad = [m for m in methods if m not in METHODS]
     if bad:
-        raise ParameterError(f"Unknown method(s) {bad}. Known: {sorted(METHODS)}.")
-    if any((not isinstance(c, (int, float))) or c < 1 for c in compressions):
-        raise ParameterError(f"The 'compressions' must be numbers >= 1. Got {list(compressions)}.")
+        raise ParameterError(f"The 'methods' parameter of run_study has unknown method(s) {bad}. Known: "
+                             f"{', '.join(METHODS)}.")
+    if isinstance(compressions, (str, bytes)) or not hasattr(compressions, "__iter__") or any(
+            not Interval(numbers.Real, 1, None).is_satisfied_by(c) for c in compressions):
+        raise ParameterError(f"The 'compressions' parameter of run_study must be a list of numbers >= 1 "
+                             f"(1 / density). Got {compressions!r} instead.")
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__") or any(
+            not Interval(numbers.Integral, 0, None).is_satisfied_by(x) for x in seeds):
+        raise ParameterError(f"The 'seeds' parameter of run_study must be a list of ints >= 0. Got {seeds!r} "
+                             "instead.")
     os.makedirs(out_dir, exist_ok=True)
     stem = os.path.join(out_dir, f"study_{tag or f'{model}_{dataset}'}")
     csv = stem + ".csv"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .._validation import check_options
 from ..errors import ParameterError
 from . import degree as _degree  # noqa: F401  (registers)
+from . import elementwise as _elementwise  # noqa: F401  (registers)
 from . import magnitude as _magnitude  # noqa: F401  (registers)
 from . import random as _random  # noqa: F401  (registers)
 from . import saliency as _saliency  # noqa: F401  (registers)
