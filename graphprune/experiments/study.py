@@ -44,6 +44,8 @@ METHODS = {
     "spectral-reweight": ("spectral", {"reweight": True}),
     "spectral-erk": ("spectral", {"allocation": "erk"}),
     "spectral-guard": ("spectral", {"guard": True}),
+    "spectral-graph": ("spectral", {"scope": "graph"}),
+    "spectral-width": ("spectral-width", {}),
 }
 
 #: The post-training arm: one-shot pruning of the trained dense model. Magnitude globally and per layer (its two

@@ -1,0 +1,71 @@
+"""spectral-width: an effective width per layer by node leverage, then spectral sampling within it."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_resistance import pinv_reference
+
+import graphprune
+from graphprune.analysis import effective_mask
+from graphprune.experiments import build_model
+from graphprune.sparsify import check_sparsifier, get_sparsifier
+
+
+def _tiny():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+    return net, graphprune.from_model(net, torch.randn(1, 16))
+
+
+def test_width_and_kept_nodes_by_hand():
+    """Uniform budgets at sparsity 0.98: round(0.02 * 1024) + round(0.02 * 256) = 20 + 5 = 25 edges over
+    (16 + 64) + (64 + 4) = 148 block nodes, E = 25 / 148, f = E / 2, so ceil(64 f) = 6 hidden nodes stay: the 6
+    of highest leverage, rowsum(|W1| R1) / sum + colsum(|W2| R2) / sum with R from numpy pinv."""
+    net, G = _tiny()
+    sp = get_sparsifier("spectral-width")(sparsity=0.98, seed=0, allocation="uniform")
+    masks = sp.sparsify(G)
+    f = (25 / 148) / 2
+    assert sp.width_["0"] == pytest.approx(math.ceil(64 * f) / 64) and math.ceil(64 * f) == 6
+    assert sp.width_["input"] == 1.0 and sp.width_["2"] == 1.0
+    W1 = net[0].weight.detach().abs().double().numpy()  # (64, 16)
+    W2 = net[2].weight.detach().abs().double().numpy()  # (4, 64)
+    L1, L2 = W1 * pinv_reference(W1), W2 * pinv_reference(W2)
+    score = L1.sum(1) / L1.sum() + L2.sum(0) / L2.sum()
+    expect = set(np.argsort(-score, kind="stable")[:6].tolist())
+    used = set(np.flatnonzero(masks["0.weight"].any(1).numpy() | masks["2.weight"].any(0).numpy()).tolist())
+    assert used == expect
+    assert int(masks["0.weight"].sum()) == 20 and int(masks["2.weight"].sum()) == 5
+    # guard, a greedy edge cover: every kept hidden node gets an input and every output an edge; the 5 edges of
+    # the last block cannot cover all 6 kept sources as well (an edge cover of 4 + 6 nodes needs 6): 5 are
+    assert masks["0.weight"].any(1).sum() == 6 and masks["2.weight"].any(1).all()
+    assert int(masks["2.weight"][:, sorted(expect)].any(0).sum()) == 5
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("compression", [100, 1000])
+def test_no_layer_collapse_and_no_wasted_edge_at_high_compression(name, compression):
+    """At 100x and 1000x every kept edge lies on an input-output path (effective mask = mask), where plain
+    per-layer spectral sampling collapses at 1000x."""
+    G = graphprune.from_model(build_model(name), torch.randn(2, 40))
+    masks = graphprune.sparsify(G, "spectral-width", density=1 / compression, seed=0)
+    eff = effective_mask(G.with_masks(masks))
+    assert all(torch.equal(eff[k], masks[k]) for k in masks)
+    assert sum(int(m.sum()) for m in masks.values()) > 0
+    if compression == 1000:
+        plain = graphprune.sparsify(G, "spectral", density=1 / compression, seed=0)
+        eff_plain = effective_mask(G.with_masks(plain))
+        assert sum(int(m.sum()) for m in eff_plain.values()) == 0  # collapsed: no input-output path
+
+
+def test_full_width_when_the_budget_allows():
+    net, G = _tiny()
+    sp = get_sparsifier("spectral-width")(sparsity=0.5, seed=0)
+    sp.sparsify(G)
+    assert set(sp.width_.values()) == {1.0}
+
+
+@pytest.mark.parametrize("options", [{}, {"edges_per_node": 1.0, "guard": False}])
+def test_width_conforms(options):
+    check_sparsifier(get_sparsifier("spectral-width"), options=options)
