@@ -224,6 +224,15 @@ def cmd_experiment(args):
     unknown = [m for m in methods if m not in table]
     if unknown:
         raise _Fail(f"unknown method(s) {unknown} for --arm {args.arm}; known: {', '.join(table)}")
+    executor = None
+    if args.executor == "ray":
+        try:
+            import ray
+        except ImportError:
+            raise _Fail("--executor ray needs Ray: pip install 'graphprune[ray]'") from None
+        if not ray.is_initialized():  # the cluster named by RAY_ADDRESS, or a local one
+            ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
+        executor = "ray"
     try:
         comps = [float(c) for c in args.compressions] if args.compressions else list(COMPRESSIONS)
         seeds = [int(s) for s in args.seeds]
@@ -232,7 +241,7 @@ def cmd_experiment(args):
     out = run_study(args.model, args.dataset, methods=methods, compressions=comps, seeds=seeds,
                     schedule=Schedule(epochs=args.epochs), out_dir=args.out, jobs=args.jobs,
                     progress=not args.quiet, spectral_metrics=not args.no_spectral, tag=args.tag, arm=args.arm,
-                    finetune=Schedule(epochs=args.finetune_epochs, lr=FINETUNE.lr))
+                    finetune=Schedule(epochs=args.finetune_epochs, lr=FINETUNE.lr), executor=executor)
     with open(out["markdown"]) as f:
         print(f.read())
     print(f"results: {out['csv']} ({out['ran']} new runs)")
@@ -303,7 +312,9 @@ def build_parser():
                    "10^3 in steps of 10^0.25)")
     x.add_argument("--seeds", type=_list("seed"), default=["0", "1", "2"])
     x.add_argument("--epochs", type=int, default=40)
-    x.add_argument("--jobs", type=int, default=1, help="worker processes")
+    x.add_argument("--jobs", type=int, default=1, help="local worker processes (with --executor local)")
+    x.add_argument("--executor", default="local", choices=("local", "ray"), help="local: --jobs processes on this "
+                   "machine; ray: tasks on the Ray cluster named by RAY_ADDRESS (or a local one)")
     x.add_argument("--out", default="data/results")
     x.add_argument("--tag", help="file name stem (default <model>_<dataset>)")
     x.add_argument("--no-spectral", action="store_true", help="skip the spectral metrics of each run's report")

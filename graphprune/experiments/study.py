@@ -12,11 +12,13 @@ each run uses one intra-op thread and seeds for the initialisation, the sparsifi
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import math
 import numbers
 import os
 import time
 
+from .._executor import check_executor, limited_threads, run_jobs
 from .._validation import DATASETS, Boolean, InstanceOf, Interval, Options, PathLike, check_param
 from ..errors import ParameterError
 from .models import MODELS
@@ -75,15 +77,15 @@ KEY = ("model", "dataset", "method", "compression", "seed")
 
 
 def _one_run(job):
-    """Prune one freshly initialised model, train it, and return the result row (runs in a worker process)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one intra-op thread: the same numbers whatever the machine's core count
-    try:
+    """Prune one model, train it, and return the result row (runs in a worker: one torch and BLAS thread, so the
+    same numbers whatever the machine's core count)."""
+    with limited_threads(1):
         return _run_job(job)
-    finally:
-        torch.set_num_threads(threads)
+
+
+def _describe(job) -> str:
+    what = "dense model" if "method" not in job else f"run {job['method']} at {job['compression']:g}x"
+    return f"study {what} ({job['model']} on {job['dataset']}, seed {job['seed']})"
 
 
 def _dense_path(job):
@@ -101,9 +103,7 @@ def _train_dense(job):
     path = _dense_path(job)
     if os.path.exists(path):
         return path
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with limited_threads(1):
         ds = load_dataset(job["dataset"], **job.get("dataset_kwargs", {}))
         model = build_model(job["model"], features=ds.num_features, classes=ds.num_classes, seed=job["seed"])
         t0 = time.perf_counter()
@@ -113,8 +113,6 @@ def _train_dense(job):
         torch.save({"state_dict": model.state_dict(), "test_acc": res["test_acc"], "train_acc": res["train_acc"],
                     "seconds": time.perf_counter() - t0}, tmp)
         os.replace(tmp, path)  # atomic: a killed run never leaves half a checkpoint
-    finally:
-        torch.set_num_threads(threads)
     return path
 
 
@@ -172,7 +170,7 @@ def _run_job(job):
 def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, compressions=COMPRESSIONS,
               seeds=(0, 1, 2), schedule: Schedule | None = None, out_dir: str = "data/results", jobs: int = 1,
               progress: bool = True, spectral_metrics: bool = True, dataset_kwargs: dict | None = None,
-              tag: str | None = None, arm: str = "init", finetune: Schedule | None = None):
+              tag: str | None = None, arm: str = "init", finetune: Schedule | None = None, executor=None):
     """Run (or resume) the study and write ``<out_dir>/study_<tag>.csv``, ``.png`` and ``.md``.
 
     Parameters
@@ -195,6 +193,11 @@ def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, com
         Prune at initialisation then train, or prune the trained dense model then fine-tune briefly.
     finetune : Schedule, optional
         The post-training arm's fine-tune (default :data:`FINETUNE`: 5 epochs, lr 1e-3).
+    executor : None, "ray" or concurrent.futures.Executor, optional
+        Where the runs go (one job per run; each worker uses one torch and one BLAS thread). ``"ray"`` uses the
+        Ray cluster this process is connected to (``ray.init()``). Default: ``jobs`` local worker processes.
+        Rows are appended to the CSV as runs complete, so a failure keeps every completed run (resumable); the
+        failing run is named in the :class:`~graphprune._executor.JobError`.
 
     Notes
     -----
@@ -219,6 +222,7 @@ def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, com
     check_param("tag", tag, [str, None], "run_study")
     check_param("arm", arm, [Options(ARMS)], "run_study")
     check_param("finetune", finetune, [InstanceOf(Schedule, "a Schedule"), None], "run_study")
+    check_executor(executor, "run_study")
     schedule = schedule or Schedule()
     finetune = finetune or FINETUNE
     table = POST_METHODS if arm == "post" else METHODS
@@ -259,14 +263,14 @@ def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, com
     dense_jobs = list({j["seed"]: j for j in todo}.values())
     dense_jobs = [j for j in dense_jobs if not os.path.exists(_dense_path(j))]
     if dense_jobs:  # every dense model trained once, before the pruned runs that read it
-        dense_iter = _execute(dense_jobs, jobs, fn=_train_dense)
+        dense_iter = _execute(dense_jobs, jobs, fn=_train_dense, executor=executor)
         if progress:
             from tqdm.auto import tqdm
 
             dense_iter = tqdm(dense_iter, total=len(dense_jobs), desc=f"dense {model}", unit="model")
         for _ in dense_iter:
             pass
-    rows_iter = _execute(todo, jobs)
+    rows_iter = _execute(todo, jobs, executor=executor)
     if progress and todo:
         from tqdm.auto import tqdm
 
@@ -287,16 +291,19 @@ def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, com
     return {"frame": frame, "csv": csv, "plot": plot, "markdown": stem + ".md", "ran": len(todo)}
 
 
-def _execute(todo, jobs, fn=None):
+def _execute(todo, jobs, fn=None, executor=None):
+    """Results of ``fn`` (default: one run) over ``todo`` as they complete: on ``executor`` when given, else in
+    ``jobs`` spawned worker processes, else in this process."""
     fn = fn or _one_run
-    if jobs <= 1 or len(todo) <= 1:
-        for job in todo:
-            yield fn(job)
-        return
-    import multiprocessing as mp
+    if executor is None and jobs > 1 and len(todo) > 1:
+        import multiprocessing as mp
 
-    with mp.get_context("spawn").Pool(jobs) as pool:
-        yield from pool.imap(fn, todo)
+        with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            for _, row in run_jobs(fn, todo, executor=pool, describe=_describe, owner="run_study"):
+                yield row
+        return
+    for _, row in run_jobs(fn, todo, executor=executor, describe=_describe, owner="run_study"):
+        yield row
 
 
 def summarize(frame, value: str = "test_acc"):

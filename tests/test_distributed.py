@@ -1,0 +1,127 @@
+"""Runs on an executor: serial, a ProcessPoolExecutor and a real local Ray cluster give the same results."""
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+
+import pandas as pd
+import pytest
+
+from graphprune._executor import JobError, run_jobs
+from graphprune.errors import ParameterError
+from graphprune.experiments import Schedule, run_study
+
+try:
+    import ray
+except ImportError:  # pragma: no cover - CI installs the ray extra
+    ray = None
+
+needs_ray = pytest.mark.skipif(ray is None, reason="Ray is not installed (pip install 'graphprune[ray]')")
+
+
+def square_or_fail(job):
+    if job == 3:
+        raise ValueError("three is not allowed")
+    return job * job
+
+
+def thread_counts(job):
+    import torch
+    from threadpoolctl import threadpool_info
+
+    return torch.get_num_threads(), sorted({p["num_threads"] for p in threadpool_info()})
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    if ray is None:
+        pytest.skip("Ray is not installed")
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.pathsep.join([here, os.path.dirname(here), os.environ.get("PYTHONPATH", "")])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})  # workers import this test module's functions
+    yield
+    ray.shutdown()
+
+
+def _pool():
+    return cf.ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"))
+
+
+def test_run_jobs_serial_and_pool_agree_and_name_the_failing_job():
+    jobs = [0, 1, 2, 4]
+    serial = dict(run_jobs(square_or_fail, jobs))
+    with _pool() as pool:
+        pooled = dict(run_jobs(square_or_fail, jobs, executor=pool))
+    assert serial == pooled == {0: 0, 1: 1, 2: 4, 3: 16}
+    with pytest.raises(JobError, match="job 3 failed: ValueError: three is not allowed"):
+        list(run_jobs(square_or_fail, [1, 3], describe=lambda j: f"job {j}"))
+    with _pool() as pool, pytest.raises(JobError, match="job 3 failed: ValueError: three is not allowed"):
+        list(run_jobs(square_or_fail, [1, 3], executor=pool, describe=lambda j: f"job {j}"))
+
+
+def test_workers_limit_torch_and_blas_threads():
+    with _pool() as pool:
+        (_, (torch_threads, blas)), = list(run_jobs(thread_counts, [0], executor=pool))
+    assert torch_threads == 1 and blas == [1]
+
+
+def test_bad_executor():
+    with pytest.raises(ParameterError, match="'executor' parameter of run_jobs must be None, 'ray' or a "
+                                             "concurrent.futures.Executor"):
+        list(run_jobs(square_or_fail, [1], executor="dask"))
+
+
+def _grid(tmp, **kw):
+    out = run_study("mlp", "synthetic", methods=["random", "spectral", "magnitude"], compressions=[10.0], seeds=[0],
+                    schedule=Schedule(epochs=2), out_dir=str(tmp), progress=False, spectral_metrics=False,
+                    dataset_kwargs={"num_samples": 200, "num_features": 12, "num_classes": 3}, **kw)
+    return out["frame"].drop(columns=["seconds", "mask_seconds"]).sort_values("method").reset_index(drop=True)
+
+
+def test_study_rows_are_the_same_on_a_process_pool(tmp_path):
+    serial = _grid(tmp_path / "serial")
+    with _pool() as pool:
+        pooled = _grid(tmp_path / "pool", executor=pool)
+    pd.testing.assert_frame_equal(serial, pooled)
+
+
+def test_a_failing_run_keeps_the_completed_rows(tmp_path, monkeypatch):
+    from graphprune.experiments import study
+
+    real = study._run_job
+
+    def flaky(job):
+        if job["method"] == "spectral":
+            raise RuntimeError("worker lost")
+        return real(job)
+
+    monkeypatch.setattr(study, "_run_job", flaky)
+    with pytest.raises(JobError, match=r"study run spectral at 10x \(mlp on synthetic, seed 0\) failed: "
+                                       "RuntimeError: worker lost"):
+        _grid(tmp_path)
+    rows = pd.read_csv(tmp_path / "study_mlp_synthetic.csv")
+    assert rows.method.tolist() == ["random"]  # completed before the failure, kept (the study resumes)
+    monkeypatch.setattr(study, "_run_job", real)
+    assert len(_grid(tmp_path)) == 3
+
+
+@needs_ray
+def test_ray_without_a_cluster_is_refused(monkeypatch):
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    with pytest.raises(ParameterError, match=r"not connected to a Ray cluster: call ray.init\(\)"):
+        list(run_jobs(square_or_fail, [1], executor="ray"))
+
+
+@needs_ray
+def test_ray_runs_jobs_and_names_a_failing_one(ray_cluster):
+    assert dict(run_jobs(square_or_fail, [0, 1, 2], executor="ray")) == {0: 0, 1: 1, 2: 4}
+    with pytest.raises(JobError, match="job 3 failed: ValueError: three is not allowed"):
+        list(run_jobs(square_or_fail, [1, 3], executor="ray", describe=lambda j: f"job {j}"))
+    (_, (torch_threads, blas)), = list(run_jobs(thread_counts, [0], executor="ray"))
+    assert torch_threads == 1 and blas == [1]
+
+
+@needs_ray
+def test_study_rows_are_the_same_on_ray(ray_cluster, tmp_path):
+    pd.testing.assert_frame_equal(_grid(tmp_path / "serial"), _grid(tmp_path / "ray", executor="ray"))
