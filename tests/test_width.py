@@ -24,7 +24,7 @@ def test_width_and_kept_nodes_by_hand():
     (16 + 64) + (64 + 4) = 148 block nodes, E = 25 / 148, f = E / 2, so ceil(64 f) = 6 hidden nodes stay: the 6
     of highest leverage, rowsum(|W1| R1) / sum + colsum(|W2| R2) / sum with R from numpy pinv."""
     net, G = _tiny()
-    sp = get_sparsifier("spectral-width")(sparsity=0.98, seed=0, allocation="uniform")
+    sp = get_sparsifier("spectral-width")(sparsity=0.98, seed=0, allocation="uniform", edges_per_node=2.0)
     masks = sp.sparsify(G)
     f = (25 / 148) / 2
     assert sp.width_["0"] == pytest.approx(math.ceil(64 * f) / 64) and math.ceil(64 * f) == 6
@@ -57,6 +57,17 @@ def test_no_layer_collapse_and_no_wasted_edge_at_high_compression(name, compress
         plain = graphprune.sparsify(G, "spectral", density=1 / compression, seed=0)
         eff_plain = effective_mask(G.with_masks(plain))
         assert sum(int(m.sum()) for m in eff_plain.values()) == 0  # collapsed: no input-output path
+
+
+def test_node_proportional_budgets_by_hand():
+    """allocation='nodes' (the default): the width as above (6 hidden nodes at edges_per_node=2), then the
+    round(0.02 * 1280) = 26 edges go to the blocks in proportion to their kept nodes, 16 + 6 = 22 and 6 + 4 = 10,
+    capped by the edges among them (96 and 24): 26 * 22 / 32 = 17.875 and 8.125, rounded by largest remainder to
+    18 and 8."""
+    net, G = _tiny()
+    masks = get_sparsifier("spectral-width")(sparsity=0.98, seed=0, edges_per_node=2.0).sparsify(G)
+    assert int(masks["0.weight"].sum()) == 18 and int(masks["2.weight"].sum()) == 8
+    assert int(masks["0.weight"].any(1).sum()) == 6
 
 
 def test_full_width_when_the_budget_allows():
