@@ -30,8 +30,9 @@ class SpectralWidthSparsifier(Sparsifier):
 
     1. Edges per node ``E = K / sum_b (n_src + n_dst)`` for the total budget ``K``. When
        ``E < edges_per_node``, every hidden partition keeps the fraction ``f = E / edges_per_node`` of its nodes
-       (at least one): the nodes of highest *leverage*, the sum over incident edges of ``|w_e| R_e / sum(w R)`` of each adjacent block (a node's share
-       of its blocks' spectra; by Foster's theorem a block's leverages sum to ``N - 1``). Input and output
+       (at least one): the nodes of highest *leverage*, the sum over incident edges of ``|w_e| R_e / sum(w R)``
+       of each adjacent block (a node's share of its blocks' spectra; by Foster's theorem a block's leverages
+       sum to ``N - 1``). Input and output
        partitions stay whole; partitions reached only through identity edges (flatten, residual adds,
        concatenation) keep the nodes a kept node feeds, so the choice is consistent across layers.
     2. Budgets per block: with ``allocation="nodes"`` (default), proportional to the block's *kept* nodes (a
