@@ -338,5 +338,5 @@ def block_spectrum_metrics(B) -> dict:
         else:
             out["ramanujan_gap"] = float(np.sqrt(d_out - 1) + np.sqrt(d_in - 1) - su[1])
     else:
-        reasons.append("spectral gaps undefined: a side has a single node")
+        reasons.append("spectral gaps undefined: one node on a side")
     return {**out, "reason": "; ".join(reasons)}
