@@ -119,9 +119,12 @@ def singular_values(B, *, dense_limit: int = 1024, k: int = 160) -> np.ndarray:
 
 
 def pick_blocks(frame, n=3):
-    """The ``n`` largest weight blocks, in network order."""
-    big = frame.sort_values("total", ascending=False, kind="stable").block.tolist()[:n]
-    return [b for b in frame.block if b in big]
+    """``n`` blocks spread over the network: the largest of each of ``n`` consecutive stretches of blocks."""
+    names, totals = list(frame.block), list(frame.total)
+    if len(names) <= n:
+        return names
+    cuts = np.linspace(0, len(names), n + 1).round().astype(int)
+    return [names[a + int(np.argmax(totals[a:b]))] for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
 def spectra_figure(reports: dict, blocks, *, view: str = "channel"):

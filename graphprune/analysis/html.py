@@ -52,7 +52,9 @@ th a.q{color:#4c78a8;text-decoration:none;font-size:10px;margin-left:2px}
 th.asc::after{content:" ▲";font-size:9px}
 th.desc::after{content:" ▼";font-size:9px}
 td{padding:4px 6px;border-top:1px solid #eceef1;text-align:right;vertical-align:top;font-variant-numeric:tabular-nums}
-td code{font-size:12px;overflow-wrap:anywhere}
+td code{font-size:12px}
+td.block{min-width:12.5em;max-width:24em}
+td.block code{overflow-wrap:anywhere;word-break:normal}
 td .sub{display:block;color:#667;font-size:11px}
 td.na,td.inf{color:#888}
 td .why{display:block;font-size:10.5px;color:#8a8f98;line-height:1.25}
@@ -116,6 +118,11 @@ def _count(n):
     return f"{n:,}"
 
 
+def _breakable(name):
+    """A module path that may wrap after its dots only."""
+    return esc(str(name)).replace(".", ".<wbr>")
+
+
 def _is_missing(v):
     return v is None or (isinstance(v, (float, np.floating)) and not math.isfinite(v))
 
@@ -134,7 +141,7 @@ def _cell(key, row, fmt, index):
     """One ``<td>`` of the block table, with ``data-v`` for sorting and the reason for undefined values."""
     na = row.get("na") or {}
     if key == "block":
-        return (f'<td class="text" data-v="{index}"><code>{esc(str(row["block"]))}</code>'
+        return (f'<td class="text block" data-v="{index}"><code>{_breakable(row["block"])}</code>'
                 f'<span class="sub">{esc(row["layer"])}</span></td>')
     if key == "kept":
         return (f'<td data-v="{row["kept"]}" title="{row["kept"]:,} of {row["total"]:,}">{_count(row["kept"])}'
@@ -300,9 +307,10 @@ def report_page(rep, *, figures: bool = True, title: str = "Connectivity report"
                           "Kept in-degree of each block's output nodes; red bars are nodes with no kept input."))
         if opts["spectral"]:
             blocks = pick_blocks(rep.frame, 3)
-            parts.append(_img(spectra_figure({"masks": rep}, blocks, view=opts["view"]), "spectra",
-                              "Singular values of |W| of the largest blocks, dense against pruned, relative to the "
-                              "dense block's largest; numerical zeros (below 1e3 machine epsilon) are not drawn."))
+            parts.append(_img(spectra_figure({"pruned": rep}, blocks, view=opts["view"]), "spectra",
+                              "Singular values of |W| of three blocks (the largest of the first, middle and last "
+                              "third of the network), dense against pruned, relative to the dense block's largest; "
+                              "numerical zeros (below 1e3 machine epsilon) are not drawn."))
     parts.append("<h2 id='partitions'>Partitions</h2>")
     parts.append(f"<details><summary>Degree statistics of the {len(rep.partitions)} partitions</summary>"
                  f"{_partitions_table(rep)}</details>")
@@ -371,7 +379,7 @@ def comparison_page(cmp, *, figures: bool = True, title: str = "Comparison of sp
     frames = {n: r.frame.set_index("block") for n, r in reports.items()}
     brows = []
     for i, row in enumerate(first.frame.to_dict(orient="records")):
-        cells = [f'<td class="text" data-v="{i}"><code>{esc(row["block"])}</code>'
+        cells = [f'<td class="text block" data-v="{i}"><code>{_breakable(row["block"])}</code>'
                  f'<span class="sub">{esc(row["layer"])}</span></td>']
         for n in names:
             f = frames[n].loc[row["block"]]
@@ -398,8 +406,9 @@ def comparison_page(cmp, *, figures: bool = True, title: str = "Comparison of sp
         if first.options["spectral"]:
             blocks = pick_blocks(first.frame, 3)
             parts.append(_img(spectra_figure(reports, blocks, view=first.options["view"]), "spectra",
-                              "Singular values of |W| of the largest blocks for every candidate against the dense "
-                              "network, relative to the dense block's largest; numerical zeros are not drawn."))
+                              "Singular values of |W| of three blocks (the largest of each third of the network) "
+                              "for every candidate against the dense network, relative to the dense block's largest; "
+                              "numerical zeros are not drawn."))
     from .network import network_legend
 
     parts.append(f"<h2 id='networks'>Networks</h2><p class='hint'>One picture per candidate: one column per layer "

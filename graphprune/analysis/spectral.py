@@ -76,7 +76,7 @@ def _lift(L: np.ndarray, labels: np.ndarray, s: float) -> np.ndarray:
 
 def _largest_whitened(K, A) -> float:
     """Largest eigenvalue of ``K^{-1} A K^{-T}`` (``K`` lower triangular, ``A`` symmetric sparse or dense)."""
-    from scipy.sparse.linalg import LinearOperator, eigsh
+    from scipy.sparse.linalg import LinearOperator
 
     N = K.shape[0]
     solve = scipy.linalg.solve_triangular
@@ -86,8 +86,22 @@ def _largest_whitened(K, A) -> float:
         return solve(K, A @ y, lower=True, check_finite=False)
 
     op = LinearOperator((N, N), matvec=mv, dtype=np.float64)
+    return _arpack_largest(op, lambda: mv(np.eye(N)))
+
+
+def _arpack_largest(op, dense) -> float:
+    """Largest eigenvalue of the symmetric operator ``op`` by ARPACK; when ARPACK fails (clustered spectra),
+    from the dense matrix ``dense()``."""
+    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh
+
+    N = op.shape[0]
     v0 = np.random.default_rng(0).standard_normal(N)  # fixed start: results do not depend on global RNGs
-    return float(eigsh(op, k=1, which="LA", v0=v0, tol=1e-8, return_eigenvectors=False, maxiter=20 * N)[0])
+    try:
+        return float(eigsh(op, k=1, which="LA", v0=v0, tol=1e-8, ncv=min(N, 24), return_eigenvectors=False,
+                           maxiter=20 * N)[0])
+    except (ArpackError, ArpackNoConvergence):
+        M = dense()
+        return float(scipy.linalg.eigvalsh((M + M.T) / 2, check_finite=False)[-1])
 
 
 def _pencil_extremes(Bd, Bs, live, labels, need_min: bool) -> tuple[float, float]:
@@ -237,10 +251,15 @@ def _top_singular_values(M, k: int = 3, dense_limit: int = 300):
     if min(m, n) <= dense_limit or min(m, n) <= k + 1:
         A = M.toarray() if hasattr(M, "toarray") else np.asarray(M)
         return np.linalg.svd(A, compute_uv=False)[:k]
-    from scipy.sparse.linalg import svds
+    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, svds
 
     v0 = np.random.default_rng(0).standard_normal(min(m, n))
-    s = svds(sp.csr_array(M, dtype=np.float64), k=k, return_singular_vectors=False, v0=v0, tol=1e-10)
+    try:
+        s = svds(sp.csr_array(M, dtype=np.float64), k=k, ncv=min(min(m, n), 24), return_singular_vectors=False,
+                 v0=v0, tol=1e-10)
+    except (ArpackError, ArpackNoConvergence):  # clustered singular values: the dense SVD
+        A = M.toarray() if hasattr(M, "toarray") else np.asarray(M)
+        return np.linalg.svd(A, compute_uv=False)[:k]
     return np.sort(s)[::-1]
 
 
@@ -278,13 +297,14 @@ def algebraic_connectivity(B, *, dense_limit: int = _DENSE_NODES) -> float:
     s = 2.0 * float(L.diagonal().max())  # >= lambda_max(L): the lifted null direction is the largest
     L += s / L.shape[0]
     K = scipy.linalg.cholesky(L, lower=True, overwrite_a=True, check_finite=False)
-    from scipy.sparse.linalg import LinearOperator, eigsh
+    from scipy.sparse.linalg import LinearOperator
 
     N = K.shape[0]
-    op = LinearOperator((N, N), dtype=np.float64,
-                        matvec=lambda x: scipy.linalg.cho_solve((K, True), x, check_finite=False))
-    v0 = np.random.default_rng(0).standard_normal(N)
-    mu = float(eigsh(op, k=1, which="LA", v0=v0, tol=1e-8, return_eigenvectors=False, maxiter=20 * N)[0])
+
+    def solve(x):
+        return scipy.linalg.cho_solve((K, True), x, check_finite=False)
+
+    mu = _arpack_largest(LinearOperator((N, N), dtype=np.float64, matvec=solve), lambda: solve(np.eye(N)))
     return 1.0 / mu
 
 
