@@ -129,7 +129,7 @@ def check_page(page: str, *, block_tables: bool = True, plots: int = 1) -> list[
                 assert h["glossary"], f"column {h['key']!r} has no glossary entry"
         assert r["network"], "no network picture"
         for n in r["network"]:
-            assert n["visible"] and n["width"] > 300 and n["height"] > 80 and n["right"] <= r["clientWidth"]
+            assert n["visible"] and n["width"] > 300 and n["height"] > 60 and n["right"] <= r["clientWidth"]
             assert n["nodes"] > 0 and n["edges"] > 0
         assert len(r["images"]) >= plots
         for im in r["images"]:

@@ -59,10 +59,15 @@ def density_figure(frames: dict):
         vals += [v for v in np.concatenate([f.density.to_numpy(), f.effective_density.to_numpy()]) if v > 0]
     if vals and max(vals) / min(vals) > 20:
         ax.set_yscale("log")
-        ax.set_ylim(min(vals) / 1.5, min(1.05, max(vals) * 2))
+        ax.set_ylim(min(vals) / 1.5, min(1.5, max(vals) * 4))
     else:
         ax.set_ylim(0, min(1.05, max(vals, default=1.0) * 1.2))
-    ax.set_xticks(x, [_short(b) for b in blocks], rotation=60 if n > 6 else 0, ha="right" if n > 6 else "center",
+    first = next(iter(frames.values())).set_index("block")
+    if n <= 8 and "layer" in first:  # room for the layer type under each name
+        labels = [f"{_short(b)}\n{first.loc[b, 'layer']}" for b in blocks]
+    else:
+        labels = [_short(b) for b in blocks]
+    ax.set_xticks(x, labels, rotation=60 if n > 8 else 0, ha="right" if n > 8 else "center",
                   fontsize=7 if n > 20 else 8)
     ax.set_xlim(-0.6, n - 0.4)
     ax.set_ylabel("fraction of weights")
@@ -141,27 +146,33 @@ def spectra_figure(reports: dict, blocks, *, view: str = "channel"):
         series = [("dense", sd, "k")] + [
             (cand, singular_values(rep.graph.biadjacency(rep.graph.block(name), view=view)), f"C{i}")
             for i, (cand, rep) in enumerate(reports.items())]
-        lo = 1.0
+        lo, dropped = 1.0, []
         for label, s, c in series:
             r = s / scale
             keep = r > EPS
-            zeros = int((~keep).sum())
+            if (~keep).any():
+                dropped.append(f"{label} {int((~keep).sum())}")
             if keep.any():
                 lo = min(lo, float(r[keep].min()))
-            text = label + (f" ({zeros} ≈0 not shown)" if zeros else "")
             ax.plot(np.flatnonzero(keep) + 1, r[keep], color=c, lw=1.2, ls="--" if label == "dense" else "-",
-                    label=text)
+                    label=label)
         ax.set_yscale("log")
         ax.set_ylim(max(lo / 2, EPS), 1.5)
-        ax.set_xlabel("index", fontsize=8)
+        note = "index"
+        if dropped:
+            text = ", ".join(dropped)
+            note += "\n≈0, not drawn: " + (text if len(text) < 48 else text[:46] + "…")
+        ax.set_xlabel(note, fontsize=7)
         ax.set_title(_short(name, 34), fontsize=9)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6.5)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, -0.02))
     axes[0][0].set_ylabel("σᵢ / σ₁(dense)", fontsize=8)
     fig.suptitle("singular values of |W| (channel view)" if view == "channel" else "singular values of |W|",
                  fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 

@@ -42,7 +42,7 @@ p.lead{color:#444;margin:2px 0 12px}
 figure{margin:0 0 14px;background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:10px;max-width:100%}
 figure img{width:100%;height:auto;display:block}
 figcaption{color:#555;font-size:12px;margin-top:6px}
-.grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(620px,1fr));gap:12px}
+.grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(460px,1fr));gap:12px}
 .tablewrap{max-width:100%;overflow-x:auto;background:#fff;border:1px solid #dde1e6;border-radius:8px}
 table{border-collapse:collapse;width:100%;font-size:12.5px}
 th{background:#eef1f5;text-align:right;padding:6px 6px;vertical-align:bottom;font-weight:600;cursor:pointer;
@@ -107,7 +107,7 @@ def _pct(v):
     v = float(v)
     if v == 0:
         return "0%"
-    return f"{100 * v:#.3g}%"
+    return f"{100 * v:#.3g}".rstrip(".") + "%"
 
 
 def _count(n):
@@ -233,10 +233,10 @@ _NETWORK_CAPTION = ("One column per layer of the partition graph (longest path f
                     "density; dashed edges are residual additions and concatenations. Hover for names.")
 
 
-def _network(rep, title, legend=True, caption=True):
+def _network(rep, title, legend=True, caption=True, max_height=None):
     from .network import network_layout, network_legend, network_svg
 
-    svg = network_svg(network_layout(rep.graph, rep), title=title)
+    svg = network_svg(network_layout(rep.graph, rep), title=title, max_height=max_height)
     cap = f"<figcaption>{esc(_NETWORK_CAPTION)}</figcaption>" if caption else ""
     return f'<figure class="network-figure">{svg}{network_legend() if legend else ""}{cap}</figure>'
 
@@ -416,7 +416,7 @@ def comparison_page(cmp, *, figures: bool = True, title: str = "Comparison of sp
                  "blocks coloured by effective density and labelled with the kept density, dashed edges residual "
                  f"additions and concatenations. Hover for names.</p>{network_legend()}<div class='grid2'>")
     for n, r in reports.items():
-        pic = _network(r, f"network pruned by {n}", legend=False, caption=False)
+        pic = _network(r, f"network pruned by {n}", legend=False, caption=False, max_height=300)
         parts.append(f"<div><h3>{esc(n)}</h3>{pic}</div>")
     parts.append("</div><h2 id='details'>Candidates in detail</h2>")
     for n, r in reports.items():

@@ -84,7 +84,7 @@ def _color(x):
 _FILL = {"input": "#2ca02c", "output": "#9467bd", "hidden": "#4c78a8"}
 
 
-def network_svg(layout: dict, *, title: str = "network") -> str:
+def network_svg(layout: dict, *, title: str = "network", max_height: float | None = None) -> str:
     """Inline SVG of :func:`network_layout`; scales to its container's width (``viewBox``), with a ``<title>``
     tooltip on every node and edge and a legend."""
     esc = html.escape
@@ -110,7 +110,7 @@ def network_svg(layout: dict, *, title: str = "network") -> str:
     wn = min(16.0, cw * 0.32)
     out = [f'<svg class="network" role="img" aria-label="{esc(title)}" viewBox="0 0 {W:.0f} {Hh:.0f}" '
            f'preserveAspectRatio="xMidYMin meet" xmlns="http://www.w3.org/2000/svg" '
-           f'style="width:100%;height:auto;max-height:{max(420, Hh):.0f}px">',
+           f'style="width:100%;height:auto;max-height:{max_height or max(420, Hh):.0f}px">',
            f'<title>{esc(title)}</title>']
     # edges first, nodes on top
     for e in layout["blocks"]:
