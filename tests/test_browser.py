@@ -182,8 +182,19 @@ def test_resnet_page_in_chromium(tmp_path):
     assert r1024["network"][0]["identity"] >= 16  # two dashed inputs into each of the eight residual adds
 
 
+def _shrink(path, height):
+    """Keep the top ``height`` px of a screenshot, in 256 colours (a small file for the README)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        top = im.crop((0, 0, im.width, min(height, im.height))).convert("RGB")
+    top.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)
+    return path
+
+
 def _update_docs(folder="docs"):
-    """Write the screenshots the README shows: the demo's compare page and a resnet18 report."""
+    """Write the screenshots the README shows: the demo's compare page and a resnet18 report (their top part:
+    summary, network picture, tables and the first plots)."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
     import torchvision
 
@@ -191,13 +202,13 @@ def _update_docs(folder="docs"):
     from demo import compare_page  # the demo's compare page (its methods at 100x, random init)
 
     page = compare_page(os.path.join(tempfile.mkdtemp(), "demo_compare.html"))
-    print(screenshot(page, os.path.join(folder, "report_compare_demo.png")))
+    print(_shrink(screenshot(page, os.path.join(folder, "report_compare_demo.png")), 2300))
     torch.manual_seed(0)
     G = graphprune.from_model(torchvision.models.resnet18(), torch.randn(1, 3, 224, 224))
     rep = graphprune.report(G, graphprune.sparsify(G, "random", sparsity=0.9, seed=0))
     page = os.path.join(tempfile.mkdtemp(), "resnet18.html")
     rep.to_html(page)
-    print(screenshot(page, os.path.join(folder, "report_resnet18.png")))
+    print(_shrink(screenshot(page, os.path.join(folder, "report_resnet18.png")), 2000))
 
 
 if __name__ == "__main__":

@@ -45,20 +45,20 @@ figcaption{color:#555;font-size:12px;margin-top:6px}
 .grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(460px,1fr));gap:12px}
 .tablewrap{max-width:100%;overflow-x:auto;background:#fff;border:1px solid #dde1e6;border-radius:8px}
 table{border-collapse:collapse;width:100%;font-size:12.5px}
-th{background:#eef1f5;text-align:right;padding:6px 6px;vertical-align:bottom;font-weight:600;cursor:pointer;
+th{background:#eef1f5;text-align:right;padding:6px 5px;vertical-align:bottom;font-weight:600;cursor:pointer;
  user-select:none;position:sticky;top:0}
 th.text,td.text{text-align:left}
 th a.q{color:#4c78a8;text-decoration:none;font-size:10px;margin-left:2px}
 th.asc::after{content:" ▲";font-size:9px}
 th.desc::after{content:" ▼";font-size:9px}
-td{padding:4px 6px;border-top:1px solid #eceef1;text-align:right;vertical-align:top;font-variant-numeric:tabular-nums}
+td{padding:4px 5px;border-top:1px solid #eceef1;text-align:right;vertical-align:top;font-variant-numeric:tabular-nums}
 td code{font-size:12px}
-td.block{min-width:12.5em;max-width:24em}
+td.block{min-width:13em;max-width:24em}
 td.block code{overflow-wrap:anywhere;word-break:normal}
-td .sub{display:block;color:#667;font-size:11px}
+td .sub{display:block;color:#667;font-size:11px;white-space:nowrap}
 td.na,td.inf{color:#888}
 td .why{display:block;font-size:10.5px;color:#8a8f98;line-height:1.25}
-td.warn{color:#b03a2e;font-size:11.5px;overflow-wrap:anywhere;min-width:90px}
+td.warn{color:#b03a2e;font-size:11.5px;overflow-wrap:anywhere;min-width:80px}
 tr:hover td{background:#f7f9fc}
 dl.glossary{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:8px 14px;margin:0}
 dl.glossary dt{font-weight:650;margin-top:8px}
@@ -111,10 +111,12 @@ def _pct(v):
 
 
 def _count(n):
+    """Compact count: 9,408; 36.9k; 1.18M; 7.00G."""
     n = int(n)
-    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if n >= 10 * div:
-            return f"{n / div:.3g}{suf}"
+    for div, suf in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
+        if n >= div:
+            scale = 1e3 if suf == "k" else div
+            return f"{n / scale:.3g}{suf}"
     return f"{n:,}"
 
 

@@ -706,7 +706,7 @@ def compare(candidates, G=None, *, spectral: bool = True, **kwargs) -> Compariso
             s["median_kappa"] = float(f.kappa.median())
             s["median_algebraic_connectivity"] = float(f.algebraic_connectivity.median())
             if math.isinf(s["median_kappa"]):
-                why["median_kappa"] = f"∞ in {int(np.isinf(f.kappa).sum())} of {len(f)} blocks (disconnected)"
+                why["median_kappa"] = f"{int(np.isinf(f.kappa).sum())} of {len(f)} blocks disconnected"
             elif math.isnan(s["median_kappa"]):
                 why["median_kappa"] = "no block has κ (too large for max_spectral_nodes)"
             if math.isnan(s["median_algebraic_connectivity"]):
