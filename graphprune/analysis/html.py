@@ -355,7 +355,7 @@ def comparison_page(cmp, *, figures: bool = True, title: str = "Comparison of sp
             'sparsifier.">candidate</th>') + "".join(_th(c) for c in cols)
     body = []
     for i, (name, row) in enumerate(cmp.frame.to_dict(orient="index").items()):
-        cells = [f'<td class="text" data-v="{i}"><b>{esc(str(name))}</b></td>']
+        cells = [f'<td class="text" data-v="{i}" style="white-space:nowrap"><b>{esc(str(name))}</b></td>']
         for c in cols:
             v = row.get(c["key"])
             if _is_missing(v):

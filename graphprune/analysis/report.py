@@ -541,7 +541,8 @@ def report(G, masks=None, reference=None, *, spectral: bool = True, view: str = 
         na = {}
         if spectral:
             Bs = H.biadjacency(b, view=view)
-            met = block_spectrum_metrics(Bs)
+            factors = {}  # the block's Cholesky factors, shared by its spectral metrics and dropped after it
+            met = block_spectrum_metrics(Bs, _factors=factors)
             reason = met.pop("reason")
             row.update(met)
             for col in ("algebraic_connectivity", "spectral_gap", "ramanujan_gap", "weighted_spectral_gap"):
@@ -551,10 +552,11 @@ def report(G, masks=None, reference=None, *, spectral: bool = True, view: str = 
                 na["algebraic_connectivity"] = "disconnected"
             if sum(Bs.shape) <= max_spectral_nodes:
                 Bd = R.biadjacency(R.block(b.name), view=view)
-                sim = block_spectral_similarity(Bd, Bs, max_nodes=max_spectral_nodes)
+                sim = block_spectral_similarity(Bd, Bs, max_nodes=max_spectral_nodes, _factors=factors)
             else:
                 sim = dict(kappa=np.nan, epsilon=np.nan,
                            reason=f"{sum(Bs.shape)} nodes > max_spectral_nodes={max_spectral_nodes}")
+            del factors
             row["kappa"], row["epsilon"] = sim["kappa"], sim["epsilon"]
             if sim.get("reason"):
                 na["kappa"] = _short_reason(sim["reason"])

@@ -48,6 +48,12 @@ def _adjacency(B: sp.csr_array) -> sp.csr_array:
 
 def _components(B: sp.csr_array, live: np.ndarray) -> tuple[int, np.ndarray]:
     """Number of connected components of the bipartite graph of ``B`` over the nodes ``live`` and their labels."""
+    m, n = B.shape
+    if live.size == m + n:  # fast path: one row (or column) touching every column (row) joins everything
+        per_row = np.diff(B.indptr)
+        per_col = np.bincount(B.indices, minlength=n)
+        if per_row.max(initial=0) == n or per_col.max(initial=0) == m:
+            return 1, np.zeros(m + n, dtype=np.int32)
     A = _adjacency(B)
     if live.size < A.shape[0]:
         A = A[live][:, live]
@@ -104,10 +110,12 @@ def _arpack_largest(op, dense) -> float:
         return float(scipy.linalg.eigvalsh((M + M.T) / 2, check_finite=False)[-1])
 
 
-def _pencil_extremes(Bd, Bs, live, labels, need_min: bool) -> tuple[float, float]:
+def _pencil_extremes(Bd, Bs, live, labels, need_min: bool, factors=None) -> tuple[float, float]:
     """``(lambda_min, lambda_max)`` of ``Ls x = lambda Ld x`` on the range of ``Ld`` over the nodes ``live``
     (``labels``: the dense graph's components there). ``Ls`` vanishes on the component indicators (its edges are
-    a subset of ``Ld``'s). With ``need_min=False`` only the largest is computed (``lambda_min`` returned as 0)."""
+    a subset of ``Ld``'s). With ``need_min=False`` only the largest is computed (``lambda_min`` returned as 0).
+    ``factors`` may hold ``"sparse": (live, K)``, a Cholesky factor of ``Ls`` lifted on the constant vector over
+    ``live`` (from :func:`algebraic_connectivity`), reused when the node sets agree."""
     chol = scipy.linalg.cholesky
     Ld = _dense_laplacian(Bd, live)
     N = Ld.shape[0]
@@ -127,13 +135,17 @@ def _pencil_extremes(Bd, Bs, live, labels, need_min: bool) -> tuple[float, float
     del Kd
     if not need_min:
         return 0.0, lmax
-    Ks = chol(_lift(Ls_dense, labels, float(Ls_dense.diagonal().max())), lower=True, overwrite_a=True,
-              check_finite=False)
+    known = (factors or {}).get("sparse")
+    if known is not None and int(labels.max()) == 0 and np.array_equal(known[0], live):
+        Ks = known[1]  # any positive lift works: Ld vanishes on the lifted direction
+    else:
+        Ks = chol(_lift(Ls_dense, labels, float(Ls_dense.diagonal().max())), lower=True, overwrite_a=True,
+                  check_finite=False)
     mu = _largest_whitened(Ks, Ld_keep)  # Ld vanishes on the lifted directions: they give 0, the rest 1/lambda
     return (1.0 / mu if mu > 0 else 0.0), lmax
 
 
-def block_spectral_similarity(dense_B, sparse_B, *, max_nodes: int = 4096) -> dict:
+def block_spectral_similarity(dense_B, sparse_B, *, max_nodes: int = 4096, _factors=None) -> dict:
     """Generalised eigenvalue bounds of a sparse biadjacency against the dense one.
 
     Parameters
@@ -178,7 +190,7 @@ def block_spectral_similarity(dense_B, sparse_B, *, max_nodes: int = 4096) -> di
     cd, labels = _components(Bd, live)
     cs, _ = _components(Bs, live)
     split = cs > cd
-    lmin, lmax = _pencil_extremes(Bd, Bs, live, labels, need_min=not split)
+    lmin, lmax = _pencil_extremes(Bd, Bs, live, labels, need_min=not split, factors=_factors)
     reason = ""
     if split or lmin <= 1e-9 * max(lmax, 1e-300):
         lmin, kappa, eps = 0.0, np.inf, 1.0
@@ -263,7 +275,7 @@ def _top_singular_values(M, k: int = 3, dense_limit: int = 300):
     return np.sort(s)[::-1]
 
 
-def algebraic_connectivity(B, *, dense_limit: int = _DENSE_NODES) -> float:
+def algebraic_connectivity(B, *, dense_limit: int = _DENSE_NODES, _factors=None) -> float:
     """Second smallest Laplacian eigenvalue (Fiedler value) of the bipartite graph of ``B`` over its non-isolated
     nodes; 0 when that graph is disconnected, NaN with fewer than two such nodes.
 
@@ -297,6 +309,8 @@ def algebraic_connectivity(B, *, dense_limit: int = _DENSE_NODES) -> float:
     s = 2.0 * float(L.diagonal().max())  # >= lambda_max(L): the lifted null direction is the largest
     L += s / L.shape[0]
     K = scipy.linalg.cholesky(L, lower=True, overwrite_a=True, check_finite=False)
+    if _factors is not None:  # the caller's dict: block_spectral_similarity reuses the factor
+        _factors["sparse"] = (live, K)
     from scipy.sparse.linalg import LinearOperator
 
     N = K.shape[0]
@@ -308,7 +322,7 @@ def algebraic_connectivity(B, *, dense_limit: int = _DENSE_NODES) -> float:
     return 1.0 / mu
 
 
-def block_spectrum_metrics(B) -> dict:
+def block_spectrum_metrics(B, *, _factors=None) -> dict:
     r"""Spectral metrics of one bipartite block given its kept biadjacency ``B`` (rows outputs, columns inputs).
 
     Returns a dict: ``algebraic_connectivity``; ``spectral_gap`` (:math:`\sigma_1 - \sigma_2` of the 0/1
@@ -343,7 +357,7 @@ def block_spectrum_metrics(B) -> dict:
                weighted_spectral_gap=np.nan)
     if Bu.nnz == 0:
         return {**out, "reason": "no edges"}
-    out["algebraic_connectivity"] = algebraic_connectivity(Bw)
+    out["algebraic_connectivity"] = algebraic_connectivity(Bw, _factors=_factors)
     su = _top_singular_values(Bu, 2)
     sw = _top_singular_values(Bw, 2)
     if su.size >= 2:
