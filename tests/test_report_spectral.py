@@ -95,3 +95,13 @@ def test_spectrum_metrics_match_numpy_svd_on_the_arpack_path():
     thin = np.eye(420, 380)  # one edge per node: average degree 1
     out = block_spectrum_metrics(thin)
     assert np.isnan(out["ramanujan_gap"]) and out["reason"] == "ramanujan gap undefined: average degree 1.00 < 3"
+
+
+def test_isolated_nodes_of_the_sparse_block_disconnect_it():
+    """A sparse block with an edgeless output node splits the dense block even when one input reaches the rest."""
+    W = np.ones((6, 1))
+    Bs = W.copy()
+    Bs[[1, 4]] = 0
+    r = block_spectral_similarity(W, Bs)
+    assert np.isinf(r["kappa"])
+    assert r["reason"] == "the sparse block has 3 connected components where the dense one has 1"

@@ -67,8 +67,11 @@ def density_figure(frames: dict):
         labels = [f"{_short(b)}\n{first.loc[b, 'layer']}" for b in blocks]
     else:
         labels = [_short(b) for b in blocks]
-    ax.set_xticks(x, labels, rotation=60 if n > 8 else 0, ha="right" if n > 8 else "center",
-                  fontsize=7 if n > 20 else 8)
+    if n > 60:  # too many names to read: block positions, names in the table
+        ax.set_xlabel("block (network order; names in the table)")
+    else:
+        ax.set_xticks(x, labels, rotation=60 if n > 8 else 0, ha="right" if n > 8 else "center",
+                      fontsize=7 if n > 20 else 8)
     ax.set_xlim(-0.6, n - 0.4)
     ax.set_ylabel("fraction of weights")
     ax.set_title("kept (light) and effective (dark) density per block", fontsize=10)

@@ -305,8 +305,10 @@ def report_page(rep, *, figures: bool = True, title: str = "Connectivity report"
         parts.append("<h2 id='plots'>Plots</h2>")
         parts.append(_img(density_figure({"masks": rep.frame}), "density per block",
                           "Kept (light) and effective (dark) density of every block."))
+        shown = "" if len(rep.frame) <= 24 else f" (the first 24 of {len(rep.frame)} blocks)"
         parts.append(_img(degree_figure(rep), "degree histograms per block",
-                          "Kept in-degree of each block's output nodes; red bars are nodes with no kept input."))
+                          f"Kept in-degree of each block's output nodes{shown}; red bars are nodes with no kept "
+                          "input."))
         if opts["spectral"]:
             blocks = pick_blocks(rep.frame, 3)
             parts.append(_img(spectra_figure({"pruned": rep}, blocks, view=opts["view"]), "spectra",

@@ -52,7 +52,8 @@ def _components(B: sp.csr_array, live: np.ndarray) -> tuple[int, np.ndarray]:
     if live.size == m + n:  # fast path: one row (or column) touching every column (row) joins everything
         per_row = np.diff(B.indptr)
         per_col = np.bincount(B.indices, minlength=n)
-        if per_row.max(initial=0) == n or per_col.max(initial=0) == m:
+        every = per_row.min(initial=0) > 0 and per_col.min(initial=0) > 0  # no isolated node
+        if every and (per_row.max() == n or per_col.max() == m):
             return 1, np.zeros(m + n, dtype=np.int32)
     A = _adjacency(B)
     if live.size < A.shape[0]:
