@@ -148,10 +148,9 @@ def pages(tmp_path_factory):
                               torch.nn.Linear(64, 10))
     G = graphprune.from_model(net, torch.randn(2, 20))
     cands = {m: graphprune.sparsify(G, m, density=0.03, seed=0) for m in ("spectral", "random", "magnitude")}
-    rep = graphprune.report(G, cands["random"])
-    p1 = rep.to_html(out / "report.html") and out / "report.html"
-    p2 = graphprune.compare(cands, G).to_html(out / "compare.html") and out / "compare.html"
-    return {"report": str(p1), "compare": str(p2), "dir": out}
+    graphprune.report(G, cands["random"]).to_html(out / "report.html")
+    graphprune.compare(cands, G).to_html(out / "compare.html")
+    return {"report": str(out / "report.html"), "compare": str(out / "compare.html"), "dir": out}
 
 
 @needs_chromium
