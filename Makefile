@@ -19,6 +19,16 @@ $(STAMP): pyproject.toml constraints.txt
 	    echo "Install it with: sudo apt-get install python3-graph-tool"; \
 	  fi; \
 	fi
+	@# Headless Chromium renders the report pages in tests/test_browser.py (skipped where it is missing).
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing chromium with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "chromium missing (not root or no apt-get): the browser tests of the report pages will be skipped."; \
+	    echo "Install it with: sudo apt-get install chromium"; \
+	  fi; \
+	fi
 	@if ! $(PY_SYSTEM) -c "import ensurepip" >/dev/null 2>&1 && [ "$$(id -u)" = "0" ]; then \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; fi
 	@test -x $(PY) || $(PY_SYSTEM) -m venv --system-site-packages $(VENV)

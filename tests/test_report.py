@@ -36,8 +36,84 @@ def test_report_dense_reference_metrics(lenet):
     rep = graphprune.report(lenet)
     assert np.allclose(rep.frame.kappa, 1.0)  # the dense graph against itself
     assert rep.summary["density"] == 1.0 and rep.summary["components"] == 1
-    assert rep.summary["log10_paths"] == pytest.approx(graphprune.analysis.count_paths(lenet))
     assert rep.frame.warnings.eq("").all()
+    assert list(rep.frame.layer) == ["Conv2d 1→6 5×5", "Conv2d 6→16 5×5", "Linear 400→120", "Linear 120→84",
+                                     "Linear 84→10"]
+
+
+def _tiny():
+    """Linear(2, 3) then Linear(3, 2), no bias, weights set by hand."""
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3, bias=False), torch.nn.Linear(3, 2, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 2.0], [3.0, -1.0], [0.5, 1.0]]))
+        net[1].weight.copy_(torch.tensor([[2.0, 1.0, 1.0], [-1.0, 4.0, 2.0]]))
+    return graphprune.from_model(net, torch.randn(1, 2))
+
+
+def test_report_paths_and_synflow_by_hand():
+    G = _tiny()
+    s = graphprune.report(G).summary
+    # dense: every input-hidden-output choice is a path, 2 * 3 * 2 = 12
+    assert s["log10_paths"] == pytest.approx(math.log10(12))
+    # SynFlow 1^T |W2| |W1| 1: |W1| 1 = (3, 4, 1.5); column sums of |W2| = (3, 5, 3) -> 9 + 20 + 4.5 = 33.5
+    assert s["log10_synflow"] == pytest.approx(math.log10(33.5))
+    masks = {"0.weight": torch.tensor([[True, False], [True, True], [False, False]]),
+             "1.weight": torch.tensor([[True, False, True], [False, True, True]])}
+    rep = graphprune.report(G, masks)
+    s = rep.summary
+    # hidden 0 has 1 input and 1 output: 1 path; hidden 1 has 2 inputs, 1 output: 2 paths; hidden 2 has no input
+    assert s["log10_paths"] == pytest.approx(math.log10(3))
+    # |w| products: 1*2 + (3 + 1)*4 = 18
+    assert s["log10_synflow"] == pytest.approx(math.log10(18))
+    f = rep.frame.set_index("block")
+    # the two kept edges out of hidden 2 are on no path: 2 of block 1's 4 are effective, all 3 of block 0's
+    assert (f.loc["0", "effective_kept"], f.loc["1", "effective_kept"]) == (3, 2)
+    assert s["effective_density"] == pytest.approx(5 / 12)
+    assert s["dead_neurons"] == 1 and s["sources"] == 1 and s["isolated"] == 0
+    assert f.loc["0", "dead_outputs"] == 1 and f.loc["1", "dead_inputs"] == 0
+
+
+def test_report_counts_match_independent_implementations(lenet):
+    import networkx as nx
+
+    masks = graphprune.sparsify(lenet, "random", sparsity=0.97, seed=1)
+    rep = graphprune.report(lenet, masks, spectral=False)
+    H = lenet.with_masks(masks)
+    eff = graphprune.analysis.effective_mask(H)  # the edge-array implementation, independent of the sweeps
+    f = rep.frame.set_index("block")
+    for b in H.weight_blocks:
+        assert f.loc[b.name, "effective_kept"] == int(eff[b.param].sum())
+    g = nx.Graph()
+    g.add_nodes_from(range(H.num_nodes))
+    for blk in H.blocks:
+        s, d = blk.edge_index()
+        keep = H.block_mask(blk).reshape(-1).numpy() if blk.is_weight else np.ones(s.size, dtype=bool)
+        g.add_edges_from(zip((s[keep] + H.node_offset(blk.src)).tolist(), (d[keep] + H.node_offset(blk.dst)).tolist()))
+    assert rep.summary["components"] == nx.number_connected_components(g)
+    assert rep.summary["isolated"] == sum(1 for v in g if g.degree(v) == 0)
+    st = graphprune.analysis.node_status(H)
+    assert rep.summary["sinks"] == int(st["sink"].sum()) and rep.summary["sources"] == int(st["source"].sum())
+
+
+def test_undefined_values_have_reasons(lenet, tmp_path):
+    masks = graphprune.sparsify(lenet, "random", sparsity=0.95, seed=0)
+    rep = graphprune.report(lenet, masks)
+    f = rep.frame.set_index("block")
+    # fc3 keeps 42 of 840 edges: its 84 inputs keep far fewer than 3 edges each on average
+    assert math.isnan(f.loc["fc3", "ramanujan_gap"])
+    assert f.loc["fc3", "na"]["ramanujan_gap"].startswith("average degree") and "< 3" in f.loc["fc3", "na"][
+        "ramanujan_gap"]
+    # conv1 has one input channel: the second singular value does not exist
+    assert math.isnan(f.loc["conv1", "spectral_gap"]) and f.loc["conv1", "na"]["spectral_gap"] == \
+        "one node on a side"
+    disconnected = f[np.isinf(f.kappa)]
+    assert len(disconnected) >= 1
+    for _, row in disconnected.iterrows():
+        assert row["na"]["kappa"].startswith("disconnected:") and row["na"]["epsilon"] == "κ = ∞"
+    md = rep.to_markdown()
+    assert "n/a (average degree" in md and "∞ (disconnected:" in md
+    page = rep.to_html(tmp_path / "r.html", figures=False)
+    assert 'class="na"' in page and "n/a<span class=\"why\">average degree" in page
 
 
 def test_report_exports_and_plot(lenet, tmp_path):
@@ -45,19 +121,56 @@ def test_report_exports_and_plot(lenet, tmp_path):
     data = json.loads(rep.to_json(tmp_path / "r.json"))
     assert data["summary"]["density"] == pytest.approx(0.2, abs=1e-3) and len(data["blocks"]) == 5
     md = rep.to_markdown(tmp_path / "r.md")
-    assert md.startswith("# Connectivity report") and "| conv1 |" in md
+    assert md.startswith("# Connectivity report") and "| `conv1` Conv2d 1→6 5×5 |" in md
     page = rep.to_html(tmp_path / "r.html")
-    assert "data:image/png;base64," in page and "<table>" in page and (tmp_path / "r.html").exists()
+    assert page.count("data:image/png;base64,") == 3 and "<table class=\"sortable blocks\">" in page
+    assert "<svg class=\"network\"" in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+    assert (tmp_path / "r.html").exists()
     fig = rep.plot()
     assert len(fig.axes) == 3
+    with pytest.raises(graphprune.errors.ParameterError, match="folder"):
+        rep.to_json(tmp_path / "missing" / "r.json")
 
 
-def test_compare_side_by_side(lenet):
+def test_compare_side_by_side(lenet, tmp_path):
     cands = {m: graphprune.sparsify(lenet, m, sparsity=0.95, seed=0) for m in ("spectral", "random", "magnitude")}
-    df = graphprune.compare(cands, lenet)
+    cmp = graphprune.compare(cands, lenet)
+    df = cmp.frame
     assert list(df.index) == ["spectral", "random", "magnitude"]
-    assert np.allclose(df.density, 0.05, atol=1e-3)
+    assert np.allclose(df.density, 0.05, atol=1e-3) and np.allclose(cmp.density, df.density)  # frame reachable
     assert {"effective_density", "log10_paths", "median_kappa", "collapsed_blocks"} <= set(df.columns)
+    for name, masks in cands.items():  # each row is that candidate's own report
+        assert df.loc[name, "effective_density"] == graphprune.report(lenet, masks).summary["effective_density"]
+    again = graphprune.compare(lenet, cands, spectral=False)  # graph-first order, like report and apply_masks
+    assert list(again.frame.index) == list(df.index)
+    page = cmp.to_html(tmp_path / "c.html")
+    assert page.count("<svg class=\"network\"") == 3 and "sortable compare" in page and "sortable perblock" in page
+    md = cmp.to_markdown()
+    assert "| spectral |" in md and "## Per-block density" in md
+    doc = json.loads(cmp.to_json())
+    assert doc["schema"] == "graphprune.comparison" and set(doc["candidates"]) == set(cands)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda G: graphprune.report("graph"), "The 'G' parameter of report must be a MultipartiteGraph"),
+    (lambda G: graphprune.report(G, [1, 2]), "The 'masks' parameter of report"),
+    (lambda G: graphprune.report(G, G), "pass it as the first argument"),
+    (lambda G: graphprune.report(G, view="bogus"), "The 'view' parameter of report"),
+    (lambda G: graphprune.report(G, spectral="yes"), "The 'spectral' parameter of report"),
+    (lambda G: graphprune.report(G, max_cut_edges=-1), "The 'max_cut_edges' parameter of report"),
+    (lambda G: graphprune.report(G, reference="dense"), "The 'reference' parameter of report"),
+    (lambda G: graphprune.compare([G.masks], G), "The 'candidates' parameter of compare must be a non-empty dict"),
+    (lambda G: graphprune.compare({}, G), "Got an empty dict instead"),
+    (lambda G: graphprune.compare({"a": G.masks}), "The 'G' parameter of compare is needed"),
+    (lambda G: graphprune.compare({"a": G.masks}, "graph"), "The 'G' parameter of compare must be a Multipartite"),
+    (lambda G: graphprune.compare({"a": 3}, G), "Candidate 'a' of compare"),
+])
+def test_report_and_compare_refuse_bad_input(call, match):
+    G = _tiny()
+    before = {k: v.clone() for k, v in G.masks.items()}
+    with pytest.raises(graphprune.errors.ParameterError, match=match):
+        call(G)
+    assert all(torch.equal(before[k], v) for k, v in G.masks.items())
 
 
 def test_cli_help_and_errors(capsys):
@@ -108,5 +221,6 @@ def test_report_counts_cut_vertices_and_bridges():
     G = graphprune.from_model(net, torch.randn(1, 1))
     s = graphprune.report(G).summary
     assert (s["articulation_points"], s["bridges"]) == (1, 2)  # a path of three nodes, by hand
+    assert (s["components"], s["log10_paths"]) == (1, 0.0)  # one path
     big = graphprune.report(G, max_cut_edges=1).summary
     assert big["bridges"] is None

@@ -11,7 +11,7 @@ from .global_ import (
     reachability,
 )
 from .local import degree_table, node_status, removable_edges
-from .report import ConnectivityReport, compare, report
+from .report import Comparison, ConnectivityReport, compare, report
 from .spectral import (
     algebraic_connectivity,
     block_spectral_similarity,
@@ -19,7 +19,7 @@ from .spectral import (
     spectral_similarity,
 )
 
-__all__ = ["report", "compare", "ConnectivityReport", "node_status", "degree_table", "removable_edges",
+__all__ = ["report", "compare", "ConnectivityReport", "Comparison", "node_status", "degree_table", "removable_edges",
            "reachability", "effective_mask", "effective_sparsity", "layer_collapse", "count_paths", "components",
            "articulation_points", "bridges", "spectral_similarity", "block_spectral_similarity",
            "algebraic_connectivity", "block_spectrum_metrics"]

@@ -1,0 +1,519 @@
+"""Connectivity reports as pages people read: a self-contained HTML page (styles, a small table sorter and every
+figure inlined, so it opens offline) and the same content in markdown.
+
+The page fits a window 1024 px wide and up: a summary with one-line meanings, the layered picture of the network,
+the per-block table (sortable; each header explains its column and the glossary gives the reference; undefined
+values read "n/a" with the reason), and figures sized to the page.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+import numpy as np
+
+from .glossary import block_columns, summary_items
+
+__all__ = ["report_page", "comparison_page", "report_markdown", "comparison_markdown"]
+
+esc = html.escape
+
+_CSS = """
+*{box-sizing:border-box}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;color:#1b1f24;
+ background:#f5f6f8}
+main{max-width:1480px;margin:0 auto;padding:18px 22px 40px}
+h1{font-size:24px;margin:0 0 2px}
+h2{font-size:18px;margin:30px 0 10px;padding-bottom:4px;border-bottom:1px solid #d8dce2}
+h3{font-size:15px;margin:16px 0 6px}
+p.lead{color:#444;margin:2px 0 12px}
+.hint{color:#666;font-size:12px;margin:4px 0 8px}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(175px,1fr));gap:8px}
+.card{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:7px 10px}
+.card .l{font-weight:600;font-size:13px}
+.card .v{font-size:19px;font-weight:650;margin:0}
+.card .m{color:#555;font-size:11.5px;line-height:1.3}
+.card.bad{border-color:#d62728;background:#fff4f4}
+.card.bad .v{color:#c0392b}
+.warnings{background:#fff4f4;border-left:4px solid #d62728;padding:8px 14px;margin:12px 0;border-radius:4px}
+.warnings ul{margin:4px 0;padding-left:18px}
+.ok{background:#f1f8f1;border-left:4px solid #2ca02c;padding:8px 14px;margin:12px 0;border-radius:4px}
+figure{margin:0 0 14px;background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:10px;max-width:100%}
+figure img{width:100%;height:auto;display:block}
+figcaption{color:#555;font-size:12px;margin-top:6px}
+.grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(460px,1fr));gap:12px}
+.tablewrap{max-width:100%;overflow-x:auto;background:#fff;border:1px solid #dde1e6;border-radius:8px}
+table{border-collapse:collapse;width:100%;font-size:12.5px}
+th{background:#eef1f5;text-align:right;padding:6px 5px;vertical-align:bottom;font-weight:600;cursor:pointer;
+ user-select:none;position:sticky;top:0}
+th.text,td.text{text-align:left}
+th a.q{color:#4c78a8;text-decoration:none;font-size:10px;margin-left:2px}
+th.asc::after{content:" ▲";font-size:9px}
+th.desc::after{content:" ▼";font-size:9px}
+td{padding:4px 5px;border-top:1px solid #eceef1;text-align:right;vertical-align:top;font-variant-numeric:tabular-nums}
+td code{font-size:12px}
+td.block{min-width:13em;max-width:24em}
+td.block code{overflow-wrap:anywhere;word-break:normal}
+td .sub{display:block;color:#667;font-size:11px;white-space:nowrap}
+td.na,td.inf{color:#888}
+td .why{display:block;font-size:10.5px;color:#8a8f98;line-height:1.25}
+td.warn{color:#b03a2e;font-size:11.5px;overflow-wrap:anywhere;min-width:80px}
+tr:hover td{background:#f7f9fc}
+dl.glossary{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:8px 14px;margin:0}
+dl.glossary dt{font-weight:650;margin-top:8px}
+dl.glossary dd{margin:1px 0 0 0;color:#333}
+dl.glossary .ref{color:#667;font-size:12px}
+details{margin:8px 0}
+summary{cursor:pointer;font-weight:600}
+footer{color:#777;font-size:12px;margin-top:30px}
+svg.network{display:block;background:#fff}
+"""
+
+_JS = """
+document.querySelectorAll('table.sortable').forEach(function(t){
+ t.querySelectorAll('thead th').forEach(function(th,i){
+  th.addEventListener('click',function(ev){
+   if(ev.target.tagName==='A')return;
+   var tb=t.tBodies[0],rows=Array.prototype.slice.call(tb.rows),asc=th.getAttribute('data-dir')!=='asc';
+   t.querySelectorAll('thead th').forEach(function(h){h.removeAttribute('data-dir');h.classList.remove('asc','desc')});
+   th.setAttribute('data-dir',asc?'asc':'desc');th.classList.add(asc?'asc':'desc');
+   rows.sort(function(a,b){
+    var x=a.cells[i].getAttribute('data-v'),y=b.cells[i].getAttribute('data-v');
+    var ex=(x===null||x===''),ey=(y===null||y==='');
+    if(ex||ey)return ex-ey;
+    var nx=parseFloat(x),ny=parseFloat(y);
+    var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:String(x).localeCompare(String(y));
+    return asc?c:-c;});
+   rows.forEach(function(r){tb.appendChild(r)});
+  });});});
+"""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# formatting
+# ---------------------------------------------------------------------------------------------------------------
+def _num(v, digits=4):
+    v = float(v)
+    if v == 0:
+        return "0"
+    if abs(v) >= 1e5 or abs(v) < 1e-3:
+        mant, ex = f"{v:.{digits - 2}e}".split("e")
+        return f"{mant}e{int(ex)}"
+    return f"{v:.{digits}g}"
+
+
+def _pct(v):
+    v = float(v)
+    if v == 0:
+        return "0%"
+    return f"{100 * v:#.3g}".rstrip(".") + "%"
+
+
+def _count(n):
+    """Compact count: 9,408; 36.9k; 1.18M; 7.00G."""
+    n = int(n)
+    for div, suf in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
+        if n >= div:
+            scale = 1e3 if suf == "k" else div
+            return f"{n / scale:.3g}{suf}"
+    return f"{n:,}"
+
+
+def _breakable(name):
+    """A module path that may wrap after its dots only."""
+    return esc(str(name)).replace(".", ".<wbr>")
+
+
+def _is_missing(v):
+    return v is None or (isinstance(v, (float, np.floating)) and not math.isfinite(v))
+
+
+def _fmt_value(v, fmt):
+    if fmt == "pct":
+        return _pct(v)
+    if fmt == "int":
+        return f"{int(v):,}"
+    if fmt == "bool":
+        return "yes" if v else "no"
+    return _num(v)
+
+
+def _cell(key, row, fmt, index):
+    """One ``<td>`` of the block table, with ``data-v`` for sorting and the reason for undefined values."""
+    na = row.get("na") or {}
+    if key == "block":
+        return (f'<td class="text block" data-v="{index}"><code>{_breakable(row["block"])}</code>'
+                f'<span class="sub">{esc(row["layer"])}</span></td>')
+    if key == "kept":
+        return (f'<td data-v="{row["kept"]}" title="{row["kept"]:,} of {row["total"]:,}">{_count(row["kept"])}'
+                f'<span class="sub">of {_count(row["total"])}</span></td>')
+    if key == "warnings":
+        text = row.get("warnings") or ""
+        return f'<td class="text warn" data-v="{esc(text)}">{esc(text)}</td>'
+    if key not in row:
+        return '<td class="na" data-v="">n/a<span class="why">not computed</span></td>'
+    v = row[key]
+    why = na.get(key, "")
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return f'<td class="na" data-v="" title="{esc(why)}">n/a<span class="why">{esc(why)}</span></td>'
+    if isinstance(v, (float, np.floating)) and math.isinf(v):
+        return (f'<td class="inf" data-v="Infinity" title="{esc(why)}">∞'
+                f'<span class="why">{esc(why)}</span></td>')
+    extra = f'<span class="why">{esc(why)}</span>' if why else ""
+    return f'<td data-v="{float(v)!r}">{_fmt_value(v, fmt)}{extra}</td>'
+
+
+def _th(col, extra_class=""):
+    cls = ("text " if col["format"] == "text" else "") + extra_class
+    tip = f'{col["meaning"]} Reference: {col["reference"]}'
+    return (f'<th class="{cls.strip()}" data-key="{esc(col["key"])}" title="{esc(tip)}">{esc(col["label"])}'
+            f'<a class="q" href="#g-{esc(col["key"])}" title="glossary: {esc(col["label"])}">?</a></th>')
+
+
+def _block_table(rep, cols):
+    present = [c for c in cols if c["key"] in ("block", "kept", "warnings") or c["key"] in rep.frame.columns]
+    head = "".join(_th(c) for c in present)
+    body = []
+    for i, row in enumerate(rep.frame.to_dict(orient="records")):
+        body.append("<tr>" + "".join(_cell(c["key"], row, c["format"], i) for c in present) + "</tr>")
+    return (f'<div class="tablewrap"><table class="sortable blocks"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _glossary(items_lists):
+    seen, out = set(), []
+    for title, items in items_lists:
+        out.append(f"<h3>{esc(title)}</h3><dl class='glossary'>")
+        for c in items:
+            gid = f"g-{c['key']}" if c["key"] not in seen else f"g-s-{c['key']}"
+            seen.add(c["key"])
+            link = f' <a href="{esc(c["url"])}">{esc(c["url"])}</a>' if c["url"] else ""
+            out.append(f'<dt id="{gid}">{esc(c["label"])} <code>{esc(c["key"])}</code></dt>'
+                       f'<dd>{esc(c["meaning"])}<div class="ref">{esc(c["reference"])}{link}</div></dd>')
+        out.append("</dl>")
+    return "".join(out)
+
+
+def _summary_value(key, s):
+    v = s.get(key)
+    if v is None:
+        return "n/a", "graph larger than max_cut_edges" if key in ("articulation_points", "bridges") else ""
+    if isinstance(v, float) and math.isinf(v):
+        return ("−∞" if v < 0 else "∞"), "input and output are disconnected" if key.startswith("log10") else ""
+    fmt = next(c["format"] for c in summary_items() if c["key"] == key)
+    return _fmt_value(v, fmt), ""
+
+
+def _cards(rep):
+    s = rep.summary
+    out = []
+    for c in summary_items():
+        v, why = _summary_value(c["key"], s)
+        bad = (c["key"] == "layer_collapse" and s.get("layer_collapse")) or \
+              (c["key"] == "log10_paths" and s.get("log10_paths") == -math.inf) or \
+              (c["key"] == "dead_neurons" and s.get("dead_neurons"))
+        why = f" ({esc(why)})" if why else ""
+        out.append(f'<div class="card{" bad" if bad else ""}" title="{esc(c["reference"])}">'
+                   f'<div class="l">{esc(c["label"])}</div><div class="v">{esc(v)}</div>'
+                   f'<div class="m">{esc(c["meaning"])}{why}</div></div>')
+    return f'<div class="cards">{"".join(out)}</div>'
+
+
+def _warnings(rep):
+    w = rep.summary["warnings"]
+    if not w:
+        return '<div class="ok">No layer collapse: every block keeps an effective edge and input reaches output.</div>'
+    items = "".join(f"<li>{esc(x)}</li>" for x in w[:40])
+    more = f"<li>… and {len(w) - 40} more</li>" if len(w) > 40 else ""
+    return f'<div class="warnings"><b>Warnings</b><ul>{items}{more}</ul></div>'
+
+
+_NETWORK_CAPTION = ("One column per layer of the partition graph (longest path from the input); each box is a "
+                    "partition of neurons or channels (number: nodes; red: dead nodes, on no input-output path). "
+                    "Solid edges are weight blocks, coloured by effective density and labelled with the kept "
+                    "density; dashed edges are residual additions and concatenations. Hover for names.")
+
+
+def _network(rep, title, legend=True, caption=True, max_height=None):
+    from .network import network_layout, network_legend, network_svg
+
+    svg = network_svg(network_layout(rep.graph, rep), title=title, max_height=max_height)
+    cap = f"<figcaption>{esc(_NETWORK_CAPTION)}</figcaption>" if caption else ""
+    return f'<figure class="network-figure">{svg}{network_legend() if legend else ""}{cap}</figure>'
+
+
+def _img(fig, alt, caption):
+    from .figures import figure_data_uri
+
+    return (f'<figure class="plot"><img alt="{esc(alt)}" src="{figure_data_uri(fig)}">'
+            f'<figcaption>{esc(caption)}</figcaption></figure>')
+
+
+def _partitions_table(rep):
+    cols = ["partition", "role", "kind", "size", "in_mean", "in_max", "out_mean", "out_max", "isolated", "sinks",
+            "sources", "dead"]
+    head = "".join(f'<th class="{"text" if c in ("partition", "role", "kind") else ""}">{c}</th>' for c in cols)
+    body = []
+    for r in rep.partitions.to_dict(orient="records"):
+        cells = []
+        for c in cols:
+            v = r[c]
+            if c in ("partition", "role", "kind"):
+                cells.append(f'<td class="text" data-v="{esc(str(v))}"><code>{esc(str(v))}</code></td>')
+            else:
+                cells.append(f'<td data-v="{float(v)!r}">{_num(v) if isinstance(v, float) else v}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<div class="tablewrap"><table class="sortable partitions"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _page(title, body):
+    import graphprune
+
+    version = getattr(graphprune, "__version__", "")
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>{esc(title)}</title><style>{_CSS}</style></head><body><main>{body}"
+            f"<footer>Written by graphprune {esc(version)}. Self-contained: styles, script and figures are inside "
+            f"this file.</footer></main><script>{_JS}</script></body></html>")
+
+
+def _describe(G):
+    nw = sum(b.num_edges for b in G.weight_blocks)
+    return (f"{len(G.partitions)} partitions ({G.num_nodes:,} nodes), {len(G.weight_blocks)} weight blocks, "
+            f"{nw:,} prunable weights")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# pages
+# ---------------------------------------------------------------------------------------------------------------
+def report_page(rep, *, figures: bool = True, title: str = "Connectivity report") -> str:
+    """The HTML page of one :class:`~graphprune.analysis.report.ConnectivityReport`."""
+    from .figures import degree_figure, density_figure, pick_blocks, spectra_figure
+
+    cols = block_columns()
+    opts = rep.options
+    parts = [f"<h1>{esc(title)}</h1><p class='lead'>{esc(_describe(rep.graph))}; spectral metrics "
+             f"{'in the ' + esc(opts['view']) + ' view' if opts['spectral'] else 'not computed'}.</p>",
+             "<h2 id='summary'>Summary</h2>", _cards(rep), _warnings(rep),
+             "<h2 id='network'>Network</h2>", _network(rep, "layered picture of the network"),
+             "<h2 id='blocks'>Blocks</h2><p class='hint'>One row per weight block. Click a header to sort; hover "
+             "it (or follow its ?) for what the column measures and its reference. n/a: the value is undefined, "
+             "with the reason under it.</p>", _block_table(rep, cols)]
+    if figures and len(rep.frame):
+        parts.append("<h2 id='plots'>Plots</h2>")
+        parts.append(_img(density_figure({"masks": rep.frame}), "density per block",
+                          "Kept (light) and effective (dark) density of every block."))
+        shown = "" if len(rep.frame) <= 24 else f" (the first 24 of {len(rep.frame)} blocks)"
+        parts.append(_img(degree_figure(rep), "degree histograms per block",
+                          f"Kept in-degree of each block's output nodes{shown}; red bars are nodes with no kept "
+                          "input."))
+        if opts["spectral"]:
+            blocks = pick_blocks(rep.frame, 3)
+            parts.append(_img(spectra_figure({"pruned": rep}, blocks, view=opts["view"]), "spectra",
+                              "Singular values of |W| of three blocks (the largest of the first, middle and last "
+                              "third of the network), dense against pruned, relative to the dense block's largest; "
+                              "numerical zeros (below 1e3 machine epsilon) are not drawn."))
+    parts.append("<h2 id='partitions'>Partitions</h2>")
+    parts.append(f"<details><summary>Degree statistics of the {len(rep.partitions)} partitions</summary>"
+                 f"{_partitions_table(rep)}</details>")
+    parts.append("<h2 id='glossary'>Glossary</h2>")
+    parts.append(_glossary([("Per-block columns", cols), ("Summary", summary_items())]))
+    return _page(title, "".join(parts))
+
+
+_COMPARE_COLS = ["density", "effective_density", "effective_sparsity", "log10_paths", "log10_synflow",
+                 "dead_neurons", "components", "collapsed_blocks", "median_kappa", "median_algebraic_connectivity"]
+_EXTRA = {
+    "collapsed_blocks": dict(key="collapsed_blocks", label="collapsed blocks", format="int",
+                             meaning="Blocks with no effective edge (layer collapse).",
+                             reference="H. Tanaka et al. NeurIPS 2020.", url=""),
+    "median_kappa": dict(key="median_kappa", label="median κ", format="num",
+                         meaning="Median over blocks of κ (1 is a perfect spectral copy; ∞ when most blocks are "
+                                 "disconnected).", reference="D. A. Spielman, S.-H. Teng. SIAM J. Comput. 2011.",
+                         url="https://doi.org/10.1137/08074489X"),
+    "median_algebraic_connectivity": dict(key="median_algebraic_connectivity", label="median λ₂", format="num",
+                                          meaning="Median over blocks of the algebraic connectivity.",
+                                          reference="M. Fiedler. Czechoslovak Math. J. 1973.",
+                                          url="https://doi.org/10.21136/CMJ.1973.101168"),
+}
+
+
+def _compare_columns(frame):
+    items = {c["key"]: c for c in summary_items()}
+    items.update(_EXTRA)
+    return [items[k] for k in _COMPARE_COLS if k in frame.columns]
+
+
+def comparison_page(cmp, *, figures: bool = True, title: str = "Comparison of sparsifiers") -> str:
+    """The HTML page of a :class:`~graphprune.analysis.report.Comparison`."""
+    from .figures import density_figure, pick_blocks, spectra_figure
+
+    reports = cmp.reports
+    first = next(iter(reports.values()))
+    cols = _compare_columns(cmp.frame)
+    head = ('<th class="text" data-key="candidate" title="The masks compared: the key given to compare() for each '
+            'sparsifier.">candidate</th>') + "".join(_th(c) for c in cols)
+    body = []
+    for i, (name, row) in enumerate(cmp.frame.to_dict(orient="index").items()):
+        cells = [f'<td class="text" data-v="{i}" style="white-space:nowrap"><b>{esc(str(name))}</b></td>']
+        for c in cols:
+            v = row.get(c["key"])
+            if _is_missing(v):
+                why = cmp.na.get(name, {}).get(c["key"], "")
+                sym = "−∞" if isinstance(v, float) and v == -math.inf else ("∞" if v == math.inf else "n/a")
+                dv = "-Infinity" if sym == "−∞" else ("Infinity" if sym == "∞" else "")
+                cells.append(f'<td class="na" data-v="{dv}" title="{esc(why)}">{sym}<span class="why">{esc(why)}'
+                             f'</span></td>')
+            else:
+                cells.append(f'<td data-v="{float(v)!r}">{_fmt_value(v, c["format"])}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    summary = (f'<div class="tablewrap"><table class="sortable compare"><thead><tr>{head}</tr></thead>'
+               f'<tbody>{"".join(body)}</tbody></table></div>')
+    # per-block densities side by side
+    names = list(reports)
+    bhead = ['<th class="text" data-key="block" title="The weight\'s module path, layer type and shape.">block'
+             '<a class="q" href="#g-block">?</a></th>']
+    for n in names:
+        bhead.append(f'<th data-key="density" title="Kept density of {esc(n)}: fraction of the block\'s weights '
+                     f'kept.">{esc(n)}<br>kept</th>')
+        bhead.append(f'<th data-key="effective_density" title="Effective density of {esc(n)}: kept and on an '
+                     f'input-output path (Vysogorets &amp; Kempe, JMLR 2023).">{esc(n)}<br>effective</th>')
+    frames = {n: r.frame.set_index("block") for n, r in reports.items()}
+    brows = []
+    for i, row in enumerate(first.frame.to_dict(orient="records")):
+        cells = [f'<td class="text block" data-v="{i}"><code>{_breakable(row["block"])}</code>'
+                 f'<span class="sub">{esc(row["layer"])}</span></td>']
+        for n in names:
+            f = frames[n].loc[row["block"]]
+            for k in ("density", "effective_density"):
+                style = ' style="color:#c0392b;font-weight:600"' if k == "effective_density" and f[k] == 0 else ""
+                cells.append(f'<td data-v="{float(f[k])!r}"{style}>{_pct(f[k])}</td>')
+        brows.append("<tr>" + "".join(cells) + "</tr>")
+    per_block = (f'<div class="tablewrap"><table class="sortable perblock"><thead><tr>{"".join(bhead)}</tr>'
+                 f'</thead><tbody>{"".join(brows)}</tbody></table></div>')
+    parts = [f"<h1>{esc(title)}</h1><p class='lead'>{len(names)} candidates on one network: "
+             f"{esc(_describe(first.graph))}.</p>",
+             "<h2 id='summary'>Summary</h2><p class='hint'>One row per candidate. Click a header to sort; hover it "
+             "for what it measures.</p>", summary]
+    warn = [(n, r.summary["warnings"]) for n, r in reports.items() if r.summary["warnings"]]
+    if warn:
+        items = "".join(f"<li><b>{esc(n)}</b>: {esc('; '.join(w[:6]))}{' …' if len(w) > 6 else ''}</li>"
+                        for n, w in warn)
+        parts.append(f'<div class="warnings"><b>Warnings</b><ul>{items}</ul></div>')
+    parts += ["<h2 id='blocks'>Per-block density</h2>", per_block]
+    if figures:
+        parts.append("<h2 id='plots'>Plots</h2>")
+        parts.append(_img(density_figure({n: r.frame for n, r in reports.items()}), "density per block",
+                          "Kept (light) and effective (dark) density per block, one colour per candidate."))
+        if first.options["spectral"]:
+            blocks = pick_blocks(first.frame, 3)
+            parts.append(_img(spectra_figure(reports, blocks, view=first.options["view"]), "spectra",
+                              "Singular values of |W| of three blocks (the largest of each third of the network) "
+                              "for every candidate against the dense network, relative to the dense block's largest; "
+                              "numerical zeros are not drawn."))
+    from .network import network_legend
+
+    parts.append(f"<h2 id='networks'>Networks</h2><p class='hint'>One picture per candidate: one column per layer "
+                 "of the partition graph, boxes are partitions (number: nodes, red: dead nodes), solid edges weight "
+                 "blocks coloured by effective density and labelled with the kept density, dashed edges residual "
+                 f"additions and concatenations. Hover for names.</p>{network_legend()}<div class='grid2'>")
+    for n, r in reports.items():
+        pic = _network(r, f"network pruned by {n}", legend=False, caption=False, max_height=300)
+        parts.append(f"<div><h3>{esc(n)}</h3>{pic}</div>")
+    parts.append("</div><h2 id='details'>Candidates in detail</h2>")
+    for n, r in reports.items():
+        parts.append(f"<details><summary>{esc(n)}: per-block table</summary>{_block_table(r, block_columns())}"
+                     "</details>")
+    parts.append("<h2 id='glossary'>Glossary</h2>")
+    parts.append(_glossary([("Summary", cols), ("Per-block columns", block_columns())]))
+    return _page(title, "".join(parts))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# markdown
+# ---------------------------------------------------------------------------------------------------------------
+def _md_cell(key, row, fmt):
+    if key == "block":
+        return f"`{row['block']}` {row['layer']}"
+    if key == "kept":
+        return f"{row['kept']:,} / {row['total']:,}"
+    if key == "warnings":
+        return row.get("warnings") or ""
+    if key not in row:
+        return "n/a (not computed)"
+    v = row[key]
+    why = (row.get("na") or {}).get(key, "")
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return f"n/a ({why})" if why else "n/a"
+    if isinstance(v, float) and math.isinf(v):
+        return f"∞ ({why})" if why else "∞"
+    return _fmt_value(v, fmt) + (f" ({why})" if why else "")
+
+
+def _md_table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
+    return out
+
+
+def _md_glossary(items):
+    return [f"- **{c['label']}** (`{c['key']}`): {c['meaning']} {c['reference']}"
+            + (f" <{c['url']}>" if c["url"] else "") for c in items]
+
+
+def report_markdown(rep, *, title="Connectivity report") -> str:
+    """The report page's content in markdown."""
+    cols = [c for c in block_columns() if c["key"] in ("block", "kept", "warnings") or c["key"] in rep.frame]
+    lines = [f"# {title}", "", _describe(rep.graph) + ".", "", "## Summary", ""]
+    for c in summary_items():
+        v, why = _summary_value(c["key"], rep.summary)
+        lines.append(f"- **{c['label']}**: {v}{f' ({why})' if why else ''}: {c['meaning']}")
+    lines.append("")
+    if rep.summary["warnings"]:
+        lines += ["## Warnings", ""] + [f"- WARNING: {w}" for w in rep.summary["warnings"]] + [""]
+    lines += ["## Network", ""]
+    from .network import network_layout
+
+    lay = network_layout(rep.graph, rep)
+    for p in lay["partitions"]:
+        marks = (f", {p['dead']} dead" if p["dead"] else "") + (f", {p['isolated']} isolated" if p["isolated"] else "")
+        lines.append(f"- column {p['column']}: `{p['name']}` ({p['role']}, {p['kind']}) {p['size']} nodes{marks}")
+    for e in lay["blocks"]:
+        if e["kind"] == "weight":
+            lines.append(f"  - `{e['src']}` → `{e['dst']}`: {e['name']} ({e['layer']}), kept {_pct(e['density'])}, "
+                         f"effective {_pct(e.get('effective_density', e['density']))}")
+        else:
+            lines.append(f"  - `{e['src']}` ⇢ `{e['dst']}`: {e['kind']}")
+    lines += ["", "## Blocks", ""]
+    rows = [[_md_cell(c["key"], r, c["format"]) for c in cols] for r in rep.frame.to_dict(orient="records")]
+    lines += _md_table([c["label"] for c in cols], rows)
+    lines += ["", "## Glossary", ""] + _md_glossary(cols) + _md_glossary(summary_items())
+    return "\n".join(lines) + "\n"
+
+
+def comparison_markdown(cmp, *, title="Comparison of sparsifiers") -> str:
+    """The comparison page's content in markdown."""
+    cols = _compare_columns(cmp.frame)
+    lines = [f"# {title}", "", "## Summary", ""]
+    rows = []
+    for name, row in cmp.frame.to_dict(orient="index").items():
+        rows.append([name] + ["n/a" if _is_missing(row.get(c["key"])) and not (
+            isinstance(row.get(c["key"]), float) and math.isinf(row[c["key"]]))
+            else ("−∞" if row[c["key"]] == -math.inf else "∞" if row[c["key"]] == math.inf
+                  else _fmt_value(row[c["key"]], c["format"])) for c in cols])
+    lines += _md_table(["candidate"] + [c["label"] for c in cols], rows)
+    names = list(cmp.reports)
+    first = cmp.reports[names[0]]
+    frames = {n: r.frame.set_index("block") for n, r in cmp.reports.items()}
+    lines += ["", "## Per-block density (kept / effective)", ""]
+    brows = [[f"`{b}` {layer}"] + [f"{_pct(frames[n].loc[b, 'density'])} / "
+                                   f"{_pct(frames[n].loc[b, 'effective_density'])}" for n in names]
+             for b, layer in zip(first.frame.block, first.frame.layer)]
+    lines += _md_table(["block"] + names, brows)
+    for n, r in cmp.reports.items():
+        if r.summary["warnings"]:
+            lines += ["", f"### Warnings: {n}", ""] + [f"- {w}" for w in r.summary["warnings"]]
+    lines += ["", "## Glossary", ""] + _md_glossary(cols)
+    return "\n".join(lines) + "\n"
