@@ -25,7 +25,7 @@ from torch.fx.node import map_aggregate
 from ..errors import ParameterError, TracingError, UnsupportedOperationError
 from ..graph import MultipartiteGraph
 from ._builder import Builder, Val
-from .adapters import ADAPTERS, find_adapter, register_adapter
+from .adapters import ADAPTERS, PASS_THROUGH, find_adapter, register_adapter
 from .coverage import left_out, prunable_weights
 from .rules import OP_RULES, register_op_rule
 from .trace import eval_mode, export_arguments, export_trace, fx_arguments, fx_trace, normalize_inputs, propagate
@@ -136,8 +136,8 @@ def from_model(model: nn.Module, example_inputs=None, *, leaf_modules=(), skip_u
     if tracer == "export":
         return _from_export(model, inputs, skip_unsupported, validate)
     try:
-        gm = fx_trace(model, lambda m: find_adapter(m) is not None or bool(leaf_modules and
-                                                                           isinstance(m, leaf_modules)))
+        gm = fx_trace(model, lambda m: find_adapter(m) is not None or isinstance(m, PASS_THROUGH) or bool(
+            leaf_modules and isinstance(m, leaf_modules)))
     except TracingError as fx_error:
         if tracer == "fx":
             raise

@@ -81,6 +81,7 @@ class Builder:
         self.masks: dict[str, torch.Tensor] = {}
         self.param_shapes: dict[str, tuple] = {}
         self._inputs: dict[tuple, str] = {}
+        self.buffer_names: set = set()  # raw values that come from buffers, not from the inputs
         self._canonical = {}
         self._tensors: dict[str, torch.Tensor] = {}
         for name, p in model.named_parameters():
@@ -132,7 +133,8 @@ class Builder:
         n = int(size if size is not None else v.shape[cdim])
         key = (v.raw, n, kind)
         if key not in self._inputs:
-            base = "input" if self.n_inputs == 1 or v.raw is None else v.raw
+            base = v.raw if v.raw in self.buffer_names else (
+                "input" if self.n_inputs == 1 or v.raw is None else v.raw)
             shape = (n,) if size is not None else tuple(v.shape[1:])
             self._inputs[key] = self.new_partition(base, n, kind=kind, shape=shape, role="input")
         return Val(self._inputs[key], cdim, v.shape)

@@ -89,6 +89,8 @@ def linear(b: Builder, path: str, name: str, weight: torch.Tensor, v: Val, out_s
     """A dense (out, in) weight applied to the last dimension of ``v``."""
     v = b.materialize(v, -1)
     if v.cdim % len(v.shape) != len(v.shape) - 1:
+        if v.grid is None and param_slice is None:
+            return token_mixing(b, path, name, weight, v, out_shape, "linear")
         raise UnsupportedOperationError(
             f"Linear '{path}' is applied to the last dim of shape {v.shape}, but the nodes of that tensor are on "
             f"dim {v.cdim}. Flatten or permute before the Linear layer."
@@ -97,6 +99,26 @@ def linear(b: Builder, path: str, name: str, weight: torch.Tensor, v: Val, out_s
     b.weight_block(out_name or path, v.part, out, name, weight, "linear", param_slice=param_slice,
                    edge_kind=edge_kind)
     return Val(out, len(out_shape) - 1, tuple(out_shape))
+
+
+def token_mixing(b, path, name, W, x, shape, layout):
+    """A Linear along a non-channel dim (MLP-Mixer's token mixing): a weight block between token partitions.
+
+    ``W`` maps ``T_in`` positions to ``T_out``. Every channel feeds every input token, every output token feeds
+    every output channel (identity edges), and output channel ``c`` gets an identity edge from input channel ``c``
+    (the mixing keeps channels apart)."""
+    t_in, t_out = (W.shape[1], W.shape[0]) if layout == "linear" else (W.shape[0], W.shape[1])
+    C = b.parts[x.part]["size"]
+    tin = b.new_partition(f"{path}.tokens_in", t_in, kind="token")
+    b.identity_block(f"{path}.tokens_in<-{x.part}", x.part, tin, np.repeat(np.arange(C), t_in),
+                     np.tile(np.arange(t_in), C))
+    tout = b.new_partition(f"{path}.tokens", t_out, kind="token")
+    b.weight_block(path, tin, tout, name, W, layout)
+    out = b.new_partition(path, C, kind="merge")
+    b.identity_block(f"{path}<-{x.part}", x.part, out, np.arange(C), np.arange(C))
+    b.identity_block(f"{path}<-tokens", tout, out, np.repeat(np.arange(t_out), C), np.tile(np.arange(C), t_out))
+    rank = len(shape)
+    return Val(out, x.cdim % rank if len(x.shape) == rank else x.cdim, shape)
 
 
 @register_adapter(nn.Linear)

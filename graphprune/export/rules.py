@@ -192,8 +192,9 @@ def elementwise(ctx, args, kwargs, shape):
     scores = [a for a in traced(args) + traced(kwargs) if isinstance(a, Scores)]
     if scores:
         return _on_scores(ctx, scores, vs, shape)
-    if is_shapes(shape) and len(vs) == 1:  # batch norm -> (out, mean, var); dropout -> (out, mask)
-        x = vs[0]
+    placed = [v for v in vs if v.part is not None]
+    if is_shapes(shape) and (len(vs) == 1 or len(placed) == 1):  # batch norm -> (out, mean, var); dropout
+        x = placed[0] if placed else vs[0]
         return tuple(_follow(b, ctx.name, x, s) if i == 0 else None for i, s in enumerate(shape))
     if not is_shape(shape):
         return None
@@ -229,7 +230,8 @@ def _generic(b, name, vs, shape):
     if len(placed) < len(vs):
         # raw inputs that broadcast (rotary cos/sin, a mask) modulate the traced tensor; a raw input of the output's
         # shape (x + input) joins it as an input partition
-        vs = [v for v in vs if v.part is not None or tuple(v.shape) == tuple(shape)]
+        vs = [v for v in vs if v.part is not None or (tuple(v.shape) == tuple(shape) and
+                                                      v.raw not in b.buffer_names)]
     if len(vs) == 1 or len({v.part for v in vs}) == 1:
         # one partition: several views of it (q * cos + rotate_half(q) * sin) keep the first one's layout; the
         # rotation mixes channels within a head, which the attention scores then connect all to all
@@ -285,29 +287,7 @@ def linear_rule(ctx, args, kwargs, shape):
     if not isinstance(x, Val):
         raise UnsupportedOperationError(f"Linear at {ctx.where} receives no traced input.")
     name, W = ctx.builder.param_from_ref(w)
-    if x.part is not None and x.grid is None and x.cdim % len(x.shape) != len(x.shape) - 1:
-        return token_mixing(ctx.builder, ctx.label, name, W, x, shape, "linear")
     return linear(ctx.builder, ctx.label, name, W, x, shape)
-
-
-def token_mixing(b, path, name, W, x, shape, layout):
-    """A Linear along a non-channel dim (MLP-Mixer's token mixing): a weight block between token partitions.
-
-    ``W`` maps ``T_in`` positions to ``T_out``. Every channel feeds every input token, every output token feeds
-    every output channel (identity edges), and output channel ``c`` gets an identity edge from input channel ``c``
-    (the mixing keeps channels apart)."""
-    t_in, t_out = (W.shape[1], W.shape[0]) if layout == "linear" else (W.shape[0], W.shape[1])
-    C = b.parts[x.part]["size"]
-    tin = b.new_partition(f"{path}.tokens_in", t_in, kind="token")
-    b.identity_block(f"{path}.tokens_in<-{x.part}", x.part, tin, np.repeat(np.arange(C), t_in),
-                     np.tile(np.arange(t_in), C))
-    tout = b.new_partition(f"{path}.tokens", t_out, kind="token")
-    b.weight_block(path, tin, tout, name, W, layout)
-    out = b.new_partition(path, C, kind="merge")
-    b.identity_block(f"{path}<-{x.part}", x.part, out, np.arange(C), np.arange(C))
-    b.identity_block(f"{path}<-tokens", tout, out, np.repeat(np.arange(t_out), C), np.tile(np.arange(C), t_out))
-    rank = len(shape)
-    return Val(out, x.cdim % rank if len(x.shape) == rank else x.cdim, shape)
 
 
 _CONVS = {"conv1d": 1, "conv2d": 2, "conv3d": 3}
@@ -349,6 +329,8 @@ def _x_at_w(ctx, x, w, shape):
     if W.dim() != 2:
         raise UnsupportedOperationError(f"Op '{ctx.op}' at {ctx.where} multiplies by a {W.dim()}-d parameter.")
     if x.part is not None and x.grid is None and x.cdim % len(x.shape) != len(x.shape) - 1:
+        from .adapters import token_mixing
+
         return token_mixing(b, ctx.label, name, W, x, shape, "embedding")
     if x.grid is not None:
         raise UnsupportedOperationError(
@@ -799,3 +781,56 @@ def _unsupported(ctx, args, kwargs, shape):
         f"@graphprune.export.register_op_rule({ctx.op!r}) (see graphprune.export.rules for the contract and "
         "examples)."
     )
+
+
+@register_op_rule("shifted_window_attention")
+def shifted_window_attention(ctx, args, kwargs, shape):
+    """torchvision's Swin window attention (a function fx does not trace into): the qkv projection, attention per
+    head with the relative-position bias (Swin V2's bias is computed by a small MLP, whose output channels, one
+    per head, feed their head's outputs through score edges), and the output projection. Window partition, the
+    cyclic shift and padding move tokens only."""
+    from .adapters import linear
+
+    names = ("input", "qkv_weight", "proj_weight", "relative_position_bias", "window_size", "num_heads")
+    x, qkv_w, proj_w, bias, _, heads = (arg(args, kwargs, i, k) for i, k in enumerate(names))
+    if not isinstance(x, Val) or not isinstance(qkv_w, ParamRef) or not isinstance(proj_w, ParamRef):
+        return _unsupported(ctx, args, kwargs, shape)
+    b = ctx.builder
+    name, W = b.param_from_ref(qkv_w)
+    C = W.shape[1]
+    qkv = linear(b, f"{ctx.label}.qkv", name, W, x, tuple(shape[:-1]) + (W.shape[0],))
+    hd = C // int(heads)
+    parts = []
+    for i in range(3):
+        grid = (i * C + np.arange(C)).reshape(int(heads), hd)
+        parts.append(Val(qkv.part, 1, (1, int(heads), 1, hd), grid=grid, gdims=(1, 3)))
+    bias = (bias,) if _placed(bias) else ()
+    att = b.attention(f"{ctx.label}.attention", parts[0], parts[1], parts[2], -1, -1, (1, int(heads), 1, hd), bias)
+    merged = b.reshape(f"{ctx.label}.heads", att, (1, 1, C))
+    name, W = b.param_from_ref(proj_w)
+    out = linear(b, f"{ctx.label}.proj", name, W, merged, (1, 1, W.shape[0]))
+    return Val(out.part, len(shape) - 1, shape)
+
+
+@register_op_rule("_patch_merging_pad")
+def patch_merging_pad(ctx, args, kwargs, shape):
+    """torchvision's Swin patch merging: ``(B, H, W, C) -> (B, H/2, W/2, 4C)``, the concatenation of the four
+    2x2 offsets. A space-to-channel merge: output node ``k * C + c`` gets an identity edge from channel ``c``."""
+    x = args[0] if args else kwargs.get("x")
+    if not _placed(x) or x.grid is not None or x.cdim % len(x.shape) != len(x.shape) - 1:
+        return _unsupported(ctx, args, kwargs, shape)
+    C = x.shape[-1]
+    k = shape[-1] // C
+    return ctx.builder.select(ctx.name, x, np.tile(np.arange(C), k), shape, len(shape) - 1)
+
+
+@register_op_rule("_get_relative_position_bias")
+def relative_position_bias(ctx, args, kwargs, shape):
+    """torchvision's Swin bias lookup ``table (N, heads) -> (1, heads, T, T)``: a computed table (Swin V2's MLP)
+    keeps its channels, now on dim 1; a parameter table is no edge (it is not a prunable weight)."""
+    x = args[0] if args else None
+    if not _placed(x):
+        return None
+    if x.grid is not None or x.cdim % len(x.shape) != len(x.shape) - 1 or shape[1] != x.shape[-1]:
+        return _unsupported(ctx, args, kwargs, shape)
+    return Val(x.part, 1, shape)

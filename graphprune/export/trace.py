@@ -178,6 +178,7 @@ class _Shapes(torch.fx.Interpreter):
     def __init__(self, gm, model_name):
         super().__init__(gm)
         self.model_name = model_name
+        self.extra_traceback = False  # our message already names the node
 
     def run_node(self, n):
         try:

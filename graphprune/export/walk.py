@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 import torch.fx
+from torch import nn
 
 from ..errors import TracingError, UnsupportedModuleError, UnsupportedOperationError
-from ._builder import Builder, ParamRef, Stat, Val
+from ._builder import Builder, ParamRef, Scores, Stat, Val
 from .adapters import PASS_THROUGH, find_adapter
-from .rules import OpContext, _generic, _unsupported, find_op_rule, is_shape, no_features, op_name, traced, vals
+from .rules import OpContext, _generic, _on_scores, _unsupported, find_op_rule, is_shape, no_features, op_name, traced, vals
 from .trace import module_path
 
 __all__ = ["walk_graph", "check_modules"]
@@ -43,6 +44,7 @@ class Walk:
         self.skip = skip
         self.env = {}
         self.touched: dict[str, set] = {}  # parameter (get_attr target) -> ops that consumed it
+        self.param_ids = {id(p) for p in model.parameters()}
 
     def run(self):
         outputs = []
@@ -56,7 +58,13 @@ class Walk:
                 obj = self.gm
                 for part in node.target.split("."):
                     obj = getattr(obj, part)
-                self.env[node] = ParamRef(node.target, obj) if isinstance(obj, torch.Tensor) else None
+                if isinstance(obj, nn.Parameter) or (isinstance(obj, torch.Tensor) and id(obj) in self.param_ids):
+                    self.env[node] = ParamRef(node.target, obj)
+                elif isinstance(obj, torch.Tensor):  # a buffer: a constant input (masks, position tables)
+                    self.b.buffer_names.add(node.target)
+                    self.env[node] = Val(None, -1, tuple(obj.shape), raw=node.target)
+                else:
+                    self.env[node] = None
             elif node.op == "call_module":
                 self.env[node] = self.module(node, args, kwargs, shape)
             elif node.op in ("call_function", "call_method"):
@@ -78,6 +86,10 @@ class Walk:
         if adapter is not None:
             return adapter(self.b, node.target, m, inputs, shape)
         if isinstance(m, PASS_THROUGH) or not _has_params(m):
+            scores = [a for a in traced(args) + traced(kwargs) if isinstance(a, Scores)]
+            if scores:  # softmax, dropout modules on attention scores
+                ctx = OpContext(self.b, node, module_path(node), type(m).__name__)
+                return _on_scores(ctx, scores, inputs, shape)
             if not is_shape(shape) or not inputs:
                 stats = [a for a in traced(args) if isinstance(a, Stat)]
                 return Stat(shape) if stats and is_shape(shape) else None
