@@ -451,7 +451,7 @@ def reduction(ctx, args, kwargs, shape):
 @register_op_rule("argmax", "argmin", "new_zeros", "new_ones", "new_empty", "new_full", "zeros_like", "ones_like",
                   "empty_like", "full_like", "rand_like", "randn_like", "size", "dim", "numel", "sym_size",
                   "sym_numel", "_local_scalar_dense", "item", "tolist", "nonzero", "eq_", "all", "any", "isnan",
-                  "isinf", "isfinite", "argsort", "cumsum", "topk_indices")
+                  "isinf", "isfinite", "argsort", "topk_indices")
 def no_features(ctx, args, kwargs, shape):
     """Ops whose output carries no feature of their input (new tensors, indices, sizes)."""
     return None
