@@ -65,8 +65,9 @@ def _timm(name):
     if name == "deit":
         return timm.create_model("deit_tiny_patch16_224", **small), x
     if name == "swin":
-        return timm.create_model("swin_tiny_patch4_window7_224", img_size=64, patch_size=4, window_size=4,
-                                 embed_dim=16, depths=(1, 1), num_heads=(2, 4), num_classes=10), torch.randn(1, 3, 64, 64)
+        model = timm.create_model("swin_tiny_patch4_window7_224", img_size=64, patch_size=4, window_size=4,
+                                  embed_dim=16, depths=(1, 1), num_heads=(2, 4), num_classes=10)
+        return model, torch.randn(1, 3, 64, 64)
     if name == "mixer":
         from timm.models.mlp_mixer import MlpMixer
 
@@ -107,7 +108,7 @@ def build(key):
     torch.manual_seed(0)
     model, x = fn(name)
     with torch.no_grad():  # zero-initialised heads (timm) have no spectrum to preserve: give them random values
-        for n, p in model.named_parameters():
+        for p in model.parameters():
             if p.dim() >= 2 and not bool(p.any()):
                 p.normal_(0, 0.02)
     return model, x  # in its default (training) mode: fx traces training-only branches (inception's AuxLogits)

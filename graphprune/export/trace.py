@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 import torch.fx
 from torch import nn
-from torch.fx.node import map_aggregate
 
 from ..errors import ParameterError, TracingError
 
@@ -187,10 +186,13 @@ class _Shapes(torch.fx.Interpreter):
             raise
         except Exception as exc:
             where = module_path(n)
-            target = getattr(n.target, "__name__", str(n.target))
+            if n.op == "call_module":
+                at = f"module '{where}' ({type(self.module.get_submodule(where)).__name__})"
+            else:
+                target = getattr(n.target, "__name__", str(n.target))
+                at = f"{'module ' + repr(where) if where else 'the root forward'} at op '{target}' (node '{n.name}')"
             raise TracingError(
-                f"{cause(exc)}. This happened while running {self.model_name} on the example inputs, in "
-                f"{'module ' + repr(where) if where else 'the root forward'} at op '{target}' (node '{n.name}'). "
+                f"{cause(exc)}. This happened while running {self.model_name} on the example inputs, in {at}. "
                 "Give example inputs of the shape, dtype and device the model expects."
             ) from exc
         n.meta["gp_shape"] = _shapes(result)

@@ -9,7 +9,18 @@ from torch import nn
 from ..errors import TracingError, UnsupportedModuleError, UnsupportedOperationError
 from ._builder import Builder, ParamRef, Scores, Stat, Val
 from .adapters import PASS_THROUGH, find_adapter
-from .rules import OpContext, _generic, _on_scores, _unsupported, find_op_rule, is_shape, no_features, op_name, traced, vals
+from .rules import (
+    OpContext,
+    _generic,
+    _on_scores,
+    _unsupported,
+    find_op_rule,
+    is_shape,
+    no_features,
+    op_name,
+    traced,
+    vals,
+)
 from .trace import module_path
 
 __all__ = ["walk_graph", "check_modules"]

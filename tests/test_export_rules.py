@@ -1,0 +1,151 @@
+"""Export errors name the real cause; the op-rule registry; the graph checks a parameter's elements exactly."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import graphprune
+from graphprune.errors import GraphValidationError, ParameterError, TracingError, UnsupportedOperationError
+from graphprune.export import OP_RULES, register_op_rule
+from graphprune.graph import Block, MultipartiteGraph, Partition
+
+
+def _mlp():
+    return nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+
+
+@pytest.mark.parametrize("x, cause", [(torch.randn(1, 5), "mat1 and mat2 shapes cannot be multiplied"),
+                                      (torch.randn(1, 4).double(), "must have the same dtype")])
+def test_bad_example_inputs_give_torch_message_first_and_nothing_on_stderr(x, cause, capfd):
+    with pytest.raises(TracingError) as info:
+        graphprune.from_model(_mlp(), x)
+    msg = str(info.value)
+    assert msg.startswith("RuntimeError: ") and cause in msg.splitlines()[0]
+    assert "module '0' (Linear)" in msg and "example inputs" in msg
+    assert "check the shapes" not in msg.lower()
+    assert capfd.readouterr().err == ""  # no ShapeProp traceback printed
+
+
+def test_meta_model_is_refused_with_the_fix():
+    with torch.device("meta"):
+        net = _mlp()
+    with pytest.raises(ParameterError, match=r"meta device.*to_empty"):
+        graphprune.from_model(net, torch.randn(1, 4))
+
+
+def test_empty_and_weightless_models():
+    with pytest.raises(ParameterError, match="has no parameters"):
+        graphprune.from_model(nn.Sequential(), torch.randn(1, 4))
+    with pytest.raises(TracingError, match="no weight the exporter turned into edges") as info:
+        graphprune.from_model(nn.Sequential(nn.LayerNorm(4)), torch.randn(1, 4))
+    assert "return the output tensors" not in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs, param", [(dict(leaf_modules=5), "leaf_modules"),
+                                           (dict(leaf_modules=("bogus",)), "leaf_modules"),
+                                           (dict(tracer="bogus"), "tracer"),
+                                           (dict(validate="yes"), "validate")])
+@pytest.mark.parametrize("root_adapter", [False, True])
+def test_bad_options_name_the_parameter_and_allowed_values(kwargs, param, root_adapter):
+    if root_adapter:  # the root has an adapter: checked all the same
+        net = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 1,
+                                    enable_nested_tensor=False)
+        x = torch.randn(1, 3, 8)
+    else:
+        net, x = _mlp(), torch.randn(1, 4)
+    with pytest.raises(ParameterError, match=f"'{param}' parameter of from_model") as info:
+        graphprune.from_model(net, x, **kwargs)
+    allowed = {"leaf_modules": "torch.nn.Module subclasses", "tracer": "'auto', 'fx', 'export'",
+               "validate": "bool"}[param]
+    assert allowed in str(info.value)
+
+
+class _Cumsum(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.b(torch.cumsum(self.a(x), dim=0))  # along the batch: channels kept
+
+
+def test_op_with_no_rule_names_op_module_shapes_and_how_to_register():
+    with pytest.raises(UnsupportedOperationError) as info:
+        graphprune.from_model(_Cumsum(), torch.randn(3, 4))
+    msg = str(info.value)
+    assert "'cumsum'" in msg and "(3, 4)" in msg and "register_op_rule('cumsum')" in msg
+
+
+def test_registered_op_rule_is_used():
+    calls = []
+
+    @register_op_rule("cumsum")
+    def _cumsum(ctx, args, kwargs, shape):
+        calls.append(ctx.op)
+        return OP_RULES["relu"](ctx, args, kwargs, shape)  # keeps the channel dim: elementwise
+
+    try:
+        G = graphprune.from_model(_Cumsum(), torch.randn(3, 4))
+    finally:
+        del OP_RULES["cumsum"]
+    assert calls == ["cumsum"]
+    assert G.block("b").src == "a" and G.num_weight_edges == 16 + 8
+    with pytest.raises(ParameterError, match="op names"):
+        register_op_rule(5)
+
+
+def test_an_op_whose_output_cannot_be_followed_is_an_error_not_a_none():
+    class Picks(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(self.a(x).new_zeros(x.shape) + self.a(x)[:, [0, 1, 2, 3]])
+
+    with pytest.raises(UnsupportedOperationError, match="channel dim"):
+        graphprune.from_model(Picks(), torch.randn(1, 4))
+
+
+def _graph(weight, **block):
+    parts = [Partition("input", weight.shape[1], role="input"), Partition("out", weight.shape[0], role="output")]
+    b = Block("fc", "input", "out", param="fc.weight", weight=weight, **block)
+    return parts, b
+
+
+def test_validate_checks_a_parameter_is_accounted_for_exactly():
+    W = torch.randn(4, 4)
+    parts, b = _graph(W)
+    assert MultipartiteGraph(parts, [b]).validate() == []
+    parts, b = _graph(W.t())  # an adapter transposing a square weight: masks would land on the wrong elements
+    with pytest.raises(GraphValidationError, match="transposed view"):
+        MultipartiteGraph(parts, [b], param_shapes={"fc.weight": (4, 4)}).validate()
+    # rows 0:2 only of a (4, 4) parameter
+    parts = [Partition("input", 4, role="input"), Partition("out", 2, role="output")]
+    half = Block("fc", "input", "out", param="fc.weight", weight=W[:2], param_slice=(0, 2))
+    with pytest.raises(GraphValidationError, match=r"not each of its 4 rows exactly once"):
+        MultipartiteGraph(parts, [half], param_shapes={"fc.weight": (4, 4)}).validate()
+    parts = [Partition("input", 4, role="input"), Partition("q", 2), Partition("k", 2, role="output")]
+    q = Block("q", "input", "q", param="fc.weight", weight=W[:2], param_slice=(0, 2))
+    k = Block("k", "input", "k", param="fc.weight", weight=W[2:], param_slice=(2, 4))
+    G = MultipartiteGraph(parts, [q, k], param_shapes={"fc.weight": (4, 4)})
+    assert G.validate(allow_dangling=True) == []
+
+
+def test_keyword_inputs_and_positional_tuple_agree():
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 3), nn.Linear(5, 3)
+
+        def forward(self, x, y=None):
+            return self.a(x) + self.b(y)
+
+    x, y = torch.randn(1, 4), torch.randn(1, 5)
+    net = Two()
+    G1 = graphprune.from_model(net, (x, y))
+    G2 = graphprune.from_model(net, {"x": x, "y": y})
+    assert [p.size for p in G1.partitions] == [p.size for p in G2.partitions]
+    assert np.allclose(G1.adjacency().toarray(), G2.adjacency().toarray())
