@@ -264,3 +264,69 @@ def test_training_only_branch_left_out_in_eval_mode_is_named():
         G = graphprune.from_model(model, x)
     assert set(G.left_out) == {"AuxLogits.conv0.conv.weight", "AuxLogits.conv1.conv.weight", "AuxLogits.fc.weight"}
     assert "AuxLogits.fc.weight: not used" in G.summary()
+
+
+def _autograd_feeds(model, x, src_module, dst_module):
+    """{dst input channel: set of src output channels it depends on}, by autograd (summed over positions)."""
+    acts = {}
+
+    def keep_out(module, inputs, out):
+        out.retain_grad()
+        acts["src"] = out
+
+    def keep_in(module, inputs):
+        acts["dst"] = inputs[0]
+
+    h1 = src_module.register_forward_hook(keep_out)
+    h2 = dst_module.register_forward_pre_hook(keep_in)
+    try:
+        model.eval()
+        model(**x) if isinstance(x, dict) else model(x)
+    finally:
+        h1.remove()
+        h2.remove()
+    feeds = {}
+    n = acts["dst"].shape[-1]
+    for j in range(n):
+        acts["src"].grad = None
+        acts["dst"][..., j].sum().backward(retain_graph=True)
+        g = acts["src"].grad.abs().reshape(-1, acts["src"].shape[-1]).sum(0)
+        feeds[j] = set(torch.nonzero(g > 0).flatten().tolist())
+    return feeds
+
+
+def _graph_feeds(G, src_part, dst_part):
+    feeds = {}
+    for b in G.blocks:
+        if b.src == src_part and b.dst == dst_part:
+            for s, d in zip(*b.edge_index()):
+                feeds.setdefault(int(d), set()).add(int(s))
+    return feeds
+
+
+@pytest.mark.parametrize("key, attn, src, dst", [
+    ("hf-llama", "model.layers.1.self_attn", "k_proj", "o_proj"),
+    ("hf-llama", "model.layers.1.self_attn", "q_proj", "o_proj"),
+    ("hf-llama", "model.layers.1.self_attn", "v_proj", "o_proj"),
+    ("hf-qwen2", "model.layers.0.self_attn", "k_proj", "o_proj"),
+    ("hf-bert", "encoder.layer.0.attention", "self.key", "output.dense"),
+    ("hf-bert", "encoder.layer.0.attention", "self.value", "output.dense"),
+    ("timm-vit", "blocks.0.attn", "qkv", "proj"),
+    ("timm-swin", "layers.0.blocks.0.attn", "qkv", "proj"),
+    ("hf-clip_text", "encoder.layers.0.self_attn", "k_proj", "out_proj"),
+])
+def test_attention_edges_match_autograd_dependencies(key, attn, src, dst):
+    """Edges into an attention's output projection are exactly the channels it depends on (rotary, grouped-query
+    and packed-qkv attention included)."""
+    model, x = build(key)
+    torch.manual_seed(1)
+    with torch.no_grad():  # break the symmetry of constant initialisations (zero biases, unit norms)
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    G = graphprune.from_model(model, x)
+    src_m, dst_m = model.get_submodule(f"{attn}.{src}"), model.get_submodule(f"{attn}.{dst}")
+    src_part = G.blocks_of(f"{attn}.{src}.weight")[0].dst
+    dst_part = G.blocks_of(f"{attn}.{dst}.weight")[0].src
+    want = _autograd_feeds(model, x, src_m, dst_m)
+    got = _graph_feeds(G, src_part, dst_part)
+    assert {j: got.get(j, set()) for j in want} == want
