@@ -330,3 +330,15 @@ def test_attention_edges_match_autograd_dependencies(key, attn, src, dst):
     want = _autograd_feeds(model, x, src_m, dst_m)
     got = _graph_feeds(G, src_part, dst_part)
     assert {j: got.get(j, set()) for j in want} == want
+
+
+def test_detection_model_names_its_data_dependent_flow_and_its_backbone_exports(capfd):
+    tv = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = tv.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None)
+    with pytest.raises(graphprune.errors.TracingError, match=r"data-dependent control flow.*model\.backbone"):
+        graphprune.from_model(model, ([torch.randn(3, 320, 320)],))
+    assert capfd.readouterr().err == ""  # torch.export's partial graph is not printed
+    G = graphprune.from_model(model.backbone, torch.randn(1, 3, 320, 320))
+    want = expected_weights(model.backbone)
+    assert G.left_out == {} and set(G.params) == set(want)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
 from dataclasses import dataclass
 
 import torch
 import torch.fx
 from torch import nn
+from torch.fx.node import map_aggregate
 
 from ..errors import ParameterError, TracingError
 
@@ -29,7 +31,10 @@ class Inputs:
 
     @property
     def tensors(self) -> list:
-        return [v for v in list(self.args) + list(self.kwargs.values()) if isinstance(v, torch.Tensor)]
+        out = []
+        map_aggregate(list(self.args) + list(self.kwargs.values()),
+                      lambda v: out.append(v) if isinstance(v, torch.Tensor) else None)
+        return out
 
 
 def normalize_inputs(model: nn.Module, example_inputs, kwargs: dict) -> Inputs:
@@ -49,14 +54,21 @@ def normalize_inputs(model: nn.Module, example_inputs, kwargs: dict) -> Inputs:
         )
     kw.update(kwargs)
     inputs = Inputs(args, kw)
-    bad = [type(v).__name__ for v in args if not isinstance(v, torch.Tensor)]
+    bad = [type(v).__name__ for v in args if not _tensors_only(v)]
     if not inputs.tensors or bad:
         raise ParameterError(
             "The 'example_inputs' parameter of from_model must hold at least one tensor, and its positional "
-            f"entries must all be tensors. Got {type(example_inputs).__name__} "
+            f"entries must all be tensors (or lists of tensors). Got {type(example_inputs).__name__} "
             f"({', '.join(bad) or 'no tensor'}) instead."
         )
     return inputs
+
+
+def _tensors_only(v) -> bool:
+    """A tensor, or a (nested) list/tuple of tensors (a detection model's list of images)."""
+    if isinstance(v, torch.Tensor):
+        return True
+    return isinstance(v, (tuple, list)) and bool(v) and all(_tensors_only(x) for x in v)
 
 
 @contextlib.contextmanager
@@ -116,18 +128,21 @@ def fx_trace(model: nn.Module, is_leaf) -> torch.fx.GraphModule:
 
 def export_trace(model: nn.Module, inputs: Inputs) -> torch.fx.GraphModule:
     """``torch.export.export`` in eval mode; the result's placeholders are the flattened inputs."""
-    try:
-        with eval_mode(model):
+    try:  # torch.export prints the partial graph of a failed export on stderr: keep it for the message only
+        with eval_mode(model), contextlib.redirect_stderr(io.StringIO()):
             ep = torch.export.export(model, tuple(inputs.args), kwargs=dict(inputs.kwargs) or None, strict=False)
     except Exception as exc:  # export raises many types; name the cause and the usual fixes
-        hint = ""
-        text = str(exc)
-        if "Cache" in text or "cache" in text:
+        text = f"{type(exc).__name__} {exc}"
+        if "DataDependent" in text or "data-dependent" in text:
+            hint = (" The forward has data-dependent control flow (shapes or branches that depend on values, such "
+                    "as a detector's box filtering); export the part with a fixed dataflow instead, e.g. "
+                    "from_model(model.backbone, images).")
+        elif "Cache" in text or "cache" in text:
             hint = " The model returns a key/value cache: pass use_cache=False in the inputs."
-        raise TracingError(
-            f"torch.export could not export {type(model).__name__}: {cause(exc)}.{hint} Check that the example "
-            "inputs are what the model's forward takes (a dict for keyword inputs such as input_ids)."
-        ) from exc
+        else:
+            hint = (" Check that the example inputs are what the model's forward takes (a dict for keyword inputs "
+                    "such as input_ids).")
+        raise TracingError(f"torch.export could not export {type(model).__name__}: {cause(exc)}.{hint}") from exc
     return ep.module()
 
 
