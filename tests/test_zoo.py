@@ -342,3 +342,15 @@ def test_detection_model_names_its_data_dependent_flow_and_its_backbone_exports(
     G = graphprune.from_model(model.backbone, torch.randn(1, 3, 320, 320))
     want = expected_weights(model.backbone)
     assert G.left_out == {} and set(G.params) == set(want)
+
+
+@pytest.mark.parametrize("key", ["timm-vit", "timm-deit", "timm-mixer", "timm-swin", "tv-swin_v2"])
+def test_fx_and_torch_export_give_the_same_graph(key):
+    """Two tracers, two code paths (fx keeps layers and torchvision's window attention whole; torch.export gives
+    ATen ops): the same graph."""
+    model, x = build(key)
+    a = graphprune.from_model(model, x, tracer="fx")
+    b = graphprune.from_model(model, x, tracer="export")
+    assert sorted(a.params) == sorted(b.params) and b.left_out == {}
+    assert [p.size for p in a.partitions] == [p.size for p in b.partitions]
+    assert np.allclose(a.adjacency().toarray(), b.adjacency().toarray())
