@@ -149,3 +149,102 @@ def test_keyword_inputs_and_positional_tuple_agree():
     G2 = graphprune.from_model(net, {"x": x, "y": y})
     assert [p.size for p in G1.partitions] == [p.size for p in G2.partitions]
     assert np.allclose(G1.adjacency().toarray(), G2.adjacency().toarray())
+
+
+def _reach(G, src, dst):
+    """Boolean (n_dst, n_src) matrix: which nodes of partition ``src`` reach which of ``dst`` through identity
+    blocks only (a hand-rolled path composition, independent of the exporter)."""
+    sizes = {p.name: p.size for p in G.partitions}
+    reach = {src: np.eye(sizes[src], dtype=bool)}
+    for p in G.partitions:  # partitions are in topological order
+        for b in G.blocks:
+            if b.kind == "identity" and b.dst == p.name and b.src in reach:
+                M = np.zeros((sizes[p.name], sizes[b.src]), dtype=bool)
+                s, d = b.edge_index()
+                M[d, s] = True
+                acc = (M.astype(int) @ reach[b.src].astype(int)) > 0
+                reach[p.name] = reach.get(p.name, np.zeros_like(acc)) | acc
+    return reach.get(dst, np.zeros((sizes[dst], sizes[src]), dtype=bool))
+
+
+class _SpaceToChannel(nn.Module):
+    """Swin-style patch merging written as views: (B, C, H, W) -> (B, H/2, W/2, 4C) -> Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 1)
+        self.b = nn.Linear(16, 5)
+
+    def forward(self, x):
+        y = self.a(x).permute(0, 2, 3, 1)  # B, H, W, C
+        B, H, W, C = y.shape
+        y = y.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).reshape(B, H // 2, W // 2, 4 * C)
+        return self.b(y)
+
+
+def test_space_to_channel_view_matches_autograd():
+    torch.manual_seed(0)
+    net, x = _SpaceToChannel(), torch.randn(1, 3, 4, 4)
+    G = graphprune.from_model(net, x)
+    merged = G.block("b").src
+    assert G.partition(merged).size == 16
+    got = _reach(G, "a", merged)
+    acts = {}
+
+    def keep_a(module, inputs, out):
+        out.retain_grad()
+        acts["a"] = out
+
+    def keep_b(module, inputs):
+        acts["b"] = inputs[0]
+
+    net.a.register_forward_hook(keep_a)
+    net.b.register_forward_pre_hook(keep_b)
+    net(x)
+    want = np.zeros((16, 4), dtype=bool)
+    for j in range(16):
+        acts["a"].grad = None
+        acts["b"][..., j].sum().backward(retain_graph=True)
+        want[j] = (acts["a"].grad.abs().sum(dim=(0, 2, 3)) > 0).numpy()
+    assert np.array_equal(got, want)
+    assert want.sum(axis=1).tolist() == [1] * 16  # each merged node copies one channel
+
+
+class _RMSNormNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 2)
+        self.w = nn.Parameter(torch.ones(6))
+
+    def forward(self, x):
+        h = self.a(x)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6) * self.w
+        return self.b(h)
+
+
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_a_statistic_over_channels_passes_nodes_through(tracer):
+    G = graphprune.from_model(_RMSNormNet(), torch.randn(1, 3, 4), tracer=tracer)
+    assert G.block("b").src == "a" and G.params == ["a.weight", "b.weight"]
+
+
+class _TokenMixer(nn.Module):
+    def __init__(self, T=5, C=4):
+        super().__init__()
+        self.a, self.tok, self.b = nn.Linear(C, C), nn.Linear(T, 3), nn.Linear(C, 2)
+
+    def forward(self, x):  # x: (B, T, C)
+        return self.b(self.tok(self.a(x).transpose(1, 2)).transpose(1, 2))
+
+
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_linear_along_tokens_is_a_block_between_token_partitions(tracer):
+    G = graphprune.from_model(_TokenMixer(), torch.randn(1, 5, 4), tracer=tracer)
+    (tok,) = G.blocks_of("tok.weight")
+    assert (G.partition(tok.src).kind, G.partition(tok.src).size) == ("token", 5)
+    assert (G.partition(tok.dst).kind, G.partition(tok.dst).size) == ("token", 3)
+    out = G.block("b").src
+    assert G.partition(out).size == 4
+    straight = [b for b in G.blocks if b.src == "a" and b.dst == out]
+    assert len(straight) == 1 and set(zip(*map(list, straight[0].edge_index()))) == {(c, c) for c in range(4)}
+    assert G.num_weight_edges == 16 + 15 + 8 and G.validate() == []
