@@ -248,3 +248,10 @@ def test_linear_along_tokens_is_a_block_between_token_partitions(tracer):
     straight = [b for b in G.blocks if b.src == "a" and b.dst == out]
     assert len(straight) == 1 and set(zip(*map(list, straight[0].edge_index()))) == {(c, c) for c in range(4)}
     assert G.num_weight_edges == 16 + 15 + 8 and G.validate() == []
+
+
+def test_a_misspelled_option_is_not_passed_to_the_model():
+    with pytest.raises(ParameterError, match=r"keyword 'skip_unsuported'.*options? of from_model.*\(input\)"):
+        graphprune.from_model(_mlp(), torch.randn(1, 4), skip_unsuported=True)
+    with pytest.raises(ParameterError, match=r"keyword 'inputs'"):
+        graphprune.from_model(_mlp(), {"inputs": torch.randn(1, 4)})

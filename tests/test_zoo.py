@@ -354,3 +354,15 @@ def test_fx_and_torch_export_give_the_same_graph(key):
     assert sorted(a.params) == sorted(b.params) and b.left_out == {}
     assert [p.size for p in a.partitions] == [p.size for p in b.partitions]
     assert np.allclose(a.adjacency().toarray(), b.adjacency().toarray())
+
+
+def test_t5_relative_position_bias_feeds_its_heads_through_score_edges():
+    model, x = build("hf-t5")
+    G = graphprune.from_model(model, x)  # decoder_input_ids passed by keyword
+    (emb,) = G.blocks_of("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
+    assert G.partition(emb.src).kind == "token" and G.partition(emb.src).size == 32  # the position buckets
+    out = [b for b in G.blocks if b.src == emb.dst]
+    assert len(out) == 2 and all(b.edge_kind == "score" for b in out)  # both encoder layers reuse the bias
+    for b in out:  # head h of the bias feeds the 8 outputs of head h, by hand
+        s, d = b.edge_index()
+        assert set(zip(s.tolist(), d.tolist())) == {(h, h * 8 + i) for h in range(4) for i in range(8)}

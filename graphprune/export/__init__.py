@@ -130,6 +130,7 @@ def from_model(model: nn.Module, example_inputs=None, *, leaf_modules=(), skip_u
             "to turn into edges."
         )
     inputs = normalize_inputs(model, example_inputs, input_kwargs)
+    _check_keywords(model, inputs)
     _no_cache(model, inputs)
     if find_adapter(model) is not None:  # the root itself is a known layer (e.g. nn.TransformerEncoder)
         return _from_root_adapter(model, inputs, validate)
@@ -163,6 +164,24 @@ def _check_leaves(leaf_modules):
             f"such as (MyBlock,)). Got {leaf_modules!r} instead."
         )
     return tuple(seq)
+
+
+def _check_keywords(model, inputs):
+    """Keyword inputs must be parameters of the forward (unless it takes ``**kwargs``): a misspelled option of
+    from_model is not silently passed to the model."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    bad = [k for k in inputs.kwargs if k not in params]
+    if bad:
+        raise ParameterError(
+            f"from_model got the keyword {bad[0]!r}, which is neither an option of from_model (leaf_modules, "
+            f"skip_unsupported, validate, tracer) nor a parameter of {type(model).__name__}.forward "
+            f"({', '.join(params) or 'none'}). Got {', '.join(map(repr, bad))} instead."
+        )
 
 
 def _no_cache(model, inputs):
