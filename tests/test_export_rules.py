@@ -255,3 +255,27 @@ def test_a_misspelled_option_is_not_passed_to_the_model():
         graphprune.from_model(_mlp(), torch.randn(1, 4), skip_unsuported=True)
     with pytest.raises(ParameterError, match=r"keyword 'inputs'"):
         graphprune.from_model(_mlp(), {"inputs": torch.randn(1, 4)})
+
+
+class _IndexedQKV(nn.Module):
+    """Packed qkv picked by indexing (older timm): ``q, k, v = qkv[0], qkv[1], qkv[2]``."""
+
+    def __init__(self, E=8, H=2):
+        super().__init__()
+        self.qkv, self.proj, self.H = nn.Linear(E, 3 * E), nn.Linear(E, E), H
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.H, C // self.H).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        att = (q @ k.transpose(-2, -1)).softmax(dim=-1)
+        return self.proj((att @ v).transpose(1, 2).reshape(B, N, C))
+
+
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_indexed_packed_qkv(tracer):
+    G = graphprune.from_model(_IndexedQKV(), torch.randn(1, 5, 8), tracer=tracer)
+    attn = G.block("proj").src
+    into = {(b.edge_kind, tuple(sorted(set(b.edge_index()[0].tolist())))) for b in G.blocks if b.dst == attn}
+    # by hand: q is rows 0-7 of qkv, k rows 8-15 (score edges), v rows 16-23 (feature edges), channel c of head c // 4
+    assert into == {("score", tuple(range(8))), ("score", tuple(range(8, 16))), ("feature", tuple(range(16, 24)))}

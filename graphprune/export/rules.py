@@ -472,6 +472,8 @@ def getitem(ctx, args, kwargs, shape):
     if x.part is None:
         return Val(None, -1, shape, raw=x.raw)
     idx = index if isinstance(index, tuple) else (index,)
+    if x.grid is not None and all(isinstance(i, (int, slice)) or i is Ellipsis for i in idx):
+        return _index_grid(ctx, x, idx, shape)
     if x.grid is None:
         sel = _channel_index(x, index, shape)
         if sel is not None:
@@ -479,6 +481,27 @@ def getitem(ctx, args, kwargs, shape):
     if any(isinstance(i, Val) for i in idx) or any(isinstance(i, (list, torch.Tensor)) for i in idx):
         return _advanced(ctx, x, [i if not isinstance(i, slice) or i != slice(None) else None for i in idx], shape)
     return ctx.builder.reshape(ctx.name, x, shape)
+
+
+def _index_grid(ctx, x, idx, shape):
+    """Basic indexing of a head-split tensor (``q, k, v = qkv[0], qkv[1], qkv[2]``): slices, then picks."""
+    rank = len(x.shape)
+    if Ellipsis in idx:
+        k = idx.index(Ellipsis)
+        idx = idx[:k] + (slice(None),) * (rank - len(idx) + 1) + idx[k + 1 :]
+    idx = tuple(idx) + (slice(None),) * (rank - len(idx))
+    cur = x
+    for d, i in enumerate(idx):  # slices keep dims: apply them first
+        if isinstance(i, slice) and i != slice(None):
+            sub = list(cur.shape)
+            sub[d] = len(range(*i.indices(cur.shape[d])))
+            cur = _slice_grid(ctx, cur, d, i, tuple(sub))
+    for d in sorted((d for d, i in enumerate(idx) if isinstance(i, int)), reverse=True):  # then picks, last first
+        sub = tuple(n for j, n in enumerate(cur.shape) if j != d)
+        cur = _select_split(ctx.builder, ctx.name, cur, d, idx[d], sub)
+    if tuple(cur.shape) != tuple(shape):
+        raise UnsupportedOperationError(f"Indexing at {ctx.where} of {x.shape} gives {cur.shape}, not {shape}.")
+    return cur
 
 
 def _advanced(ctx, x, indices, shape):
