@@ -279,3 +279,25 @@ def test_indexed_packed_qkv(tracer):
     into = {(b.edge_kind, tuple(sorted(set(b.edge_index()[0].tolist())))) for b in G.blocks if b.dst == attn}
     # by hand: q is rows 0-7 of qkv, k rows 8-15 (score edges), v rows 16-23 (feature edges), channel c of head c // 4
     assert into == {("score", tuple(range(8))), ("score", tuple(range(8, 16))), ("feature", tuple(range(16, 24)))}
+
+
+class _Shifts(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):  # x: (B, T, C)
+        h = torch.roll(self.a(x), shifts=1, dims=1)  # along tokens: channels untouched
+        return self.b(torch.roll(h, shifts=1, dims=-1).flip(-1))  # along channels: a reorder
+
+
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_roll_and_flip_reorder_only_along_the_channel_dim(tracer):
+    torch.manual_seed(0)
+    net, x = _Shifts(), torch.randn(1, 3, 4)
+    G = graphprune.from_model(net, x, tracer=tracer)
+    got = _reach(G, "a", G.block("b").src)
+    want = np.zeros((4, 4), dtype=bool)  # by hand: roll by 1 then flip: output j holds channel (3 - j - 1) % 4
+    for j in range(4):
+        want[j, (3 - j - 1) % 4] = True
+    assert np.array_equal(got, want)

@@ -173,12 +173,12 @@ _POINTWISE = (
     "clone", "detach", "_to_copy", "type_as", "sign", "reciprocal", "maximum", "minimum", "eq", "ne", "lt", "gt",
     "le", "ge", "logical_not", "bitwise_not", "iadd", "imul", "isub", "itruediv", "lerp", "square", "sin", "cos",
     "addcmul", "addcdiv", "lift_fresh_copy", "alias", "layer_norm", "group_norm", "batch_norm", "instance_norm",
-    "rms_norm", "prelu", "glu_", "gelu_", "native_dropout", "native_layer_norm", "native_group_norm",
+    "rms_norm", "prelu", "gelu_", "native_dropout", "native_layer_norm", "native_group_norm",
     "_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "native_batch_norm", "copy", "copy_",
-    "fill", "sigmoid_", "scaled_dot_product_attention_math", "erfinv", "floor", "ceil", "round", "trunc",
+    "fill", "sigmoid_", "erfinv", "floor", "ceil", "round", "trunc",
     "logical_and", "logical_or", "bitwise_and", "bitwise_or", "nan_to_num", "softsign", "tanhshrink", "logsigmoid",
     "threshold", "rrelu", "hardshrink", "softshrink", "silu_", "mul_", "add_", "div_", "sub_", "requires_grad_",
-    "cpu", "cuda", "long", "int", "bool", "_assert_tensor_metadata", "dropout_", "identity", "stochastic_depth",
+    "cpu", "cuda", "long", "int", "bool", "_assert_tensor_metadata", "dropout_", "stochastic_depth",
     "drop_path", "drop_block_2d", "drop_block_fast_2d", "glu", "softmin", "hardsigmoid_", "relu6_", "elu_",
 )
 
@@ -450,8 +450,8 @@ def reduction(ctx, args, kwargs, shape):
 
 @register_op_rule("argmax", "argmin", "new_zeros", "new_ones", "new_empty", "new_full", "zeros_like", "ones_like",
                   "empty_like", "full_like", "rand_like", "randn_like", "size", "dim", "numel", "sym_size",
-                  "sym_numel", "_local_scalar_dense", "item", "tolist", "nonzero", "eq_", "all", "any", "isnan",
-                  "isinf", "isfinite", "argsort", "topk_indices")
+                  "sym_numel", "_local_scalar_dense", "item", "tolist", "nonzero", "all", "any", "isnan",
+                  "isinf", "isfinite", "argsort")
 def no_features(ctx, args, kwargs, shape):
     """Ops whose output carries no feature of their input (new tensors, indices, sizes)."""
     return None
@@ -564,6 +564,45 @@ def _slice_grid(ctx, x, dim, sl, shape):
     ax = x.gdims.index(dim)
     keep = np.arange(x.grid.shape[ax])[sl]
     return Val(x.part, x.cdim, shape, grid=np.take(x.grid, keep, axis=ax), gdims=x.gdims)
+
+
+@register_op_rule("narrow")
+def narrow(ctx, args, kwargs, shape):
+    """``narrow(x, dim, start, length)``: a slice."""
+    x, dim = args[0], arg(args, kwargs, 1, "dim", 0)
+    start, length = arg(args, kwargs, 2, "start", 0), arg(args, kwargs, 3, "length", 0)
+    return slice_rule(ctx, (x, dim, start, start + length, 1), {}, shape)
+
+
+@register_op_rule("roll", "flip")
+def roll_flip(ctx, args, kwargs, shape):
+    """``roll`` / ``flip`` move positions (Swin's cyclic shift); along the channel dim they reorder channels."""
+    x = args[0] if args else kwargs.get("input")
+    if not _placed(x) or not is_shape(shape):
+        return view(ctx, args, kwargs, shape)
+    rank = len(x.shape)
+    if ctx.op == "flip":
+        dims = _dims(arg(args, kwargs, 1, "dims", ()), rank)
+    else:
+        dims = arg(args, kwargs, 2, "dims", None)
+        dims = None if dims is None or dims == [] else _dims(dims, rank)
+    chan = set(x.gdims) if x.grid is not None else {x.cdim % rank}
+    if dims is not None and not dims & chan:
+        return x
+    if x.grid is not None or dims is None:
+        raise UnsupportedOperationError(
+            f"Op '{ctx.op}' at {ctx.where} moves elements across the channel dim of {x.shape}.")
+    C = x.shape[x.cdim % rank]
+    if ctx.op == "flip":
+        order = np.arange(C)[::-1]
+    else:
+        shifts = arg(args, kwargs, 1, "shifts", 0)
+        dl = list(arg(args, kwargs, 2, "dims", ())) if isinstance(arg(args, kwargs, 2, "dims", ()), (list, tuple)) \
+            else [arg(args, kwargs, 2, "dims")]
+        sh = list(shifts) if isinstance(shifts, (list, tuple)) else [shifts]
+        k = sum(s for d, s in zip(dl, sh) if d % rank == x.cdim % rank)
+        order = np.roll(np.arange(C), k)
+    return ctx.builder.select(ctx.name, x, order, shape, x.cdim % rank)
 
 
 @register_op_rule("select")
@@ -706,15 +745,13 @@ def _perm_list(fname, rank, rest, kwargs):
 
 
 _VIEWS = ("view", "reshape", "_unsafe_view", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as",
-          "reshape_as", "expand", "expand_as", "broadcast_to", "repeat", "tile", "roll", "flip", "pad",
-          "constant_pad_nd", "avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d", "max_pool2d", "max_pool3d",
-          "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
-          "adaptive_max_pool2d", "adaptive_max_pool3d", "max_pool2d_with_indices", "max_pool3d_with_indices",
-          "interpolate", "upsample_nearest2d", "upsample_bilinear2d", "upsample_nearest1d", "upsample_linear1d",
-          "upsample_bicubic2d", "_upsample_bilinear2d_aa", "upsample", "narrow", "unfold", "as_strided",
-          "pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "native_channel_shuffle", "dropout_t",
-          "_adaptive_avg_pool2d", "mean_pool", "lp_pool2d", "fractional_max_pool2d", "replication_pad2d",
-          "reflection_pad2d", "triu", "tril", "diagonal", "clone_view", "detach_")
+          "reshape_as", "expand", "expand_as", "broadcast_to", "repeat", "tile", "pad", "constant_pad_nd",
+          "avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d", "max_pool2d", "max_pool3d", "adaptive_avg_pool1d",
+          "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+          "adaptive_max_pool3d", "max_pool2d_with_indices", "max_pool3d_with_indices", "_adaptive_avg_pool2d",
+          "lp_pool2d", "interpolate", "upsample", "upsample_nearest1d", "upsample_nearest2d", "upsample_linear1d",
+          "upsample_bilinear2d", "upsample_bicubic2d", "_upsample_bilinear2d_aa", "replication_pad2d",
+          "reflection_pad2d", "triu", "tril", "detach_")
 
 
 @register_op_rule(*_VIEWS)
