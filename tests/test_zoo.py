@@ -31,6 +31,20 @@ def _hf(name):
         c = cfg(vocab_size=V, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
                 num_key_value_heads=2, max_position_embeddings=32)
         return cls(c), {"input_ids": ids, "attention_mask": mask}
+    small = dict(vocab_size=V, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                 max_position_embeddings=32)
+    more = {"gpt_neox": (T.GPTNeoXConfig, T.GPTNeoXForCausalLM, {}),  # partial rotary, packed qkv
+            "phi3": (T.Phi3Config, T.Phi3ForCausalLM, dict(num_key_value_heads=2, pad_token_id=0)),  # gate_up chunk
+            "gemma": (T.GemmaConfig, T.GemmaForCausalLM, dict(num_key_value_heads=2, head_dim=8)),
+            "qwen3": (T.Qwen3Config, T.Qwen3ForCausalLM, dict(num_key_value_heads=2, head_dim=8)),  # q/k norms
+            "roberta": (T.RobertaConfig, T.RobertaModel, {})}
+    if name in more:
+        cfg, cls, extra = more[name]
+        return cls(cfg(**small, **extra)), {"input_ids": ids, "attention_mask": mask}
+    if name == "opt":
+        c = T.OPTConfig(vocab_size=V, hidden_size=32, ffn_dim=48, num_hidden_layers=2, num_attention_heads=4,
+                        max_position_embeddings=32, word_embed_proj_dim=32)
+        return T.OPTForCausalLM(c), {"input_ids": ids, "attention_mask": mask}
     if name == "bert":
         c = T.BertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                          intermediate_size=48, max_position_embeddings=32)
@@ -97,7 +111,7 @@ def _tv(name):
 
 
 ZOO = {f"hf-{n}": (_hf, n) for n in ("gpt2", "llama", "mistral", "qwen2", "bert", "distilbert", "t5", "clip_text",
-                                      "clip_vision", "vit")}
+                                      "clip_vision", "vit", "gpt_neox", "phi3", "gemma", "qwen3", "roberta", "opt")}
 ZOO.update({f"timm-{n}": (_timm, n) for n in ("vit", "deit", "swin", "mixer", "convnext", "efficientnet", "regnet",
                                               "mobilenetv3")})
 ZOO.update({f"tv-{n}": (_tv, n) for n in ("swin", "swin_v2", "maxvit_t", "inception_v3")})
@@ -330,6 +344,15 @@ def test_attention_edges_match_autograd_dependencies(key, attn, src, dst):
     want = _autograd_feeds(model, x, src_m, dst_m)
     got = _graph_feeds(G, src_part, dst_part)
     assert {j: got.get(j, set()) for j in want} == want
+
+
+def test_mixture_of_experts_routing_is_refused_by_name():
+    T = pytest.importorskip("transformers")
+    T.logging.set_verbosity_error()
+    c = T.MixtralConfig(vocab_size=V, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4,
+                        num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, max_position_embeddings=32)
+    with pytest.raises(graphprune.errors.UnsupportedOperationError, match=r"'topk' at module 'model\.layers\.0\.mlp"):
+        graphprune.from_model(T.MixtralForCausalLM(c), {"input_ids": _ids()})
 
 
 def test_detection_model_names_its_data_dependent_flow_and_its_backbone_exports(capfd):
