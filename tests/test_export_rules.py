@@ -301,3 +301,28 @@ def test_roll_and_flip_reorder_only_along_the_channel_dim(tracer):
     for j in range(4):
         want[j, (3 - j - 1) % 4] = True
     assert np.array_equal(got, want)
+
+
+class _Inner(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+class _WithLeaf(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.inner, self.b = nn.Linear(4, 4), _Inner(), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.b(self.inner(self.a(x)))
+
+
+def test_skipped_module_weights_are_named_with_the_reason():
+    with pytest.warns(UserWarning, match=r"'inner.fc.weight': its module 'inner' has no adapter and was skipped"):
+        G = graphprune.from_model(_WithLeaf(), torch.randn(1, 4), leaf_modules=(_Inner,), skip_unsupported=True)
+    assert list(G.left_out) == ["inner.fc.weight"] and "inner.fc.weight: its module" in G.summary()
+    assert G.params == ["a.weight", "b.weight"]

@@ -44,9 +44,6 @@ def left_out(model: nn.Module, G, touched: dict, skipped=()) -> dict:
     """``{parameter: reason}`` for each prunable weight that backs no block of ``G``."""
     used = set(G.params)
     skipped = list(skipped)
-    by_id = {}
-    for name, p in model.named_parameters():
-        by_id.setdefault(name, p)
     out = {}
     for name in prunable_weights(model):
         if name in used:
