@@ -264,6 +264,7 @@ class MultipartiteGraph:
             if b.is_weight and b.param not in shapes:
                 shapes[b.param] = tuple(b.weight.shape)
         self._param_shapes = shapes
+        self.left_out: dict[str, str] = {}  # prunable weights the exporter left out, with the reason
         self._masks = {}
         if masks:
             self._masks = self._checked_masks(masks)
@@ -579,6 +580,7 @@ class MultipartiteGraph:
                     problems.append(f"block '{b.name}': source index out of range [0, {ns})")
                 if d.size and (d.min() < 0 or d.max() >= nd):
                     problems.append(f"block '{b.name}': destination index out of range [0, {nd})")
+        problems += self._param_accounting()
         for name, m in self._masks.items():
             if tuple(m.shape) != tuple(self._param_shapes.get(name, ())):
                 problems.append(f"mask '{name}': shape {tuple(m.shape)} != parameter {self._param_shapes.get(name)}")
@@ -593,6 +595,45 @@ class MultipartiteGraph:
                 problems.append(f"graph: no partition with role '{r}'")
         if problems and raise_on_error:
             raise GraphValidationError("Invalid MultipartiteGraph:\n  " + "\n  ".join(problems))
+        return problems
+
+    def _param_accounting(self) -> list[str]:
+        """Each parameter's blocks account for its elements exactly: whole-parameter blocks (one per use, tied
+        parameters have several) have its shape, row slices tile its rows once, and every block's tensor is laid
+        out with dim 0 outermost (a transposed view would put masks on the wrong elements)."""
+        problems = []
+        by_param = {}
+        for b in self._blocks:
+            if b.is_weight and b.param in self._param_shapes:
+                by_param.setdefault(b.param, []).append(b)
+        for name, blocks in by_param.items():
+            shape = tuple(self._param_shapes[name])
+            rows = []
+            for b in blocks:
+                w = b.weight
+                if b.param_slice is None:
+                    if tuple(w.shape) != shape:
+                        problems.append(f"block '{b.name}': weight {tuple(w.shape)} is not parameter '{name}' {shape}")
+                else:
+                    start, stop = b.param_slice
+                    rows.append((start, stop))
+                    if tuple(w.shape) != (stop - start,) + shape[1:]:
+                        problems.append(f"block '{b.name}': weight {tuple(w.shape)} is not rows {start}:{stop} of "
+                                        f"parameter '{name}' {shape}")
+                big = [d for d in range(w.dim()) if w.shape[d] > 1]
+                if w.dim() >= 2 and big and big[0] == 0 and w.stride(0) < max(w.stride(d) for d in big):
+                    problems.append(f"block '{b.name}': weight of parameter '{name}' is a transposed view (strides "
+                                    f"{w.stride()}); its edges would not be the parameter's elements in order")
+            if rows:
+                covered = sorted(rows)
+                pos = 0
+                for start, stop in covered:
+                    if start != pos:
+                        break
+                    pos = stop
+                if pos != (shape[0] if shape else 0) or any(s < e for (_, e), (s, _) in zip(covered, covered[1:])):
+                    problems.append(f"parameter '{name}': its blocks cover rows {covered}, not each of its "
+                                    f"{shape[0] if shape else 0} rows exactly once")
         return problems
 
     def __repr__(self) -> str:
@@ -619,6 +660,10 @@ class MultipartiteGraph:
             )
         if any(b.edge_kind == "score" for b in self._blocks):
             lines.append("* attention-score edges (query/key to attention output)")
+        left = getattr(self, "left_out", None) or {}
+        if left:
+            lines += ["", f"prunable weights left out of the graph ({len(left)}):"]
+            lines += [f"  {name}: {why}" for name, why in left.items()]
         return "\n".join(lines)
 
     # -- conversions (implemented in graphprune.convert; lazy imports) --------------------------------------------

@@ -41,10 +41,25 @@ class Val:
 
 @dataclass(frozen=True, eq=False)
 class Scores:
-    """Attention scores ``q @ k^T`` (no channel dim of their own): remembers the query and key tensors."""
+    """Attention scores ``q @ k^T`` (no channel dim of their own): remembers the query and key tensors.
+
+    ``q_dim`` and ``k_dim`` are the contracted (head-size) dims of ``q`` and ``k``; ``bias`` holds traced tensors
+    added to the scores (a learned relative-position bias, one channel per head).
+    """
 
     q: Val
     k: Val
+    shape: tuple
+    q_dim: int = -1
+    k_dim: int = -2
+    bias: tuple = ()
+
+
+@dataclass(frozen=True, eq=False)
+class Stat:
+    """A statistic reduced over the channel dimension (RMSNorm's mean of squares, a vector norm): it rescales
+    its tensor but carries no node of its own, so elementwise ops with it pass the tensor's nodes through."""
+
     shape: tuple
 
 
@@ -66,7 +81,9 @@ class Builder:
         self.masks: dict[str, torch.Tensor] = {}
         self.param_shapes: dict[str, tuple] = {}
         self._inputs: dict[tuple, str] = {}
+        self.buffer_names: set = set()  # raw values that come from buffers, not from the inputs
         self._canonical = {}
+        self._tensors: dict[str, torch.Tensor] = {}
         for name, p in model.named_parameters():
             key = name[: -len("_orig")] if name.endswith("_orig") else name
             self._canonical.setdefault(id(p), key)
@@ -95,6 +112,7 @@ class Builder:
             tensor, mask = getattr(module, attr), None
         name = self._canonical.get(id(tensor), f"{path}.{attr}" if path else attr)
         self.param_shapes[name] = tuple(tensor.shape)
+        self._tensors[name] = tensor.detach()
         if mask is not None:
             m = mask.detach().to("cpu") != 0
             self.masks[name] = self.masks[name] & m if name in self.masks else m
@@ -103,6 +121,7 @@ class Builder:
     def param_from_ref(self, ref: ParamRef):
         name = self._canonical.get(id(ref.tensor), ref.name)
         self.param_shapes[name] = tuple(ref.tensor.shape)
+        self._tensors[name] = ref.tensor.detach()
         return name, ref.tensor.detach()
 
     # -- values ------------------------------------------------------------------------------------------------
@@ -114,13 +133,28 @@ class Builder:
         n = int(size if size is not None else v.shape[cdim])
         key = (v.raw, n, kind)
         if key not in self._inputs:
-            base = "input" if self.n_inputs == 1 or v.raw is None else v.raw
+            base = v.raw if v.raw in self.buffer_names else (
+                "input" if self.n_inputs == 1 or v.raw is None else v.raw)
             shape = (n,) if size is not None else tuple(v.shape[1:])
             self._inputs[key] = self.new_partition(base, n, kind=kind, shape=shape, role="input")
         return Val(self._inputs[key], cdim, v.shape)
 
     def weight_block(self, name, src: str, dst: str, param: str, weight: torch.Tensor, layout: str, *,
                      groups: int = 1, param_slice=None, edge_kind: str = "feature") -> Block:
+        full = self._tensors.get(param)
+        if full is not None:
+            start = param_slice[0] if param_slice is not None else 0
+            rows = (param_slice[1] - param_slice[0],) if param_slice is not None else tuple(full.shape[:1])
+            same = (tuple(weight.shape) == rows + tuple(full.shape[1:]) and weight.stride() == full.stride()
+                    and weight.data_ptr() == full.data_ptr() + start * full.stride(0) * full.element_size()
+                    if full.dim() else tuple(weight.shape) == tuple(full.shape))
+            if not same:
+                raise UnsupportedOperationError(
+                    f"Block '{name}' for parameter '{param}' is not the parameter itself (shape "
+                    f"{tuple(weight.shape)}, strides {weight.stride()}; parameter {tuple(full.shape)}, "
+                    f"{full.stride()}): an adapter must pass the parameter (or rows of it) unchanged and pick the "
+                    "layout ('linear' for (out, in), 'embedding' for (in, out)) instead of transposing it."
+                )
         b = Block(
             name=self.unique(name, {x.name for x in self.blocks}), src=src, dst=dst, kind="weight", param=param,
             weight=weight, param_slice=param_slice, layout=layout, groups=int(groups), edge_kind=edge_kind,
@@ -221,6 +255,7 @@ class Builder:
                     if math.prod(dims) == C and min(dims) > 1 and math.prod(out_shape[j + k :]) == after:
                         return Val(v.part, j, out_shape, grid=np.arange(C).reshape(dims),
                                    gdims=tuple(range(j, j + k)))
+            return self.view(name, v, out_shape)
         else:  # a reduction or indexing over non-channel dims
             last_kept = c == len(in_shape) - 1 and out_shape and out_shape[-1] == C
             if last_kept:
@@ -256,38 +291,109 @@ class Builder:
                     out = self.new_partition(name, C, kind=self.parts[v.part]["kind"])
                     self.identity_block(f"{name}<-{v.part}", v.part, out, order, np.arange(C))
                     return Val(out, j, tuple(out_shape))
+        if math.prod(v.shape) == math.prod(out_shape):
+            return self.view(name, v, out_shape)
         raise UnsupportedOperationError(
-            f"Operation '{name}' reshapes a split channel dimension {v.shape} into {out_shape}; only merging the "
-            "split dims back into one channel dim is supported."
+            f"Operation '{name}' reshapes a split channel dimension {v.shape} into {out_shape}; only views "
+            "(same number of elements) are supported."
         )
 
-    def attention(self, name: str, q: Val, k: Val, v: Val, q_dim: int, k_dim: int, out_shape: tuple) -> Val:
+    def channel_ids(self, v: Val) -> np.ndarray:
+        """The channel index of every element of ``v`` (an int array of ``v.shape``)."""
+        shape = tuple(v.shape)
+        if math.prod(shape) > 50_000_000:
+            raise UnsupportedOperationError(
+                f"A view of a tensor of shape {shape} is too large to follow; export with smaller example inputs "
+                "(batch 1, short sequences): the graph does not depend on them.")
+        if v.grid is None:
+            c = v.cdim % len(shape)
+            ids = np.arange(shape[c]).reshape([shape[c] if d == c else 1 for d in range(len(shape))])
+        else:
+            order = np.argsort(v.gdims)
+            g = np.transpose(v.grid, order)
+            dims = sorted(v.gdims)
+            ids = g.reshape([shape[d] if d in dims else 1 for d in range(len(shape))])
+        return np.broadcast_to(ids, shape)
+
+    def view(self, name: str, v: Val, out_shape: tuple) -> Val:
+        """Any view (same elements in C order): follow every element's channel index.
+
+        The output dims along which the channel index varies hold the nodes. One such dim: the channels in their
+        new order, through identity edges when reordered; a dim longer than the channel count is a
+        space-to-channel merge (Swin's patch merging, a pixel unshuffle): output node ``j`` gets an identity edge
+        from the input channel at position ``j``. Several such dims: the channel dimension split over them.
+        """
+        out_shape = tuple(out_shape)
+        ids = self.channel_ids(v).reshape(out_shape)
+        varying = [d for d in range(len(out_shape)) if out_shape[d] > 1 and
+                   not np.array_equal(ids, np.broadcast_to(np.take(ids, [0], axis=d), out_shape))]
+        index = tuple(slice(None) if d in varying else 0 for d in range(len(out_shape)))
+        sub = ids[index]
+        if not varying:
+            if self.parts[v.part]["size"] == 1:
+                return Val(v.part, len(out_shape) - 1, out_shape)
+            raise UnsupportedOperationError(f"Operation '{name}' loses the channel dimension of {v.shape}.")
+        if len(varying) == 1:
+            d = varying[0]
+            return self.select(name, Val(v.part, d, out_shape), sub.reshape(-1), out_shape, d)
+        return Val(v.part, min(varying), out_shape, grid=np.ascontiguousarray(sub), gdims=tuple(varying))
+
+    def attention(self, name: str, q: Val, k: Val, v: Val, q_dim: int, k_dim: int, out_shape: tuple,
+                  bias=()) -> Val:
         """``softmax(q k^T) v`` written out (or scaled_dot_product_attention) on head-split tensors.
 
         ``q_dim``/``k_dim`` are the contracted (head-size) dims of q and k; v's head size is its last dim. The
-        output channels are v's, through a new partition: v channel i feeds output i, and every query and key
-        channel of head h feeds every output channel of head h (``edge_kind="score"``).
+        output channels (head ``h``, position ``i``) get an identity edge from the value channel at (h, i), and
+        every query and key channel of head h feeds every output channel of head h (``edge_kind="score"``).
+        Grouped-query attention (fewer key/value heads than query heads, repeated or with ``enable_gqa``) maps
+        query head ``h`` to key/value head ``h // (heads / kv_heads)``: a key or value channel feeds every query
+        head of its group. A traced tensor added to the scores (a learned position bias with one channel per
+        head) feeds the outputs of its head with score edges too.
         """
-        heads = []
-        for t, d in ((q, q_dim), (k, k_dim), (v, len(v.shape) - 1)):
-            if t.grid is None or d % len(t.shape) not in t.gdims:
+        rows = []
+        for tag, t, d in (("query", q, q_dim), ("key", k, k_dim), ("value", v, len(v.shape) - 1)):
+            if not isinstance(t, Val) or t.grid is None or d % len(t.shape) not in t.gdims:
                 raise UnsupportedOperationError(
-                    f"Attention '{name}': query, key and value must be split into heads with the head size on the "
-                    "contracted dim (view(B, T, heads, size).transpose(1, 2)).")
+                    f"Attention '{name}': the {tag} must be a layer output split into heads with the head size on "
+                    "the contracted dim (view(B, T, heads, size).transpose(1, 2)).")
             ax = t.gdims.index(d % len(t.shape))
             g = np.moveaxis(t.grid, ax, -1)
-            heads.append(g.reshape(-1, g.shape[-1]))  # row h: the channels of head h
-        if len({h.shape[0] for h in heads}) != 1:
-            raise UnsupportedOperationError(f"Attention '{name}': query, key and value have different head counts.")
-        hq, hk, hv = heads
-        out = self.new_partition(name, v.grid.size, kind="merge")
-        idx = np.arange(v.grid.size)
-        self.identity_block(f"{name}<-{v.part}", v.part, out, idx, idx)
+            rows.append(g.reshape(-1, g.shape[-1]))  # row h: the channels of head h
+        hq, hk, hv = rows
+        H = hq.shape[0]
+        for i in (1, 2):
+            n = rows[i].shape[0]
+            if n != H:
+                if n == 0 or H % n:
+                    raise UnsupportedOperationError(
+                        f"Attention '{name}': {H} query heads cannot be grouped over {n} key/value heads.")
+                rows[i] = np.repeat(rows[i], H // n, axis=0)  # grouped-query attention
+        hq, hk, hv = rows
+        dv = hv.shape[1]
+        out = self.new_partition(name, H * dv, kind="merge")
+        out_idx = np.arange(H * dv).reshape(H, dv)
+        self.identity_block(f"{name}<-{v.part}", v.part, out, hv.reshape(-1), out_idx.reshape(-1))
         for tag, src_part, hs in (("q", q.part, hq), ("k", k.part, hk)):
-            src = np.concatenate([np.repeat(hs[h], hv.shape[1]) for h in range(hs.shape[0])])
-            dst = np.concatenate([np.tile(hv[h], hs.shape[1]) for h in range(hs.shape[0])])
+            src = np.concatenate([np.repeat(hs[h], dv) for h in range(H)])
+            dst = np.concatenate([np.tile(out_idx[h], hs.shape[1]) for h in range(H)])
             self.identity_block(f"{name}<-{src_part}:{tag}", src_part, out, src, dst, edge_kind="score")
-        return Val(out, min(v.gdims), tuple(out_shape), grid=v.grid, gdims=v.gdims)
+        for bv in bias:
+            if isinstance(bv, Val) and bv.part is not None and bv.grid is None and \
+                    self.parts[bv.part]["size"] == H:
+                self.identity_block(f"{name}<-{bv.part}:bias", bv.part, out, np.repeat(np.arange(H), dv),
+                                    out_idx.reshape(-1), edge_kind="score")
+            elif isinstance(bv, Val) and bv.part is not None:
+                raise UnsupportedOperationError(
+                    f"Attention '{name}': a traced tensor added to the scores has {self.parts[bv.part]['size']} "
+                    f"channels; only a bias with one channel per head ({H}) has a graph encoding.")
+        ax = v.gdims.index(len(v.shape) - 1)
+        if v.grid.ndim == 2:
+            grid = out_idx if ax == 1 else out_idx.T
+        elif math.prod(v.grid.shape) == H * dv:
+            grid = np.moveaxis(np.arange(H * dv).reshape(np.moveaxis(v.grid, ax, -1).shape), -1, ax)
+        else:
+            raise UnsupportedOperationError(f"Attention '{name}': cannot lay out the heads of the output.")
+        return Val(out, min(v.gdims), tuple(out_shape), grid=grid, gdims=v.gdims)
 
     def build(self, outputs: list[Val]) -> MultipartiteGraph:
         for v in outputs:

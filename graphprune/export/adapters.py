@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UnsupportedOperationError
+from ..errors import ParameterError, UnsupportedOperationError
 from ._builder import Builder, Val
 
-__all__ = ["register_adapter", "ADAPTERS", "PASS_THROUGH"]
+__all__ = ["register_adapter", "ADAPTERS", "NAMED_ADAPTERS", "PASS_THROUGH"]
 
 ADAPTERS: dict[type, callable] = {}
 
@@ -29,12 +29,28 @@ if hasattr(nn, "RMSNorm"):
     PASS_THROUGH = PASS_THROUGH + (nn.RMSNorm,)
 
 
+#: Adapters for classes of optional packages, keyed by ``"module.QualName"`` (no import needed).
+NAMED_ADAPTERS: dict[str, callable] = {}
+
+
 def register_adapter(*types):
-    """Decorator registering an adapter for module ``types`` (subclasses included)."""
+    """Decorator registering an adapter for module ``types`` (subclasses included).
+
+    A type may also be given as its full name (``"transformers.pytorch_utils.Conv1D"``) so that an optional
+    package need not be imported.
+    """
+    for t in types:
+        if not (isinstance(t, str) or (isinstance(t, type) and issubclass(t, nn.Module))):
+            raise ParameterError(
+                "register_adapter takes torch.nn.Module subclasses (or their 'module.QualName' strings). "
+                f"Got {t!r} instead.")
 
     def deco(fn):
         for t in types:
-            ADAPTERS[t] = fn
+            if isinstance(t, str):
+                NAMED_ADAPTERS[t] = fn
+            else:
+                ADAPTERS[t] = fn
         return fn
 
     return deco
@@ -44,6 +60,10 @@ def find_adapter(module):
     for t in type(module).__mro__:
         if t in ADAPTERS:
             return ADAPTERS[t]
+        if NAMED_ADAPTERS:
+            fn = NAMED_ADAPTERS.get(f"{t.__module__}.{t.__qualname__}")
+            if fn is not None:
+                return fn
     return None
 
 
@@ -51,12 +71,15 @@ def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-def _first(inputs):
-    v = inputs[0]
+def _first(inputs, path=""):
+    v = inputs[0] if inputs else None
+    where = f"Layer '{path}'" if path else "A layer"
     if not isinstance(v, Val):
-        raise UnsupportedOperationError("A layer received a non-tensor input; the exporter cannot follow it.")
+        raise UnsupportedOperationError(
+            f"{where} received no tensor the exporter followed (its input comes from an op whose output could not "
+            "be traced); the exporter cannot place its edges.")
     if v.grid is not None:
-        raise UnsupportedOperationError("A layer received a tensor whose channel dimension is split over several "
+        raise UnsupportedOperationError(f"{where} received a tensor whose channel dimension is split over several "
                                         "dims; reshape it back first.")
     return v
 
@@ -66,6 +89,8 @@ def linear(b: Builder, path: str, name: str, weight: torch.Tensor, v: Val, out_s
     """A dense (out, in) weight applied to the last dimension of ``v``."""
     v = b.materialize(v, -1)
     if v.cdim % len(v.shape) != len(v.shape) - 1:
+        if v.grid is None and param_slice is None:
+            return token_mixing(b, path, name, weight, v, out_shape, "linear")
         raise UnsupportedOperationError(
             f"Linear '{path}' is applied to the last dim of shape {v.shape}, but the nodes of that tensor are on "
             f"dim {v.cdim}. Flatten or permute before the Linear layer."
@@ -76,10 +101,30 @@ def linear(b: Builder, path: str, name: str, weight: torch.Tensor, v: Val, out_s
     return Val(out, len(out_shape) - 1, tuple(out_shape))
 
 
+def token_mixing(b, path, name, W, x, shape, layout):
+    """A Linear along a non-channel dim (MLP-Mixer's token mixing): a weight block between token partitions.
+
+    ``W`` maps ``T_in`` positions to ``T_out``. Every channel feeds every input token, every output token feeds
+    every output channel (identity edges), and output channel ``c`` gets an identity edge from input channel ``c``
+    (the mixing keeps channels apart)."""
+    t_in, t_out = (W.shape[1], W.shape[0]) if layout == "linear" else (W.shape[0], W.shape[1])
+    C = b.parts[x.part]["size"]
+    tin = b.new_partition(f"{path}.tokens_in", t_in, kind="token")
+    b.identity_block(f"{path}.tokens_in<-{x.part}", x.part, tin, np.repeat(np.arange(C), t_in),
+                     np.tile(np.arange(t_in), C))
+    tout = b.new_partition(f"{path}.tokens", t_out, kind="token")
+    b.weight_block(path, tin, tout, name, W, layout)
+    out = b.new_partition(path, C, kind="merge")
+    b.identity_block(f"{path}<-{x.part}", x.part, out, np.arange(C), np.arange(C))
+    b.identity_block(f"{path}<-tokens", tout, out, np.repeat(np.arange(t_out), C), np.tile(np.arange(C), t_out))
+    rank = len(shape)
+    return Val(out, x.cdim % rank if len(x.shape) == rank else x.cdim, shape)
+
+
 @register_adapter(nn.Linear)
 def _linear(b, path, m, inputs, out_shape):
     name, w = b.param(m, "weight", path)
-    return linear(b, path, name, w, _first(inputs), out_shape)
+    return linear(b, path, name, w, _first(inputs, path), out_shape)
 
 
 def conv(b: Builder, path: str, name: str, w: torch.Tensor, groups: int, v: Val, out_shape, *,
@@ -96,23 +141,37 @@ def conv(b: Builder, path: str, name: str, w: torch.Tensor, groups: int, v: Val,
     return Val(out, 1, tuple(out_shape))
 
 
+@register_adapter("transformers.pytorch_utils.Conv1D")
+def _hf_conv1d(b, path, m, inputs, out_shape):
+    """transformers' ``Conv1D`` (GPT-2): a Linear whose weight is stored ``(in, out)``, layout ``embedding``."""
+    name, w = b.param(m, "weight", path)
+    v = b.materialize(_first(inputs, path), -1)
+    if v.cdim % len(v.shape) != len(v.shape) - 1:
+        raise UnsupportedOperationError(
+            f"Conv1D '{path}' is applied to the last dim of shape {v.shape}, but the nodes of that tensor are on "
+            f"dim {v.cdim}.")
+    out = b.new_partition(path, w.shape[1])
+    b.weight_block(path, v.part, out, name, w, "embedding")
+    return Val(out, len(out_shape) - 1, tuple(out_shape))
+
+
 @register_adapter(nn.Conv1d, nn.Conv2d, nn.Conv3d)
 def _conv(b, path, m, inputs, out_shape):
     name, w = b.param(m, "weight", path)
-    return conv(b, path, name, w, m.groups, _first(inputs), out_shape)
+    return conv(b, path, name, w, m.groups, _first(inputs, path), out_shape)
 
 
 @register_adapter(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 def _conv_transpose(b, path, m, inputs, out_shape):
     name, w = b.param(m, "weight", path)
-    return conv(b, path, name, w, m.groups, _first(inputs), out_shape, transposed=True)
+    return conv(b, path, name, w, m.groups, _first(inputs, path), out_shape, transposed=True)
 
 
 @register_adapter(nn.Embedding)
 def _embedding(b, path, m, inputs, out_shape):
     """Token ids -> vectors: one input node per vocabulary entry, weight ``(num_embeddings, dim)``."""
     name, w = b.param(m, "weight", path)
-    v = _first(inputs)
+    v = _first(inputs, path)
     if v.part is None:
         v = b.materialize(v, -1, kind="token", size=w.shape[0])
     out = b.new_partition(path, w.shape[1])
@@ -179,7 +238,7 @@ def _encoder_layer(b, path, m, inputs, out_shape):
 
     ``norm_first`` moves LayerNorms, which are pass-through here, so both variants give the same graph.
     """
-    x = b.materialize(_first(inputs), -1)
+    x = b.materialize(_first(inputs, path), -1)
     shape = tuple(out_shape)
     a = attention(b, _join(path, "self_attn"), m.self_attn, x, x, x, shape)
     x = b.merge(_join(path, "add1"), [x, a], shape)
@@ -189,7 +248,7 @@ def _encoder_layer(b, path, m, inputs, out_shape):
 
 @register_adapter(nn.TransformerEncoder)
 def _encoder(b, path, m, inputs, out_shape):
-    x = _first(inputs)
+    x = _first(inputs, path)
     for i, layer in enumerate(m.layers):
         x = _encoder_layer(b, _join(path, f"layers.{i}"), layer, [x], out_shape)
     return x

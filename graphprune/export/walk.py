@@ -1,0 +1,163 @@
+"""The walk over a traced graph: each node's value from its inputs, through module adapters and op rules."""
+
+from __future__ import annotations
+
+import torch
+import torch.fx
+from torch import nn
+
+from ..errors import TracingError, UnsupportedModuleError, UnsupportedOperationError
+from ._builder import Builder, ParamRef, Scores, Stat, Val
+from .adapters import PASS_THROUGH, find_adapter
+from .rules import (
+    OpContext,
+    _generic,
+    _on_scores,
+    _unsupported,
+    find_op_rule,
+    is_shape,
+    no_features,
+    op_name,
+    traced,
+    vals,
+)
+from .trace import module_path
+
+__all__ = ["walk_graph", "check_modules"]
+
+
+def _has_params(m):
+    return any(True for _ in m.parameters(recurse=True))
+
+
+def check_modules(gm, skip):
+    """Parametrised modules called as leaves that have no adapter (and are not pass-through): listed, then raised
+    unless ``skip``. Returns their names."""
+    bad = []
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        m = gm.get_submodule(node.target)
+        if find_adapter(m) is None and not isinstance(m, PASS_THROUGH) and _has_params(m):
+            bad.append((node.target, type(m).__name__))
+    bad = list(dict.fromkeys(bad))
+    if bad and not skip:
+        raise UnsupportedModuleError(bad)
+    return bad
+
+
+class Walk:
+    """State of one walk: the builder, node values, and which parameters each op touched (for coverage)."""
+
+    def __init__(self, model, gm, n_inputs, skip):
+        self.b = Builder(model, n_inputs=n_inputs)
+        self.gm = gm
+        self.skip = skip
+        self.env = {}
+        self.touched: dict[str, set] = {}  # parameter (get_attr target) -> ops that consumed it
+        self.param_ids = {id(p) for p in model.parameters()}
+
+    def run(self):
+        outputs = []
+        for node in self.gm.graph.nodes:
+            shape = node.meta.get("gp_shape")
+            args = torch.fx.node.map_arg(node.args, lambda n: self.env.get(n))
+            kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: self.env.get(n))
+            if node.op == "placeholder":
+                self.env[node] = Val(None, -1, shape, raw=node.name) if is_shape(shape) else None
+            elif node.op == "get_attr":
+                obj = self.gm
+                for part in node.target.split("."):
+                    obj = getattr(obj, part)
+                if isinstance(obj, nn.Parameter) or (isinstance(obj, torch.Tensor) and id(obj) in self.param_ids):
+                    self.env[node] = ParamRef(node.target, obj)
+                elif isinstance(obj, torch.Tensor):  # a buffer: a constant input (masks, position tables)
+                    self.b.buffer_names.add(node.target)
+                    self.env[node] = Val(None, -1, tuple(obj.shape), raw=node.target)
+                else:
+                    self.env[node] = None
+            elif node.op == "call_module":
+                self.env[node] = self.module(node, args, kwargs, shape)
+            elif node.op in ("call_function", "call_method"):
+                for a in list(args) + list(kwargs.values()):
+                    if isinstance(a, ParamRef):
+                        self.touched.setdefault(a.name, set()).add(op_name(node))
+                if "gp_value" in node.meta:
+                    self.env[node] = node.meta["gp_value"]
+                else:
+                    self.env[node] = self.function(node, args, kwargs, shape)
+            elif node.op == "output":
+                outputs = vals(args)
+        return outputs
+
+    def module(self, node, args, kwargs, shape):
+        m = self.gm.get_submodule(node.target)
+        inputs = vals(args) + vals(kwargs)
+        adapter = find_adapter(m)
+        if adapter is not None:
+            return adapter(self.b, node.target, m, inputs, shape)
+        if isinstance(m, PASS_THROUGH) or not _has_params(m):
+            scores = [a for a in traced(args) + traced(kwargs) if isinstance(a, Scores)]
+            if scores:  # softmax, dropout modules on attention scores
+                ctx = OpContext(self.b, node, module_path(node), type(m).__name__)
+                return _on_scores(ctx, scores, inputs, shape)
+            if not is_shape(shape) or not inputs:
+                stats = [a for a in traced(args) if isinstance(a, Stat)]
+                return Stat(shape) if stats and is_shape(shape) else None
+            return _generic(self.b, node.target, inputs, shape)
+        # a skipped unsupported module: pass-through when the channel count is kept, else a cut
+        if isinstance(shape, tuple) and shape and isinstance(shape[0], tuple):
+            first = _skipped(self.b, node.target, inputs, shape[0])
+            return (first,) + (None,) * (len(shape) - 1)
+        return _skipped(self.b, node.target, inputs, shape) if is_shape(shape) else None
+
+    def function(self, node, args, kwargs, shape):
+        if isinstance(node.target, type) and issubclass(node.target, tuple):  # a (named)tuple of outputs
+            return tuple(list(args) + list(kwargs.values()))
+        ctx = OpContext(self.b, node, module_path(node), op_name(node))
+        rule = find_op_rule(node)
+        followed = [v for v in traced(args) + traced(kwargs) if not (isinstance(v, Val) and v.part is None)]
+        if rule is None:
+            if not followed:  # only raw inputs or constants: mask and position arithmetic, no nodes yet
+                raw = vals(args) + vals(kwargs)
+                return Val(None, -1, shape, raw=raw[0].raw) if raw and is_shape(shape) else None
+            return _unsupported(ctx, args, kwargs, shape)
+        try:
+            out = rule(ctx, args, kwargs, shape)
+        except UnsupportedOperationError as exc:
+            text = str(exc)
+            if ctx.where not in text:
+                text = f"{text} (op '{ctx.op}' at {ctx.where})"
+            raise UnsupportedOperationError(text) from exc
+        if out is None and is_shape(shape) and rule is not no_features and not (
+                args and isinstance(args[0], (tuple, list))) and any(
+                isinstance(v, Val) and v.part is not None for v in followed):
+            raise UnsupportedOperationError(
+                f"Op '{ctx.op}' at {ctx.where}: its rule could not follow the traced input into the output "
+                f"{shape}; the exporter stops here rather than lose the edges after it.")
+        return out
+
+
+def _skipped(b, name, inputs, shape):
+    v = inputs[0] if inputs else None
+    if v is not None and v.part is not None and len(shape) == len(v.shape) and shape[v.cdim] == v.channels:
+        return Val(v.part, v.cdim, shape)
+    cdim = v.cdim % len(shape) if v is not None and len(shape) == len(v.shape) else len(shape) - 1
+    return Val(b.new_partition(name, shape[cdim]), cdim, shape)
+
+
+def walk_graph(model, gm, *, skip, n_inputs):
+    """Walk ``gm`` (shapes already propagated); return ``(builder, outputs, touched)``."""
+    w = Walk(model, gm, n_inputs, skip)
+    outputs = w.run()
+    if not w.b.blocks:
+        raise TracingError(
+            f"{type(model).__name__} has no weight the exporter turned into edges: the forward pass on the example "
+            "inputs uses no Linear, convolution, embedding or attention weight (or only through untraced code).")
+    if not any(v.part is not None for v in outputs):
+        raise TracingError(
+            f"{type(model).__name__} returns no tensor the exporter could follow back to a layer; return the "
+            "output tensors directly (a tensor, tuple, list or dict of tensors)."
+        )
+    return w.b, outputs, w.touched
+
