@@ -90,6 +90,11 @@ def _other_model():
         return nn.Sequential(nn.Linear(3, 3))
 
 
+def _meta_model():
+    with torch.device("meta"):
+        return nn.Sequential(nn.Linear(3, 2))
+
+
 def _zero_graph():
     w = torch.zeros(3, 4)
     return MultipartiteGraph([Partition("in", 4, "input"), Partition("out", 3, "output")],
@@ -321,6 +326,18 @@ CASES = [
      "'schedule'"),
     ("build_model name", lambda c: build_model("vgg"), E, "'name' parameter of build_model"),
     ("build_model features", lambda c: build_model("mlp", features=0), E, "'features'"),
+    # -- from_model ------------------------------------------------------------------------------------------
+    ("from_model str model", lambda c: graphprune.from_model("net", c.x), E, "'model' parameter of from_model"),
+    ("from_model leaf_modules int", lambda c: graphprune.from_model(c.model, c.x, leaf_modules=5), E,
+     "'leaf_modules' parameter of from_model"),
+    ("from_model leaf_modules name", lambda c: graphprune.from_model(c.model, c.x, leaf_modules=("bogus",)), E,
+     "'leaf_modules'"),
+    ("from_model tracer", lambda c: graphprune.from_model(c.model, c.x, tracer="bogus"), E,
+     "'tracer' parameter of from_model"),
+    ("from_model wrong shape", lambda c: graphprune.from_model(c.model, torch.ones(4, 7)), errors.TracingError,
+     "mat1 and mat2"),
+    ("from_model meta", lambda c: graphprune.from_model(_meta_model(), torch.ones(2, 3)), E, "meta device"),
+    ("from_model no params", lambda c: graphprune.from_model(nn.ReLU(), c.x), E, "no parameters"),
     # -- graph methods --------------------------------------------------------------------------------------
     ("G.block", lambda c: c.G.block("nope"), GraphPruneError, "No block named 'nope'"),
     ("G.partition", lambda c: c.G.partition("nope"), GraphPruneError, "No partition named 'nope'"),
@@ -415,6 +432,8 @@ CLI = [
     ("unknown model", ["export", "no_such_model_xyz"], "unknown torchvision model"),
     ("unknown data", ["prune", "graphprune.experiments.models:MLP", "--input-shape", "1,40", "--sparsifier", "snip",
                       "--data", "imagenet"], "unknown --data 'imagenet'"),
+    ("wrong input shape", ["export", "graphprune.experiments.models:MLP", "--input-shape", "1,7"],
+     "mat1 and mat2 shapes cannot be multiplied"),
     ("bad factory", ["export", "no_such_pkg_xyz:f", "--input-shape", "1,4"], "cannot load model factory"),
     ("bad shape text", ["export", "resnet18", "--input-shape", "a,b"], "invalid shape"),
     ("unknown dataset", ["experiment", "--dataset", "imagenet"], "invalid choice"),
