@@ -77,6 +77,6 @@ def test_full_width_when_the_budget_allows():
     assert set(sp.width_.values()) == {1.0}
 
 
-@pytest.mark.parametrize("options", [{}, {"edges_per_node": 1.0, "guard": False}])
+@pytest.mark.parametrize("options", [{}, {"edges_per_node": 1.0, "guard": False}, {"iterations": 3}])
 def test_width_conforms(options):
     check_sparsifier(get_sparsifier("spectral-width"), options=options)

@@ -8,6 +8,7 @@ chooses which nodes stay, then samples spectrally within them.
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 
@@ -55,6 +56,9 @@ class SpectralWidthSparsifier(Sparsifier):
         Keep one edge per kept node before sampling.
     resistance : {"auto", "exact", "degree"}, default "auto"
     dtype : torch.dtype, default torch.float64
+    iterations : int, default 1
+        One shot (1), or rounds at densities ``d^(r / iterations)`` recomputing widths and resistances on the
+        graph kept so far (as iterative SynFlow schedules its rounds).
 
     Attributes
     ----------
@@ -95,15 +99,36 @@ class SpectralWidthSparsifier(Sparsifier):
         "guard": [Boolean()],
         "resistance": [Options(BLOCK_RESISTANCE_METHODS)],
         "dtype": [Dtype()],
+        "iterations": [Interval(numbers.Integral, 1, None)],
     }
 
     def __init__(self, sparsity=None, *, allocation="nodes", edges_per_node=4.0, guard=True, resistance="auto",
-                 dtype=torch.float64, **kwargs):
+                 dtype=torch.float64, iterations=1, **kwargs):
         super().__init__(sparsity, allocation=allocation, **kwargs)
+        self.iterations = iterations
         self.edges_per_node = edges_per_node
         self.guard = guard
         self.resistance = resistance
         self.dtype = dtype
+
+    def sparsify(self, graph):
+        """Masks for ``graph``; with ``iterations > 1``, rounds at densities ``d^(r / iterations)``, each choosing
+        widths and resistances on the graph kept so far (the exponential schedule of iterative SynFlow)."""
+        if not isinstance(self.iterations, numbers.Integral) or isinstance(self.iterations, bool) or \
+                self.iterations <= 1:
+            return super().sparsify(graph)
+        d = self._validate()
+        H, masks, widths = graph, None, None
+        for r in range(1, self.iterations + 1):
+            step = copy.copy(self)
+            step.iterations, step.sparsity, step.density = 1, None, d ** (r / self.iterations)
+            masks = super(SpectralWidthSparsifier, step).sparsify(H)
+            widths = step.width_
+            H = graph.with_masks(masks)
+        self.width_ = widths
+        return masks
+
+    __call__ = sparsify
 
     # -- the node choice ---------------------------------------------------------------------------------------
     def _leverage(self, graph, b, masks=None):
