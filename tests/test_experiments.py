@@ -186,3 +186,35 @@ def test_wide_cnn_has_enough_weights_to_tell():
     G = graphprune.from_model(model, torch.randn(2, 40))
     assert G.num_weight_edges == 320 + 64 * 128 * 5 + 128 * 256 * 5 + 256 * 10 * 10 == 230720
     assert G.num_weight_edges / 1000 > 200
+
+
+def test_spectrum_against_accuracy_plot_and_rank_correlation(tmp_path):
+    """Spearman's rho from the plot equals scipy's on the same columns; a perfectly monotone toy frame gives -1."""
+    from scipy import stats
+
+    from graphprune.experiments.study import plot_spectrum_vs_accuracy
+
+    df = pd.DataFrame(dict(method=["random", "spectral", "snip", "random"], compression=[10.0] * 4,
+                           test_acc=[0.9, 0.7, 0.5, 0.3], median_kappa=[1.5, 3.0, 9.0, 40.0],
+                           median_ramanujan_gap_rolled=[0.1, float("nan"), 0.3, 0.2]))
+    corr = plot_spectrum_vs_accuracy(df, tmp_path / "s.png")
+    assert (tmp_path / "s.png").exists()
+    assert corr["median_kappa"]["spearman_rho"] == pytest.approx(-1.0) and corr["median_kappa"]["runs"] == 4
+    ok = df.dropna()
+    assert corr["median_ramanujan_gap_rolled"]["spearman_rho"] == pytest.approx(
+        stats.spearmanr(ok.median_ramanujan_gap_rolled, ok.test_acc)[0])
+    assert corr["median_ramanujan_gap_rolled"]["runs"] == 3
+
+
+def test_rolled_ramanujan_gap_by_hand():
+    """Dense Linear(8 -> 6) and Linear(6 -> 4): complete bipartite graphs, whose 0/1 biadjacency has one non-zero
+    singular value, so mu_hat = 0 and the gap is sqrt(d_L - 1) + sqrt(d_R - 1): sqrt(7) + sqrt(5) = 4.8818 and
+    sqrt(5) + sqrt(3) = 3.9681; the study records their median, 4.4250."""
+    from graphprune.experiments.study import _rolled_gap
+
+    net = torch.nn.Sequential(torch.nn.Linear(8, 6, bias=False), torch.nn.ReLU(), torch.nn.Linear(6, 4, bias=False))
+    G = graphprune.from_model(net, torch.randn(1, 8))
+    expect = np.median([math.sqrt(7) + math.sqrt(5), math.sqrt(5) + math.sqrt(3)])
+    assert _rolled_gap(G, {}) == pytest.approx(expect, rel=1e-6)
+    keep_one_row = {"0.weight": torch.zeros(6, 8, dtype=torch.bool).index_fill_(0, torch.tensor([0]), True)}
+    assert math.isnan(_rolled_gap(G, {**keep_one_row, "2.weight": torch.eye(4, 6, dtype=torch.bool)}))

@@ -25,7 +25,7 @@ from .models import MODELS
 from .train import Schedule
 
 __all__ = ["METHODS", "POST_METHODS", "ARMS", "FINETUNE", "COMPRESSIONS", "run_study", "summarize", "plot_study",
-           "markdown_table"]
+           "plot_spectrum_vs_accuracy", "markdown_table"]
 
 #: name -> (registered sparsifier, options). Allocation follows each method's paper: global thresholds for the
 #: saliency scores and magnitude, per-layer (uniform) for random, degree and spectral, ERK for ERK random.
@@ -86,6 +86,24 @@ def _one_run(job):
 def _describe(job) -> str:
     what = "dense model" if "method" not in job else f"run {job['method']} at {job['compression']:g}x"
     return f"study {what} ({job['model']} on {job['dataset']}, seed {job['seed']})"
+
+
+def _rolled_gap(G, masks) -> float:
+    """Median over weight blocks of the Ramanujan gap in the rolled view (input channel x kernel tap -> output),
+    the encoding of the Ramanujan-graph pruning papers (Hoang et al., ICLR 2023), so the values compare with theirs;
+    NaN where undefined (average degree below 1 on a side)."""
+    import numpy as np
+
+    from ..analysis.spectral import block_spectrum_metrics
+
+    H = G.with_masks(masks)
+    gaps = []
+    for b in H.weight_blocks:
+        B = H.biadjacency(b, view="rolled", masked=True)
+        if B.nnz:
+            gaps.append(block_spectrum_metrics(B)["ramanujan_gap"])
+    gaps = [g for g in gaps if g == g]
+    return float(np.median(gaps)) if gaps else float("nan")
 
 
 def _dense_path(job):
@@ -162,6 +180,7 @@ def _run_job(job):
         dead_neurons=int(f.dead_outputs.sum()), log10_paths=rep.summary["log10_paths"],
         median_kappa=float(f.kappa.median()) if "kappa" in f else float("nan"),
         median_ramanujan_gap=float(f.ramanujan_gap.median()) if "ramanujan_gap" in f else float("nan"),
+        median_ramanujan_gap_rolled=_rolled_gap(G, masks) if job.get("spectral_metrics", True) else float("nan"),
         seconds=time.perf_counter() - t0,
     )
     return row
@@ -283,6 +302,11 @@ def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, com
     plot = plot_study(frame, stem + ".png", title=f"{model} on {dataset}" + (", pruned after training, fine-tuned"
                                                                                if arm == "post" else ""))
     md = markdown_table(frame)
+    if spectral_metrics and "median_kappa" in frame and frame.median_kappa.notna().any():
+        corr = plot_spectrum_vs_accuracy(frame, stem + "_spectrum.png", title=f"{model} on {dataset}")
+        md += "\nRank correlation with test accuracy (Spearman, over runs where defined): " + "; ".join(
+            f"{k} rho = {v['spearman_rho']:.2f} (p = {v['p_value']:.2g}, {v['runs']} runs)" for k, v in corr.items())
+        md += "\n"
     if arm == "post":
         md = ("After a short fine-tune (" + f"{finetune.epochs} epochs, lr {finetune.lr:g}):\n\n" + md
               + "\nWith no fine-tuning:\n\n" + markdown_table(frame, "test_acc_pruned"))
@@ -344,6 +368,46 @@ def markdown_table(frame, value: str = "test_acc") -> str:
     lines.append("")
     lines.append("Test accuracy in %, mean (min-max) over seeds; Ck/n: layer collapse in k of n runs.")
     return "\n".join(lines) + "\n"
+
+
+def plot_spectrum_vs_accuracy(frame, path, *, title=""):
+    """Does preserving the spectrum predict accuracy? Test accuracy against the median relative condition number
+    (kappa, log axis) and against the median Ramanujan gap in the rolled view, one point per run, one colour per
+    method, with Spearman's rank correlation over the runs where the metric is defined. Returns the correlations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from scipy import stats
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    colors = plt.get_cmap("tab20").colors
+    out = {}
+    for ax, col, label in ((axes[0], "median_kappa", "median relative condition number kappa (log)"),
+                           (axes[1], "median_ramanujan_gap_rolled", "median Ramanujan gap, rolled view")):
+        if col not in frame:
+            ax.set_visible(False)
+            continue
+        ok = frame[np.isfinite(frame[col].astype(float)) & np.isfinite(frame.test_acc.astype(float))]
+        for i, m in enumerate(_order(frame.method)):
+            r = ok[ok.method == m]
+            ax.scatter(r[col], 100 * r.test_acc, s=14, label=m, color=colors[(2 * i) % 20 if i < 10 else
+                                                                              (2 * (i - 10) + 1) % 20])
+        rho, pval = (stats.spearmanr(ok[col], ok.test_acc) if len(ok) > 2 else (float("nan"), float("nan")))
+        out[col] = {"spearman_rho": float(rho), "p_value": float(pval), "runs": int(len(ok))}
+        if col == "median_kappa":
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"Spearman rho = {rho:.2f} over {len(ok)} runs", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return out
 
 
 def plot_study(frame, path, *, title=""):
