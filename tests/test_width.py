@@ -60,12 +60,13 @@ def test_no_layer_collapse_and_no_wasted_edge_at_high_compression(name, compress
 
 
 def test_node_proportional_budgets_by_hand():
-    """allocation='nodes' (the default): the width as above (6 hidden nodes at edges_per_node=2), then the
+    """allocation='nodes': the width as above (6 hidden nodes at edges_per_node=2), then the
     round(0.02 * 1280) = 26 edges go to the blocks in proportion to their kept nodes, 16 + 6 = 22 and 6 + 4 = 10,
     capped by the edges among them (96 and 24): 26 * 22 / 32 = 17.875 and 8.125, rounded by largest remainder to
     18 and 8."""
     net, G = _tiny()
-    masks = get_sparsifier("spectral-width")(sparsity=0.98, seed=0, edges_per_node=2.0).sparsify(G)
+    masks = get_sparsifier("spectral-width")(sparsity=0.98, seed=0, edges_per_node=2.0,
+                                             allocation="nodes").sparsify(G)
     assert int(masks["0.weight"].sum()) == 18 and int(masks["2.weight"].sum()) == 8
     assert int(masks["0.weight"].any(1).sum()) == 6
 
