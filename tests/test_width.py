@@ -73,7 +73,7 @@ def test_node_proportional_budgets_by_hand():
 
 def test_full_width_when_the_budget_allows():
     net, G = _tiny()
-    sp = get_sparsifier("spectral-width")(sparsity=0.5, seed=0)
+    sp = get_sparsifier("spectral-width")(sparsity=0.5, seed=0, edges_per_node=2.0)
     sp.sparsify(G)
     assert set(sp.width_.values()) == {1.0}
 

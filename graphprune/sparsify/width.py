@@ -39,7 +39,8 @@ class SpectralWidthSparsifier(Sparsifier):
     2. Budgets per block: ``allocation="erk"`` (default; ERK keeps about ``sum(shape)`` edges per block, i.e.
        budgets proportional to the block's node count, the quantity a connected sparsifier needs);
        ``"nodes"``: proportional to the block's *kept* nodes (a connected sparsifier on ``n`` nodes needs at
-       least ``n - 1`` edges), capped at the edges among them and water-filled; ``"uniform"`` or a dict.
+       least ``n - 1`` edges). Both are then capped at the edges among the kept nodes and water-filled, so no
+       budget goes to edges that lead nowhere. ``"uniform"`` or a dict keep their per-block budgets as given.
     3. In each block, only edges between kept nodes are available; resistances are recomputed on that induced
        subgraph, one highest-leverage edge per kept node is kept first (``guard``), and the rest is sampled
        without replacement proportionally to ``w_e R_e`` (Efraimidis-Spirakis keys). If the induced subgraph has
@@ -140,21 +141,24 @@ class SpectralWidthSparsifier(Sparsifier):
         return lev.masked_fill(~H.block_mask(b).cpu(), 0.0)
 
     def allocate(self, graph, units, d):
-        if self.allocation != "nodes":
+        if getattr(self, "_ks", None) is None:
             return super().allocate(graph, units, d)
         return dict(self._ks)
 
-    def _node_budgets(self, graph, units, d):
-        """Budgets proportional to each block's kept nodes, capped at the edges among them (water-filling)."""
+    def _fitted_budgets(self, graph, units, d, base):
+        """Budgets in proportion to each block's kept nodes (``"nodes"``) or to its ERK / uniform budget, capped
+        at the edges among its kept nodes and water-filled, so no budget is spent on edges that lead nowhere."""
         ks = {b.name: b.num_edges for b in units if self._kept_dense(b)}
         todo = [b for b in units if not self._kept_dense(b)]
-        total = round(d * sum(b.num_edges for b in todo))
+        total = round(d * sum(b.num_edges for b in todo)) if self.allocation == "nodes" else \
+            sum(int(base[b.name]) for b in todo)
         cap, nodes = {}, {}
         for b in todo:
             s, t = b.edge_index("channel")
             avail = graph.block_mask(b).reshape(-1).numpy()
             cap[b.name] = int((avail & self._kept[b.src][s] & self._kept[b.dst][t]).sum())
-            nodes[b.name] = int(self._kept[b.src].sum() + self._kept[b.dst].sum())
+            nodes[b.name] = int(self._kept[b.src].sum() + self._kept[b.dst].sum()) if self.allocation == "nodes" \
+                else max(float(base[b.name]), 1e-12)
         full, budget = set(), total
         while True:
             free = [b.name for b in todo if b.name not in full]
@@ -218,11 +222,11 @@ class SpectralWidthSparsifier(Sparsifier):
             width[p.name] = float(keep.mean()) if p.size else 1.0
         self._kept = kept
         self.width_ = width
-        if self.allocation == "nodes":
-            self._ks = self._node_budgets(graph, all_units, d)
+        fit = self.allocation in ("erk", "nodes")  # uniform and dict budgets are the user's, per block: kept as given
+        self._ks = self._fitted_budgets(graph, all_units, d, ks) if fit else None
 
     def release(self):
-        self._kept = None
+        self._kept = self._ks = None
 
     # -- the sampling ------------------------------------------------------------------------------------------
     def compute_mask(self, ctx: BlockContext, k: int) -> torch.Tensor:
