@@ -218,3 +218,15 @@ def test_rolled_ramanujan_gap_by_hand():
     assert _rolled_gap(G, {}) == pytest.approx(expect, rel=1e-6)
     keep_one_row = {"0.weight": torch.zeros(6, 8, dtype=torch.bool).index_fill_(0, torch.tensor([0]), True)}
     assert math.isnan(_rolled_gap(G, {**keep_one_row, "2.weight": torch.eye(4, 6, dtype=torch.bool)}))
+
+
+def test_rows_with_new_columns_are_appended_under_the_right_headers(tmp_path):
+    from graphprune.experiments.study import _append_row
+
+    csv = str(tmp_path / "s.csv")
+    pd.DataFrame([dict(method="a", test_acc=0.5)]).to_csv(csv, index=False)  # an older file, fewer columns
+    _append_row(csv, dict(method="b", dense_acc=0.9, test_acc=0.7))
+    _append_row(csv, dict(method="c", test_acc=0.1, dense_acc=0.8))
+    f = pd.read_csv(csv)
+    assert f.method.tolist() == ["a", "b", "c"] and f.test_acc.tolist() == [0.5, 0.7, 0.1]
+    assert math.isnan(f.dense_acc[0]) and f.dense_acc[1:].tolist() == [0.9, 0.8]

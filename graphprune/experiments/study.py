@@ -295,8 +295,7 @@ def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, com
 
         rows_iter = tqdm(rows_iter, total=len(todo), desc=f"study {model}", unit="run")
     for row in rows_iter:
-        pd.DataFrame([row]).to_csv(csv, mode="a", header=not os.path.exists(csv) or os.path.getsize(csv) == 0,
-                                   index=False)
+        _append_row(csv, row)
     frame = pd.read_csv(csv)
     frame = frame[frame.method.isin(methods)]
     plot = plot_study(frame, stem + ".png", title=f"{model} on {dataset}" + (", pruned after training, fine-tuned"
@@ -313,6 +312,28 @@ def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, com
     with open(stem + ".md", "w") as f:
         f.write(md)
     return {"frame": frame, "csv": csv, "plot": plot, "markdown": stem + ".md", "ran": len(todo)}
+
+
+def _append_row(csv, row):
+    """Append one result row; a CSV written by an older version with fewer columns is rewritten with the union
+    of the columns first (old rows get NaN in the new ones), so appended values never land under wrong headers."""
+    import pandas as pd
+
+    new = pd.DataFrame([row])
+    if not os.path.exists(csv) or os.path.getsize(csv) == 0:
+        new.to_csv(csv, index=False)
+        return
+    with open(csv) as f:
+        header = f.readline().strip().split(",")
+    if set(header) == set(new.columns):
+        new[header].to_csv(csv, mode="a", header=False, index=False)
+        return
+    old = pd.read_csv(csv)
+    merged = pd.concat([old, new], ignore_index=True)
+    cols = list(old.columns) + [c for c in new.columns if c not in old.columns]
+    tmp = csv + ".tmp"
+    merged[cols].to_csv(tmp, index=False)
+    os.replace(tmp, csv)
 
 
 def _execute(todo, jobs, fn=None, executor=None):
