@@ -10,7 +10,6 @@ stream per block from ``seed``.
 from __future__ import annotations
 
 import fnmatch
-import math
 import numbers
 from dataclasses import dataclass
 
@@ -237,25 +236,54 @@ class Sparsifier:
     def release(self) -> None:
         """Hook run when :meth:`sparsify` ends, even on error: drop what :meth:`prepare` kept. Default: nothing."""
 
-    def _masks_for(self, graph, units, d, ss):
+    #: dtype of :attr:`BlockContext.weight` (float64 keeps scores exact; one block at a time).
+    context_dtype: torch.dtype = torch.float64
+
+    def _context(self, graph, b, seed_seq) -> BlockContext:
+        """One unit's context, built when its turn comes: weights on the weight's own device (in
+        :attr:`context_dtype`), the available mask on the CPU, and a fresh random stream from the unit's seed."""
+        w = b.weight.detach().to(dtype=self.context_dtype)
+        return BlockContext(graph, b, w, graph.block_mask(b).clone(), np.random.default_rng(seed_seq))
+
+    def _plan(self, graph, units, d, ss):
+        """``(todo, counts, seeds)``: the units to prune, the number of edges each keeps, one seed per unit."""
         ks = self.allocate(graph, units, d)
-        rngs = dict(zip([b.name for b in units], (np.random.default_rng(s) for s in ss.spawn(len(units)))))
-        ctxs = {}
-        for b in units:
-            w = b.weight.detach().to("cpu", torch.float64)
-            ctxs[b.name] = BlockContext(graph, b, w, graph.block_mask(b).clone(), rngs[b.name])
+        seeds = dict(zip([b.name for b in units], ss.spawn(len(units))))
         todo = [b for b in units if not self._kept_dense(b)]
         if self.allocation == "global":
-            ks.update(self._global_counts(todo, ctxs, d))
-        masks = graph.masks
-        for b in _progress(todo, self.progress, type(self).__name__):
-            ctx = ctxs[b.name]
-            k = min(int(ks[b.name]), int(ctx.available.sum()))
-            if k >= int(ctx.available.sum()):
+            ks.update(self._global_counts(graph, todo, seeds, d))
+        return todo, ks, seeds
+
+    def iter_masks(self, graph, units, d, ss, *, progress=None):
+        """Yield ``(block, mask)`` unit by unit, each mask shaped like ``block.weight``.
+
+        A unit's context lives only while its mask is computed, so memory stays proportional to the largest
+        block. Used by :meth:`sparsify` and by :func:`graphprune.prune` (which zeroes each block in place before
+        the next one starts).
+        """
+        todo, ks, seeds = self._plan(graph, units, d, ss)
+        show = self.progress if progress is None else progress
+        for b in _progress(todo, show, type(self).__name__):
+            ctx = self._context(graph, b, seeds[b.name])
+            if self.allocation == "global":
+                self.score(ctx)  # the stream has drawn once for the threshold: keep the historical rng state
+            n_avail = int(ctx.available.sum())
+            k = min(int(ks[b.name]), n_avail)
+            if k >= n_avail:
                 m = ctx.available
             else:
                 m = self.compute_mask(ctx, k)
                 _check_result(self, b, m, ctx, k)
+            self.block_done(b)
+            del ctx
+            yield b, m
+
+    def block_done(self, block) -> None:
+        """Hook run after a unit's mask is computed: drop what was cached for ``block``. Default: nothing."""
+
+    def _masks_for(self, graph, units, d, ss):
+        masks = graph.masks
+        for b, m in self.iter_masks(graph, units, d, ss):
             full = masks[b.param]
             if b.param_slice is not None:
                 full[b.param_slice[0] : b.param_slice[1]] &= m
@@ -265,32 +293,83 @@ class Sparsifier:
 
     __call__ = sparsify
 
-    def _global_counts(self, todo, ctxs, d):
-        scores, sizes = [], []
-        for b in todo:
-            s = self.score(ctxs[b.name])
-            if s is None:
-                raise ParameterError(f"{type(self).__name__} has no score(); allocation='global' needs one.")
-            s = s.detach().to(torch.float64).reshape(-1).clone()
-            s[~ctxs[b.name].available.reshape(-1)] = -math.inf
-            scores.append(s)
-            sizes.append(s.numel())
-        allv = torch.cat(scores)
-        K = round(d * allv.numel())
+    def _global_scores(self, graph, b, seed_seq):
+        s = self.score(self._context(graph, b, seed_seq))
+        if s is None:
+            raise ParameterError(f"{type(self).__name__} has no score(); allocation='global' needs one.")
+        s = s.detach().to("cpu", torch.float64).reshape(-1).numpy().copy()
+        s[~graph.block_mask(b).reshape(-1).numpy()] = -np.inf
+        return s
+
+    def _global_counts(self, graph, todo, seeds, d):
+        """Edges kept per unit under one global threshold, in two passes over the blocks (no concatenation).
+
+        Pass 1 histograms order-preserving 64-bit keys of every score on their top 20 bits; the bin holding the
+        K-th largest score is then known. Pass 2 counts, per unit, the scores above that bin and gathers only the
+        scores inside it; a stable sort of those candidates gives the exact split. The result equals a stable
+        argsort of all scores concatenated in unit order (ties go to the earlier unit and position).
+        """
+        sizes = [b.num_edges for b in todo]
+        K = round(d * sum(sizes))
         if K <= 0:
             return {b.name: 0 for b in todo}
-        order = np.argsort(-allv.numpy(), kind="stable")[:K]
-        counts = np.bincount(np.searchsorted(np.cumsum(sizes), order, side="right"), minlength=len(todo))
-        return {b.name: int(c) for b, c in zip(todo, counts)}
+        hist = np.zeros(_NBINS, dtype=np.int64)
+        for b in todo:
+            top = (_sort_keys(self._global_scores(graph, b, seeds[b.name])) >> _SHIFT).astype(np.int64)
+            hist += np.bincount(top, minlength=_NBINS)
+        above = np.cumsum(hist[::-1])  # above[j]: scores in the top j + 1 bins
+        j = int(np.searchsorted(above, K))  # the K-th largest lies in bin NBINS - 1 - j
+        edge = _NBINS - 1 - j
+        need = K - (int(above[j - 1]) if j > 0 else 0)
+        counts, cand_keys, cand_unit = [], [], []
+        for i, b in enumerate(todo):
+            bins = _sort_keys(self._global_scores(graph, b, seeds[b.name]))
+            hi = (bins >> _SHIFT).astype(np.int64)
+            counts.append(int(np.count_nonzero(hi > edge)))
+            inside = bins[hi == edge]
+            cand_keys.append(inside)
+            cand_unit.append(np.full(inside.size, i, dtype=np.int64))
+        keys, unit = np.concatenate(cand_keys), np.concatenate(cand_unit)
+        chosen = unit[np.argsort(~keys, kind="stable")[:need]]  # ~key: descending keys, stable by position
+        extra = np.bincount(chosen, minlength=len(todo))
+        return {b.name: counts[i] + int(extra[i]) for i, b in enumerate(todo)}
+
+
+_SHIFT = np.uint64(44)  # histogram on the top 20 bits of the 64-bit sort keys
+_NBINS = 1 << 20
+
+
+def _sort_keys(x: np.ndarray) -> np.ndarray:
+    """uint64 keys ordered like the float64 values ``x`` (NaN lowest, below -inf, like a descending argsort)."""
+    bits = np.ascontiguousarray(x, dtype=np.float64).view(np.uint64)
+    neg = (bits >> np.uint64(63)).astype(bool)
+    keys = np.where(neg, ~bits, bits | np.uint64(1 << 63))
+    keys[np.isnan(x)] = 0
+    return keys
 
 
 def topk_mask(scores: torch.Tensor, available: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool mask keeping the ``k`` highest scores among ``available`` (ties broken by position, stably)."""
+    """Bool mask keeping the ``k`` highest scores among ``available`` (ties broken by position, stably).
+
+    A partial selection (``numpy.partition``) finds the k-th largest score; every score above it is kept and the
+    ties at it go to the earliest positions, which is exactly the first ``k`` of a stable descending argsort, in
+    O(n) instead of O(n log n).
+    """
     s = scores.detach().to("cpu", torch.float64).reshape(-1).numpy().copy()
-    s[~available.reshape(-1).numpy()] = -np.inf
+    avail = available.detach().to("cpu").reshape(-1).numpy()
+    s[~avail] = -np.inf
     keep = np.zeros(s.size, dtype=bool)
-    if k > 0:
-        keep[np.argsort(-s, kind="stable")[:k]] = True
+    if k >= s.size:
+        keep[:] = True
+    elif k > 0:
+        if np.isnan(s).any():  # NaN sorts last in a stable argsort; keep that exact order
+            keep[np.argsort(-s, kind="stable")[:k]] = True
+        else:
+            kth = np.partition(s, s.size - k)[s.size - k]  # the k-th largest value
+            above = s > kth
+            keep[above] = True
+            ties = np.flatnonzero(s == kth)[: k - int(np.count_nonzero(above))]
+            keep[ties] = True
     return torch.from_numpy(keep).reshape(available.shape)
 
 

@@ -124,15 +124,19 @@ class SpectralSparsifier(Sparsifier):
                                  "block has no spectrum to preserve. Keep it dense (keep_dense=[...]) or "
                                  "initialise the model first.")
         if self.scope == "graph":
-            R = self._graph_R[b.name].to(torch.float64)
+            R = self._graph_R.pop(b.name).to(torch.float64)  # each block's resistances are read once, then dropped
         else:
             R, how = effective_resistance(ctx.graph, b, view=self.view, method=self.resistance, dtype=self.dtype,
                                           return_method=True)
             self.resistance_method_[b.name] = how
-            R = R.to(torch.float64).cpu()
-        lev = (w * torch.nan_to_num(R, nan=0.0, posinf=0.0)).masked_fill(~ctx.available, 0.0)
+        R = torch.nan_to_num(R.to(w.device, torch.float64), nan=0.0, posinf=0.0)
+        lev = (w * R).cpu().masked_fill(~ctx.available, 0.0)
+        del R
         self._cache[b.name] = lev
         return lev
+
+    def block_done(self, block):
+        self._cache.pop(block.name, None)  # the leverage of one block at a time (all blocks only for "global")
 
     def compute_mask(self, ctx: BlockContext, k: int) -> torch.Tensor:
         lev = self.score(ctx).reshape(-1).numpy()
