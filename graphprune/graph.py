@@ -526,17 +526,19 @@ class MultipartiteGraph:
         if format not in ("scipy", "torch"):
             raise ParameterError(f"The 'format' parameter must be 'scipy' or 'torch'. Got {format!r}.")
         shape = b.view_shape(view)
-        w = b.abs_weight() if weighted else torch.ones(b.num_edges)
+        w = b.abs_weight() if weighted else torch.ones(b.num_edges)  # a fresh tensor: edited in place below
         if dtype is not None:
             w = w.to(dtype)
         if scale is not None:
             w = w * scale.reshape(-1).to(w.device, w.dtype)
         if masked and b.is_weight:
-            w = w * self.block_mask(b).reshape(-1).to(w.device, w.dtype)
+            keep = self.block_mask(b).reshape(-1)
+            if not bool(keep.all()):
+                w = w.masked_fill_(~keep.to(w.device), 0)
         if format == "torch":
             if b.is_weight and (b.layout == "linear" or (view == "rolled" and b.layout == "conv"
                                                          and b.groups == 1)):
-                return w.reshape(shape).clone()
+                return w.reshape(shape)
             s, d = b.edge_index(view)
             M = torch.zeros(shape, dtype=w.dtype, device=w.device)
             idx = (torch.as_tensor(d, device=w.device), torch.as_tensor(s, device=w.device))

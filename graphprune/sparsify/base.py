@@ -18,7 +18,7 @@ import torch
 
 from ..errors import GraphPruneError, ParameterError
 
-__all__ = ["Sparsifier", "BlockContext", "make_rng", "ALLOCATIONS"]
+__all__ = ["Sparsifier", "BlockContext", "make_rng", "ALLOCATIONS", "topk_mask", "top_flags"]
 
 ALLOCATIONS = ("uniform", "erk", "global")
 
@@ -56,9 +56,11 @@ class BlockContext:
     graph : MultipartiteGraph
     block : Block
     weight : torch.Tensor
-        Signed weights, shaped like the block's parameter slice (float64 on CPU unless a subclass asks otherwise).
+        Signed weights, shaped like the block's parameter slice, on the weight's own device, in the sparsifier's
+        ``context_dtype`` (float64 unless a subclass asks otherwise; ``None`` gives a read-only view of the
+        model's own tensor).
     available : torch.Tensor
-        Bool, same shape: edges still present (the existing mask).
+        Bool, same shape, on the CPU: edges still present (the existing mask).
     rng : numpy.random.Generator
         This unit's own random stream.
     """
@@ -236,13 +238,16 @@ class Sparsifier:
     def release(self) -> None:
         """Hook run when :meth:`sparsify` ends, even on error: drop what :meth:`prepare` kept. Default: nothing."""
 
-    #: dtype of :attr:`BlockContext.weight` (float64 keeps scores exact; one block at a time).
-    context_dtype: torch.dtype = torch.float64
+    #: dtype of :attr:`BlockContext.weight` (float64 keeps scores exact; one block at a time). ``None`` keeps the
+    #: parameter's own dtype: the context's weight is then a view of the model's storage, not a copy.
+    context_dtype: torch.dtype | None = torch.float64
 
     def _context(self, graph, b, seed_seq) -> BlockContext:
         """One unit's context, built when its turn comes: weights on the weight's own device (in
         :attr:`context_dtype`), the available mask on the CPU, and a fresh random stream from the unit's seed."""
-        w = b.weight.detach().to(dtype=self.context_dtype)
+        w = b.weight.detach()
+        if self.context_dtype is not None:
+            w = w.to(dtype=self.context_dtype)
         return BlockContext(graph, b, w, graph.block_mask(b).clone(), np.random.default_rng(seed_seq))
 
     def _plan(self, graph, units, d, ss):
@@ -340,8 +345,9 @@ _NBINS = 1 << 20
 
 
 def _sort_keys(x: np.ndarray) -> np.ndarray:
-    """uint64 keys ordered like the float64 values ``x`` (NaN lowest, below -inf, like a descending argsort)."""
-    bits = np.ascontiguousarray(x, dtype=np.float64).view(np.uint64)
+    """uint64 keys ordered like the float64 values ``x`` (NaN lowest, below -inf, like a descending argsort;
+    -0.0 and 0.0 equal)."""
+    bits = (np.asarray(x, dtype=np.float64) + 0.0).view(np.uint64)
     neg = (bits >> np.uint64(63)).astype(bool)
     keys = np.where(neg, ~bits, bits | np.uint64(1 << 63))
     keys[np.isnan(x)] = 0
@@ -351,26 +357,46 @@ def _sort_keys(x: np.ndarray) -> np.ndarray:
 def topk_mask(scores: torch.Tensor, available: torch.Tensor, k: int) -> torch.Tensor:
     """Bool mask keeping the ``k`` highest scores among ``available`` (ties broken by position, stably).
 
-    A partial selection (``numpy.partition``) finds the k-th largest score; every score above it is kept and the
-    ties at it go to the earliest positions, which is exactly the first ``k`` of a stable descending argsort, in
-    O(n) instead of O(n log n).
+    The result is exactly the first ``k`` of a stable descending argsort (NaN last), found in O(n) by
+    :func:`top_flags` instead of a full sort.
     """
     s = scores.detach().to("cpu", torch.float64).reshape(-1).numpy().copy()
-    avail = available.detach().to("cpu").reshape(-1).numpy()
-    s[~avail] = -np.inf
-    keep = np.zeros(s.size, dtype=bool)
-    if k >= s.size:
+    s[~available.detach().to("cpu").reshape(-1).numpy()] = -np.inf
+    return torch.from_numpy(top_flags(s, k)).reshape(available.shape)
+
+
+def top_flags(x: np.ndarray, k: int, *, chunk: int = 1 << 22) -> np.ndarray:
+    """Bool flags of the ``k`` largest values of a 1-D float array, ties going to the earliest positions.
+
+    Equal to flagging ``np.argsort(-x, kind="stable")[:k]`` (NaN ranks lowest), without sorting: one pass
+    histograms order-preserving 64-bit keys on their top 20 bits, a second flags every value above the bin that
+    holds the k-th largest and sorts only the values inside it. Extra memory: O(chunk + size of that bin).
+    """
+    n = x.size
+    keep = np.zeros(n, dtype=bool)
+    if k <= 0:
+        return keep
+    if k >= n:
         keep[:] = True
-    elif k > 0:
-        if np.isnan(s).any():  # NaN sorts last in a stable argsort; keep that exact order
-            keep[np.argsort(-s, kind="stable")[:k]] = True
-        else:
-            kth = np.partition(s, s.size - k)[s.size - k]  # the k-th largest value
-            above = s > kth
-            keep[above] = True
-            ties = np.flatnonzero(s == kth)[: k - int(np.count_nonzero(above))]
-            keep[ties] = True
-    return torch.from_numpy(keep).reshape(available.shape)
+        return keep
+    hist = np.zeros(_NBINS, dtype=np.int64)
+    for a in range(0, n, chunk):
+        hist += np.bincount((_sort_keys(x[a : a + chunk]) >> _SHIFT).astype(np.int64), minlength=_NBINS)
+    above = np.cumsum(hist[::-1])
+    j = int(np.searchsorted(above, k))
+    edge = _NBINS - 1 - j
+    need = k - (int(above[j - 1]) if j > 0 else 0)
+    pos, keys = [], []
+    for a in range(0, n, chunk):
+        sk = _sort_keys(x[a : a + chunk])
+        hi = (sk >> _SHIFT).astype(np.int64)
+        keep[a : a + chunk] = hi > edge
+        inside = np.flatnonzero(hi == edge)
+        pos.append(inside + a)
+        keys.append(sk[inside])
+    pos, keys = np.concatenate(pos), np.concatenate(keys)
+    keep[pos[np.argsort(~keys, kind="stable")[:need]]] = True
+    return keep
 
 
 def erk_counts(blocks, d: float) -> dict:
