@@ -153,7 +153,7 @@ class Block:
 
     # -- edges ---------------------------------------------------------------------------------------------------
     #: Blocks up to this many edges keep their edge indices once computed (16 bytes per edge).
-    EDGE_CACHE_LIMIT = 1 << 22
+    EDGE_CACHE_LIMIT = 1 << 16
 
     def edge_index(self, view: str = "channel") -> tuple[np.ndarray, np.ndarray]:
         """Local ``(src, dst)`` node indices of every edge, in parameter (C) order.

@@ -530,6 +530,15 @@ def _per_edge(b, R: torch.Tensor, view: str) -> torch.Tensor:
         return R.reshape(-1)
     if b.is_weight and b.layout == "embedding":
         return R.T.reshape(-1)
+    if b.is_weight and view == "channel" and b.layout in ("conv", "conv_transpose"):
+        # every kernel tap of a channel pair shares the pair's value: an (a, b) lookup broadcast over the taps
+        w = b.weight
+        a, c = int(w.shape[0]), int(w.shape[1])
+        grouped = ((torch.arange(a, device=R.device) // (a // b.groups)) * c)[:, None] + torch.arange(
+            c, device=R.device)[None, :]
+        rows = torch.arange(a, device=R.device)[:, None]
+        small = R[rows, grouped] if b.layout == "conv" else R[grouped, rows]
+        return small.reshape((a, c) + (1,) * (w.dim() - 2)).expand(w.shape).reshape(-1)
     s, d = b.edge_index(view)
     return R[torch.as_tensor(d, device=R.device), torch.as_tensor(s, device=R.device)]
 
