@@ -664,6 +664,8 @@ class MultipartiteGraph:
             if b.is_weight and (b.layout == "linear" or (view == "rolled" and b.layout == "conv"
                                                          and b.groups == 1)):
                 return w.reshape(shape)
+            if b.is_weight and b.layout == "embedding":  # (in, out): the biadjacency is its transpose (a view)
+                return w.reshape(shape[1], shape[0]).T
             s, d = b.edge_index(view)
             M = torch.zeros(shape, dtype=w.dtype, device=w.device)
             idx = (torch.as_tensor(d, device=w.device), torch.as_tensor(s, device=w.device))

@@ -75,7 +75,7 @@ class PackedMasks(Mapping):
             raise MaskError(f"Mask for {name!r} must have dtype torch.bool. Got {mask.dtype}.")
         self._bits[name] = pack_mask(mask)
         self._shapes[name] = tuple(mask.shape)
-        self._kept[name] = int(mask.sum())
+        self._kept[name] = int(np.count_nonzero(mask.detach().to("cpu").numpy()))
 
     @classmethod
     def from_packed(cls, name_to_bits: Mapping, shapes: Mapping) -> PackedMasks:

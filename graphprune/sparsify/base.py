@@ -272,7 +272,7 @@ class Sparsifier:
             ctx = self._context(graph, b, seeds[b.name])
             if self.allocation == "global":
                 self.score(ctx)  # the stream has drawn once for the threshold: keep the historical rng state
-            n_avail = int(ctx.available.sum())
+            n_avail = count_true(ctx.available)
             k = min(int(ks[b.name]), n_avail)
             if k >= n_avail:
                 m = ctx.available
@@ -347,11 +347,13 @@ _NBINS = 1 << 20
 def _sort_keys(x: np.ndarray) -> np.ndarray:
     """uint64 keys ordered like the float64 values ``x`` (NaN lowest, below -inf, like a descending argsort;
     -0.0 and 0.0 equal)."""
-    bits = (np.asarray(x, dtype=np.float64) + 0.0).view(np.uint64)
-    neg = (bits >> np.uint64(63)).astype(bool)
-    keys = np.where(neg, ~bits, bits | np.uint64(1 << 63))
-    keys[np.isnan(x)] = 0
-    return keys
+    x = np.asarray(x, dtype=np.float64)
+    bits = (x + 0.0).view(np.uint64)
+    flip = np.uint64(0) - (bits >> np.uint64(63))  # all ones for negatives, 0 otherwise
+    flip |= np.uint64(1 << 63)
+    bits ^= flip  # negatives: ~bits; positives: bits with the sign bit set
+    bits[np.isnan(x)] = 0
+    return bits
 
 
 def topk_mask(scores: torch.Tensor, available: torch.Tensor, k: int) -> torch.Tensor:
@@ -360,7 +362,10 @@ def topk_mask(scores: torch.Tensor, available: torch.Tensor, k: int) -> torch.Te
     The result is exactly the first ``k`` of a stable descending argsort (NaN last), found in O(n) by
     :func:`top_flags` instead of a full sort.
     """
-    s = scores.detach().to("cpu", torch.float64).reshape(-1).numpy().copy()
+    t = scores.detach().to("cpu", torch.float64)
+    s = t.reshape(-1).numpy()
+    if t.data_ptr() == scores.data_ptr():  # no conversion happened: copy before writing
+        s = s.copy()
     s[~available.detach().to("cpu").reshape(-1).numpy()] = -np.inf
     return torch.from_numpy(top_flags(s, k)).reshape(available.shape)
 
@@ -416,9 +421,19 @@ def erk_counts(blocks, d: float) -> dict:
     return {x: n[x] if x in dense else round(eps * raw[x] * n[x]) for x in n}
 
 
+def count_true(m: torch.Tensor) -> int:
+    """Number of True entries of a bool tensor (numpy's count_nonzero on the CPU: no int64 reduction buffer)."""
+    if m.device.type == "cpu" and m.dtype == torch.bool:
+        return int(np.count_nonzero(m.detach().numpy()))
+    return int(m.sum())
+
+
 def _check_weights(b):
     w = b.weight
-    if not torch.isfinite(w).all():
+    total = w.detach().sum(dtype=torch.float64 if w.dtype == torch.float64 else torch.float32)
+    # a finite sum means every weight is finite (NaN and inf propagate); only a non-finite sum (NaN, inf or an
+    # overflow) needs the element-wise check
+    if not bool(torch.isfinite(total)) and not bool(torch.isfinite(w).all()):
         raise ParameterError(f"Parameter {b.param!r} (block {b.name!r}) holds NaN or inf weights; fix the model "
                              "before sparsifying.")
     if w.numel() == 0:
@@ -431,8 +446,9 @@ def _check_result(sp, b, m, ctx, k):
                               f"{tuple(ctx.weight.shape)} for block {b.name!r}.")
     if bool((m & ~ctx.available).any()):
         raise GraphPruneError(f"{type(sp).__name__}.compute_mask revived pruned edges in block {b.name!r}.")
-    if int(m.sum()) != k:
-        raise GraphPruneError(f"{type(sp).__name__}.compute_mask kept {int(m.sum())} edges in block {b.name!r}; "
+    kept = count_true(m)
+    if kept != k:
+        raise GraphPruneError(f"{type(sp).__name__}.compute_mask kept {kept} edges in block {b.name!r}; "
                               f"{k} were asked for.")
 
 

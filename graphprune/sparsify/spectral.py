@@ -228,12 +228,14 @@ def _successive_sample(lev, avail, k, rng, chunk=1 << 22):
 
     total = lev.sum()
     n = lev.size
-    keys = np.full(n, -np.inf)
+    keys = np.empty(n)
     npos = 0
     for a in range(0, n, chunk):
         p = lev[a : a + chunk] / total
         idx = np.flatnonzero(avail[a : a + chunk] & (p > 0))
-        keys[a + idx] = np.log(rng.random(idx.size)) / p[idx]
+        out = keys[a : a + chunk]
+        out.fill(-np.inf)
+        out[idx] = np.log(rng.random(idx.size)) / p[idx]
         npos += idx.size
     take = min(k, npos)
     keep = top_flags(keys, take)
