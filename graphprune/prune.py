@@ -123,6 +123,7 @@ def _prune_in_place(sp: Sparsifier, G, d) -> PackedMasks:
                 full &= m
             if all(n in done or sp._kept_dense(G.block(n)) for n in pending[b.param]):
                 out.add(b.param, partial.pop(b.param))
+            del m, full  # nothing of this block stays alive while the next one is computed
     finally:
         sp.release()
     for name in G.params:  # parameters kept dense (keep_dense) or finished without a pruned unit

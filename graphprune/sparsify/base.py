@@ -282,6 +282,7 @@ class Sparsifier:
             self.block_done(b)
             del ctx
             yield b, m
+            del m  # hold no block's mask while the next one is computed
 
     def block_done(self, block) -> None:
         """Hook run after a unit's mask is computed: drop what was cached for ``block``. Default: nothing."""

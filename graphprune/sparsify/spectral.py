@@ -142,8 +142,10 @@ class SpectralSparsifier(Sparsifier):
             self.resistance_method_[b.name] = how
         # in place, one float64 array per block: |w| (exact in float64) times R (float32 R widens exactly)
         R = torch.nan_to_num_(R.to(w.device), nan=0.0, posinf=0.0)
-        lev = w.abs().to(torch.float64)
-        lev.mul_(R)
+        lev = w.to(torch.float64, copy=True).abs_()  # never the model's own tensor
+        lf, rf = lev.reshape(-1), R.reshape(-1)
+        for a in range(0, lf.numel(), 1 << 22):  # in chunks: a float32 R is widened chunk by chunk, not whole
+            lf[a : a + (1 << 22)].mul_(rf[a : a + (1 << 22)])
         del R
         lev = lev.masked_fill_(~avail, 0.0).cpu()
         self._cache[b.name] = lev
@@ -156,6 +158,9 @@ class SpectralSparsifier(Sparsifier):
         lev = self.score(ctx).reshape(-1).numpy()
         avail = ctx.available.reshape(-1).numpy()
         if self.sampling == "without_replacement" and not self.guard and not self.reweight:
+            # the block's last use of its leverage: take it out of the cache and turn it into the sampling keys in
+            # place (one float64 array per block)
+            self._cache.pop(ctx.block.name, None)
             return torch.from_numpy(_successive_sample(lev, avail, k, ctx.rng)).reshape(ctx.available.shape)
         p = lev / lev.sum()
         rng = ctx.rng
@@ -221,31 +226,31 @@ class SpectralSparsifier(Sparsifier):
 
 
 def _successive_sample(lev, avail, k, rng, chunk=1 << 22):
-    """``k`` edges by Efraimidis-Spirakis keys ``log(u) / p_e`` (top-k), in chunks: one float64 key per edge and
-    chunk-sized temporaries. The random stream is drawn in the same order as one call over all positive-``p``
-    available edges, so the result does not depend on ``chunk``."""
+    """``k`` edges by Efraimidis-Spirakis keys ``log(u) / p_e`` (top-k), in chunks.
+
+    ``lev`` is overwritten with the keys (NaN off the candidates), so the only per-edge memory is the leverage
+    array itself plus chunk-sized temporaries. The random stream is drawn in the same order as one call over all
+    positive-``p`` available edges, so the result does not depend on ``chunk``.
+    """
     from .base import top_flags
 
     total = lev.sum()
     n = lev.size
-    keys = np.empty(n)
-    npos = 0
+    npos, zero = 0, []
     for a in range(0, n, chunk):
-        p = lev[a : a + chunk] / total
-        idx = np.flatnonzero(avail[a : a + chunk] & (p > 0))
-        out = keys[a : a + chunk]
-        out.fill(-np.inf)
-        out[idx] = np.log(rng.random(idx.size)) / p[idx]
+        out = lev[a : a + chunk]
+        p = out / total
+        av = avail[a : a + chunk]
+        idx = np.flatnonzero(av & (p > 0))
+        zero.append(a + np.flatnonzero(av & (p == 0)))
+        keys = np.log(rng.random(idx.size)) / p[idx]
+        out.fill(np.nan)  # NaN ranks below every key, -inf included
+        out[idx] = keys
         npos += idx.size
     take = min(k, npos)
-    keep = top_flags(keys, take)
-    if take and not np.isfinite(keys[keep]).all():  # u == 0 drew a -inf key: rank among the candidates only
-        cand = np.flatnonzero(avail & (lev / total > 0))
-        keep[:] = False
-        keep[cand[_top(keys[cand], take)]] = True
-    del keys
+    keep = top_flags(lev, take)
     if k > take:  # fewer positive-leverage edges than the budget: fill uniformly among the rest
-        zero = np.flatnonzero(avail & (lev / total == 0))
+        zero = np.concatenate(zero)
         keep[rng.choice(zero, size=k - take, replace=False)] = True
     return keep
 
