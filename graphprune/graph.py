@@ -98,6 +98,7 @@ class Block:
     src_index: np.ndarray | None = None
     dst_index: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    _edge_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     # -- sizes -------------------------------------------------------------------------------------------------
     @property
@@ -152,16 +153,33 @@ class Block:
         return self.n_dst, self.n_src
 
     # -- edges ---------------------------------------------------------------------------------------------------
+    #: Blocks up to this many edges keep their edge indices once computed (16 bytes per edge).
+    EDGE_CACHE_LIMIT = 1 << 16
+
     def edge_index(self, view: str = "channel") -> tuple[np.ndarray, np.ndarray]:
         """Local ``(src, dst)`` node indices of every edge, in parameter (C) order.
 
         In the ``"rolled"`` view a convolution's source nodes are ``(input channel, kernel tap)`` pairs,
         numbered ``channel * prod(k) + tap``: the per-layer bipartite encoding of the Ramanujan-graph pruning
         literature, with no parallel edges. For linear and embedding blocks both views coincide.
+
+        The arrays are cached per view for blocks of at most :attr:`EDGE_CACHE_LIMIT` edges (shared: do not
+        modify them); larger
+        blocks compute them on each call. The graph's own analyses use :meth:`broadcast_nodes` and
+        :meth:`MultipartiteGraph.block_pairs` instead, which need no per-edge index.
         """
         _check_view(view)
         if not self.is_weight:
             return self.src_index, self.dst_index
+        hit = self._edge_cache.get(view)
+        if hit is not None:
+            return hit
+        out = self._edge_index(view)
+        if self.num_edges <= self.EDGE_CACHE_LIMIT:
+            self._edge_cache[view] = out
+        return out
+
+    def _edge_index(self, view):
         n = self.num_edges
         flat = np.arange(n, dtype=np.int64)
         w = self.weight
@@ -188,6 +206,30 @@ class Block:
         if view == "rolled":
             src = src * K + tap
         return src, dst
+
+    def broadcast_nodes(self, src_values: np.ndarray, dst_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-node values of the block's source and destination partitions (channel view), as two arrays that
+        broadcast to ``weight.shape``: edge ``e`` reads ``src_values[src(e)]`` and ``dst_values[dst(e)]``.
+
+        No per-edge index is built: a linear block's values are a row and a column; a convolution's are
+        ``(out, in/groups)`` lookups with singleton kernel dims.
+        """
+        if not self.is_weight:
+            s, d = self.src_index, self.dst_index
+            return src_values[s], dst_values[d]
+        w = self.weight
+        src_values, dst_values = np.asarray(src_values), np.asarray(dst_values)
+        if self.layout == "linear":
+            return src_values[None, :], dst_values[:, None]
+        if self.layout == "embedding":
+            return src_values[:, None], dst_values[None, :]
+        taps = (1,) * (w.dim() - 2)
+        a, b = int(w.shape[0]), int(w.shape[1])  # conv: (out, in/g); conv_transpose: (in, out/g)
+        per_group = a // self.groups
+        grouped = (np.arange(a) // per_group)[:, None] * b + np.arange(b)[None, :]  # (a, b) channel ids
+        if self.layout == "conv":
+            return src_values[grouped].reshape((a, b) + taps), dst_values[:, None].reshape((a, 1) + taps)
+        return src_values[:, None].reshape((a, 1) + taps), dst_values[grouped].reshape((a, b) + taps)
 
     def abs_weight(self) -> torch.Tensor:
         """``|w|`` of every edge, flattened in parameter order (ones for identity blocks)."""
@@ -461,16 +503,95 @@ class MultipartiteGraph:
         e = self.edge_arrays(masked=masked, weight_blocks_only=weight_blocks_only)
         return e["src"], e["dst"], e["weight"], e["block"]
 
+    # -- block views: per-block reductions, no per-edge arrays ------------------------------------------------------
+    def _folded(self, b: Block, weighted: bool) -> torch.Tensor:
+        """Kept edges of a weight block summed over kernel taps: ``(out, in/g)`` for convolutions (``(in, out/g)``
+        transposed), the parameter's own 2-D shape otherwise; counts (int64) or ``|w|`` sums (float64)."""
+        m = self.block_mask(b)
+        if weighted:
+            x = b.weight.detach().abs().to("cpu", torch.float64)
+            if not bool(m.all()):
+                x = x.masked_fill_(~m, 0.0)
+        else:
+            x = m
+        if x.dim() > 2:
+            x = x.sum(dim=tuple(range(2, x.dim())), dtype=torch.float64 if weighted else torch.int64)
+        return x
+
+    def block_degrees(self, block: Block | str, *, weighted: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``(out-degree of each source node, in-degree of each destination node)`` within one block, counting
+        kept edges (parallel convolution edges separately), or summing ``|w|`` with ``weighted=True``.
+
+        Reductions of the block's mask (folded over kernel taps); no per-edge index is built.
+        """
+        b = self.block(block) if isinstance(block, str) else block
+        if not b.is_weight:  # identity edges weigh 1
+            kind = np.float64 if weighted else np.int64
+            return (np.bincount(b.src_index, minlength=b.n_src).astype(kind),
+                    np.bincount(b.dst_index, minlength=b.n_dst).astype(kind))
+        x = self._folded(b, weighted)
+        kind = torch.float64 if weighted else torch.int64
+        r0, r1 = x.sum(1, dtype=kind).numpy(), x.sum(0, dtype=kind).numpy()  # per row / per column of (a, b)
+        if b.layout == "linear":
+            return r1, r0
+        if b.layout == "embedding":
+            return r0, r1
+        g = b.groups
+        a, c = x.shape
+        grouped = x.reshape(g, a // g, c).sum(1, dtype=kind).reshape(-1).numpy()  # per (group, column)
+        if b.layout == "conv":
+            return grouped, r0
+        return r0, grouped
+
+    def block_pairs(self, block: Block | str, *, weighted: bool = False, masked: bool = True):
+        """Kept edges of one block per ``(dst, src)`` node pair, as a ``scipy.sparse.csr_array`` of shape
+        ``(n_dst, n_src)`` (channel view): the number of parallel edges, or their summed ``|w|``.
+
+        Built from the block's mask folded over kernel taps (convolutions) or from the mask itself (linear), so its
+        size is the number of connected pairs, never one entry per kernel tap.
+        """
+        b = self.block(block) if isinstance(block, str) else block
+        shape = (b.n_dst, b.n_src)
+        if not b.is_weight:
+            M = sp.csr_array((np.ones(b.src_index.size), (b.dst_index, b.src_index)), shape=shape)
+            M.sum_duplicates()
+            return M
+        H = self if masked else self.with_masks(None, combine=False)
+        x = H._folded(b, weighted).numpy()
+        if b.layout == "embedding":
+            x = x.T
+        if b.layout in ("linear", "embedding"):
+            rows, cols = np.nonzero(x)
+            return sp.csr_array((x[rows, cols].astype(np.float64), (rows, cols)), shape=shape)
+        a, c = x.shape
+        rows, cols = np.nonzero(x)
+        vals = x[rows, cols].astype(np.float64)
+        grouped = (rows // (a // b.groups)) * c + cols  # the other side's channel id
+        if b.layout == "conv":
+            return sp.csr_array((vals, (rows, grouped)), shape=shape)
+        return sp.csr_array((vals, (grouped, rows)), shape=shape)
+
     def adjacency(self, *, directed: bool = False, weighted: bool = True, include_identity: bool = True):
         """Whole-graph adjacency as ``scipy.sparse.csr_array`` (N x N); parallel edges are summed.
 
-        Directed: ``A[u, v]`` is the total weight of edges u -> v. Undirected (default): ``A + A.T``.
+        Directed: ``A[u, v]`` is the total weight of edges u -> v. Undirected (default): ``A + A.T``. Assembled
+        from :meth:`block_pairs` (one entry per connected node pair), not from per-edge arrays.
         """
-        s, d, w, _ = self.global_edges(weight_blocks_only=not include_identity)
-        if not weighted:
-            w = np.ones_like(w)
+        rows, cols, vals = [], [], []
+        for b in self._blocks:
+            if not include_identity and not b.is_weight:
+                continue
+            P = self.block_pairs(b, weighted=weighted).tocoo()
+            rows.append(P.col.astype(np.int64) + self._offsets[self._pindex[b.src]])
+            cols.append(P.row.astype(np.int64) + self._offsets[self._pindex[b.dst]])
+            vals.append(P.data)  # parallel edges: their count, or their summed |w|
         n = self.num_nodes
-        A = sp.csr_array((w, (s, d)), shape=(n, n))
+        if rows:
+            rows, cols, vals = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+        else:
+            rows = cols = np.zeros(0, dtype=np.int64)
+            vals = np.zeros(0)
+        A = sp.csr_array((vals, (rows, cols)), shape=(n, n))
         A.sum_duplicates()
         if not directed:
             A = (A + A.T).tocsr()
@@ -495,14 +616,18 @@ class MultipartiteGraph:
         """
         if direction not in ("in", "out", "all"):
             raise ParameterError(f"The 'direction' parameter must be 'in', 'out' or 'all'. Got {direction!r}.")
-        s, d, w, _ = self.global_edges(weight_blocks_only=not include_identity)
-        wt = w if weighted else None
         n = self.num_nodes
         out = np.zeros(n, dtype=np.float64 if weighted else np.int64)
-        if direction in ("out", "all"):
-            out = out + np.bincount(s, weights=wt, minlength=n)
-        if direction in ("in", "all"):
-            out = out + np.bincount(d, weights=wt, minlength=n)
+        for b in self._blocks:  # per-block reductions of the masks (block_degrees), no per-edge arrays
+            if not include_identity and not b.is_weight:
+                continue
+            so, di = self.block_degrees(b, weighted=weighted)
+            if direction in ("out", "all"):
+                a = self._offsets[self._pindex[b.src]]
+                out[a : a + so.size] += so
+            if direction in ("in", "all"):
+                a = self._offsets[self._pindex[b.dst]]
+                out[a : a + di.size] += di
         return out
 
     def biadjacency(self, block: Block | str, *, view: str = "channel", weighted: bool = True,
@@ -520,17 +645,21 @@ class MultipartiteGraph:
         if format not in ("scipy", "torch"):
             raise ParameterError(f"The 'format' parameter must be 'scipy' or 'torch'. Got {format!r}.")
         shape = b.view_shape(view)
-        w = b.abs_weight() if weighted else torch.ones(b.num_edges)
+        w = b.abs_weight() if weighted else torch.ones(b.num_edges)  # a fresh tensor: edited in place below
         if dtype is not None:
             w = w.to(dtype)
         if scale is not None:
             w = w * scale.reshape(-1).to(w.device, w.dtype)
         if masked and b.is_weight:
-            w = w * self.block_mask(b).reshape(-1).to(w.device, w.dtype)
+            keep = self.block_mask(b).reshape(-1)
+            if not bool(keep.all()):
+                w = w.masked_fill_(~keep.to(w.device), 0)
         if format == "torch":
             if b.is_weight and (b.layout == "linear" or (view == "rolled" and b.layout == "conv"
                                                          and b.groups == 1)):
-                return w.reshape(shape).clone()
+                return w.reshape(shape)
+            if b.is_weight and b.layout == "embedding":  # (in, out): the biadjacency is its transpose (a view)
+                return w.reshape(shape[1], shape[0]).T
             s, d = b.edge_index(view)
             M = torch.zeros(shape, dtype=w.dtype, device=w.device)
             idx = (torch.as_tensor(d, device=w.device), torch.as_tensor(s, device=w.device))

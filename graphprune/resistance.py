@@ -50,7 +50,8 @@ from ._validation import RESISTANCE_METHODS, VIEWS, Boolean, Dtype, Interval, Op
 from .errors import ParameterError
 
 __all__ = ["effective_resistance", "bipartite_resistance", "laplacian_resistance", "degree_resistance",
-           "jl_resistance", "laplacian_from_biadjacency", "choose_method"]
+           "jl_resistance", "laplacian_from_biadjacency", "choose_method", "available_memory", "exact_block_bytes",
+           "blas_threads"]
 
 log = logging.getLogger("graphprune")
 
@@ -105,6 +106,8 @@ def _components(B: torch.Tensor):
     nz = B.detach().cpu().numpy() != 0
     if nz.all():
         return [(None, None)]  # complete bipartite: one component, no indexing needed
+    if _connected_by_a_full_line(nz):
+        return [("all", None)]  # one component holding every node: solve B as it is, NaN off the edges
     rows, cols = np.nonzero(nz)
     A = sp.coo_array((np.ones(rows.size), (rows, cols + m)), shape=(m + n, m + n))
     k, lab = connected_components(A, directed=False)
@@ -123,6 +126,62 @@ def _components(B: torch.Tensor):
         q = members[members >= m] - m
         out.append((r, q))
     return out
+
+
+def available_memory(device=None) -> int:
+    """Bytes that can be allocated now: ``MemAvailable`` of ``/proc/meminfo`` on the CPU (the
+    ``EXACT_MEMORY_BUDGET`` when unknown), free device memory on CUDA."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return EXACT_MEMORY_BUDGET
+
+
+def exact_block_bytes(m: int, n: int, itemsize: int) -> int:
+    """Working memory of the exact bipartite engine: the biadjacency, one m x n buffer (H, P^T, Z, Y in place),
+    the per-edge result and the n x n factors (``n <= m``)."""
+    m, n = max(m, n), min(m, n)
+    return (3 * m * n + 2 * n * n) * itemsize
+
+
+def _check_exact_fits(name, m, n, itemsize, device):
+    need, free = exact_block_bytes(m, n, itemsize), available_memory(device)
+    if need > free:
+        raise ParameterError(
+            f"The exact effective-resistance engine for {name} ({m} x {n}) needs about {need / 2**30:.1f} GiB, but "
+            f"only {free / 2**30:.1f} GiB is available on {torch.device(device or 'cpu')}. Use method='degree' "
+            "(the degree approximation), dtype=torch.float32 (half the memory), method='auto' (picks an engine "
+            "that fits), or free memory.")
+
+
+def blas_threads():
+    """A context limiting the BLAS/LAPACK thread pools to ``torch.get_num_threads()``, so that scipy's engine and
+    torch use the same number of cores (no oversubscription when the caller lowered torch's threads); a no-op
+    without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=torch.get_num_threads(), user_api="blas")
+
+
+def _connected_by_a_full_line(nz: np.ndarray) -> bool:
+    """True when a row (or column) is joined to every column (row) and no node is isolated: then every node
+    reaches that line in at most two steps, so the bipartite graph is connected (an O(mn) test that spares
+    dense-but-not-complete blocks, e.g. bfloat16 weights with a few exact zeros, the component search)."""
+    if not nz.any(axis=1).all() or not nz.any(axis=0).all():
+        return False
+    return bool(nz.all(axis=1).any() or nz.all(axis=0).any())
 
 
 def _solve_connected_cpu(B: np.ndarray) -> np.ndarray:
@@ -240,7 +299,8 @@ def bipartite_resistance(B, *, dtype=torch.float64, backend: str = "auto") -> to
         flip = sub.shape[1] > sub.shape[0]
         sub = sub.T if flip else sub
         if use_scipy:
-            R = torch.from_numpy(_solve_connected_cpu(np.ascontiguousarray(sub.cpu().numpy()))).to(device)
+            with blas_threads():
+                R = torch.from_numpy(_solve_connected_cpu(np.ascontiguousarray(sub.cpu().numpy()))).to(device)
         else:
             R = _solve_connected_torch(sub.contiguous())
         return R.T if flip else R
@@ -248,6 +308,9 @@ def bipartite_resistance(B, *, dtype=torch.float64, backend: str = "auto") -> to
     comps = _components(B)
     if comps and comps[0][0] is None:  # complete bipartite block (a dense layer): no indexing, no copies
         out = solve(B)
+    elif comps and isinstance(comps[0][0], str):  # connected with some zeros: no indexing, NaN off the edges
+        out = solve(B)
+        out.masked_fill_(B == 0, float("nan"))
     else:
         out = torch.full(B.shape, float("nan"), dtype=dtype, device=device)
         for rows, cols in comps:
@@ -444,13 +507,55 @@ def choose_method(n_rows: int, n_cols: int | None = None, *, itemsize: int = 8, 
     return "jl", f"jl: N={n_rows} too large for a dense factorisation (~{need / 2**30:.1f} GiB)"
 
 
+def _block_method(method, name, m, n, itemsize, device):
+    """The engine for one bipartite block: ``"auto"`` takes :func:`choose_method`'s pick, then falls back to the
+    degree approximation (and logs why) when exact would not fit in the memory available now; an explicit
+    ``"exact"`` that cannot fit raises ParameterError before anything is allocated."""
+    if method == "jl":
+        raise ParameterError("method='jl' applies to whole graphs; use 'exact' or 'degree' for a biadjacency.")
+    if method == "exact":
+        _check_exact_fits(name, m, n, itemsize, device)
+        return method
+    if method != "auto":
+        return method
+    chosen, why = choose_method(m, n, itemsize=itemsize)
+    if chosen == "exact":
+        need, free = exact_block_bytes(m, n, itemsize), available_memory(device)
+        if need > free:
+            chosen = "degree"
+            why = (f"degree: exact would need ~{need / 2**30:.1f} GiB for {name} but {free / 2**30:.1f} GiB is "
+                   "available")
+    log.info("effective_resistance: %s", why)
+    return chosen
+
+
+def _per_edge(b, R: torch.Tensor, view: str) -> torch.Tensor:
+    """The biadjacency's values ``R[dst, src]`` in edge (parameter) order; a reshape, not a gather, when the
+    parameter is the biadjacency itself (linear, rolled ungrouped convolution) or its transpose (embedding)."""
+    if b.is_weight and (b.layout == "linear" or (view == "rolled" and b.layout == "conv" and b.groups == 1)):
+        return R.reshape(-1)
+    if b.is_weight and b.layout == "embedding":
+        return R.T.reshape(-1)
+    if b.is_weight and view == "channel" and b.layout in ("conv", "conv_transpose"):
+        # every kernel tap of a channel pair shares the pair's value: an (a, b) lookup broadcast over the taps
+        w = b.weight
+        a, c = int(w.shape[0]), int(w.shape[1])
+        grouped = ((torch.arange(a, device=R.device) // (a // b.groups)) * c)[:, None] + torch.arange(
+            c, device=R.device)[None, :]
+        rows = torch.arange(a, device=R.device)[:, None]
+        small = R[rows, grouped] if b.layout == "conv" else R[grouped, rows]
+        return small.reshape((a, c) + (1,) * (w.dim() - 2)).expand(w.shape).reshape(-1)
+    s, d = b.edge_index(view)
+    return R[torch.as_tensor(d, device=R.device), torch.as_tensor(s, device=R.device)]
+
+
 @validate_params({"view": [Options(VIEWS)], "method": [Options(RESISTANCE_METHODS)], "dtype": [Dtype()],
                   "masked": [Boolean()], "eps": [Interval(numbers.Real, 0, 1, closed="right")],
                   "jl_dim": [Interval(numbers.Integral, 1, None), None], "seed": [Seed()],
                   "return_method": [Boolean()]})
 def effective_resistance(obj, block=None, *, view: str = "channel", method: str = "auto", dtype=torch.float64,
                          masked: bool = True, eps: float = 0.3, jl_dim: int | None = None, seed=0,
-                         return_method: bool = False):
+                         return_method: bool = False, backend: str = "auto"):
     """Effective resistance of every edge of a block, of a whole MultipartiteGraph, or of a biadjacency.
 
     Parameters
@@ -469,6 +574,16 @@ def effective_resistance(obj, block=None, *, view: str = "channel", method: str 
         float64 (default) or float32, for the block engine.
     masked : bool, default True
         Use the graph's masks (masked edges do not exist).
+    backend : {"auto", "scipy", "torch"}, default "auto"
+        Exact block engine (:func:`bipartite_resistance`): ``"auto"`` runs LAPACK through scipy for CPU weights
+        and torch where the weights live otherwise (CUDA); ``"torch"`` forces the torch engine on any device.
+
+    Raises
+    ------
+    ParameterError
+        Bad arguments, or ``method="exact"`` on a block whose exact engine would not fit in the memory available
+        now (raised before anything is allocated; the message names the block, the memory needed and the
+        alternatives). ``"auto"`` falls back to the degree approximation instead and logs why.
 
     Returns
     -------
@@ -490,28 +605,37 @@ def effective_resistance(obj, block=None, *, view: str = "channel", method: str 
 
     if method not in METHODS:
         raise ParameterError(f"The 'method' parameter must be one of {METHODS}. Got {method!r} instead.")
+    itemsize = torch.finfo(dtype).bits // 8 if dtype in (torch.float32, torch.float64) else 8
     if not isinstance(obj, MultipartiteGraph):
         B = _check_biadjacency(obj, "obj")
-        chosen = method
-        if method == "auto":
-            chosen, why = choose_method(*B.shape, itemsize=torch.finfo(dtype).bits // 8)
-            log.info("effective_resistance: %s", why)
+        chosen = _block_method(method, "the biadjacency", *B.shape, itemsize, B.device)
         if chosen == "jl":
             raise ParameterError("method='jl' applies to whole graphs; use 'exact' or 'degree' for a biadjacency.")
-        R = bipartite_resistance(B, dtype=dtype) if chosen == "exact" else degree_resistance(B.to(dtype))
+        if chosen == "exact":
+            R = bipartite_resistance(B, dtype=dtype, backend=backend)
+        else:
+            R = degree_resistance(B.to(dtype))
         return (R, chosen) if return_method else R
     G = obj
     H = G if masked else G.with_masks(None, combine=False)
     if block is not None:
         b = G.block(block) if not isinstance(block, Block) else block
+        n_dst, n_src = b.view_shape(view)
+        dev = b.weight.device if b.is_weight else torch.device("cpu")
+        chosen = _block_method(method, f"block {b.name!r}", n_dst, n_src, itemsize, dev)  # before allocating
         Bm = H.biadjacency(b, view=view, masked=True, format="torch", dtype=dtype)
-        R, chosen = effective_resistance(Bm, method=method, dtype=dtype, return_method=True)
-        s, d = b.edge_index(view)
-        per_edge = R[torch.as_tensor(d, device=R.device), torch.as_tensor(s, device=R.device)]
+        if chosen == "exact":
+            R = bipartite_resistance(Bm, dtype=dtype, backend=backend)
+        else:
+            R = degree_resistance(Bm)
+        del Bm
+        per_edge = _per_edge(b, R, view)
         if b.is_weight:
             per_edge = per_edge.reshape(b.weight.shape)
             if masked:
-                per_edge = per_edge.masked_fill(~H.block_mask(b).to(per_edge.device), float("nan"))
+                keep = H.block_mask(b)
+                if not bool(keep.all()):
+                    per_edge = per_edge.masked_fill_(~keep.to(per_edge.device), float("nan"))
         return (per_edge, chosen) if return_method else per_edge
     # whole graph
     chosen = method

@@ -2,6 +2,7 @@ import os
 import sys
 import textwrap
 
+import networkx as nx
 import numpy as np
 import pytest
 import torch
@@ -10,6 +11,7 @@ from scipy import stats
 from test_resistance import pinv_reference
 
 import graphprune
+from graphprune.analysis import layer_collapse
 from graphprune.errors import ParameterError
 from graphprune.sparsify import check_sparsifier, get_sparsifier, registry
 from graphprune.sparsify.spectral import SpectralSparsifier
@@ -150,8 +152,23 @@ def test_spectral_on_models_keeps_layers_connected():
         masks = graphprune.sparsify(G, "spectral", sparsity=0.95, seed=0)
         H = G.with_masks(masks)
         assert H.density() == pytest.approx(0.05, abs=0.002)
-        for b in H.weight_blocks:
-            assert int(H.block_mask(b).sum()) > 0
+        # every weight block keeps an edge on an input-output path: reachability by networkx on the per-edge
+        # arrays (the converters' path), not by the analysers under test
+        e = H.edge_arrays()
+        g = nx.DiGraph()
+        g.add_nodes_from(range(H.num_nodes))
+        g.add_edges_from(zip(e["src"].tolist(), e["dst"].tolist()))
+        roles = [(p.role, H.node_offset(p.name), p.size) for p in H.partitions]
+        g.add_edges_from(("in", a + i) for r, a, n in roles if r == "input" for i in range(n))
+        g.add_edges_from((a + i, "out") for r, a, n in roles if r == "output" for i in range(n))
+        fwd, bwd = nx.descendants(g, "in"), nx.ancestors(g, "out")
+        for bi, b in enumerate(H.blocks):
+            if not b.is_weight:
+                continue
+            sel = e["block"] == bi
+            assert any(s in fwd and d in bwd for s, d in zip(e["src"][sel].tolist(), e["dst"][sel].tolist())), \
+                (name, b.name)
+        assert layer_collapse(H) == []
 
 
 def test_entry_point_plugin_loopback(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Analysers: plain functions ``metric(G, *, mask=None, ...)``, one module per family, and the report."""
+"""Analysers: plain functions ``metric(G, *, masks=None, ...)``, one module per family, and the report."""
 
 from .global_ import (
     articulation_points,

@@ -44,17 +44,17 @@ def _reach(A, starts):
     return seen[:n]
 
 
-def reachability(G, *, mask=None):
+def reachability(G, *, masks=None, mask=None):
     """``(forward, backward)`` bool arrays over nodes: reachable from an input node, and reaching an output node,
     along kept edges (identity edges included)."""
-    H = _masked(G, mask)
+    H = _masked(G, masks, mask, "reachability")
     A = H.adjacency(directed=True, weighted=False)
     fwd = _reach(A, _role_nodes(H, "input"))
     bwd = _reach(A.T.tocsr(), _role_nodes(H, "output"))
     return fwd, bwd
 
 
-def effective_mask(G, *, mask=None) -> dict:
+def effective_mask(G, *, masks=None, mask=None) -> dict:
     """Masks keeping only the kept edges that lie on some input-to-output path (Vysogorets & Kempe 2023).
 
     An edge ``u -> v`` is effective when ``u`` is reachable from the input and ``v`` reaches the output.
@@ -65,24 +65,29 @@ def effective_mask(G, *, mask=None) -> dict:
         Bool masks keyed by parameter name (a subset of the kept masks); tied parameters keep an edge when any use
         of it is effective.
 
+    Notes
+    -----
+    One reachability search over the node-pair adjacency, then per block a broadcast of the node flags over the
+    mask (:meth:`Block.broadcast_nodes`): no per-edge index arrays.
+
     Examples
     --------
     >>> import torch, graphprune
     >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False), torch.nn.Linear(2, 1, bias=False))
     >>> G = graphprune.from_model(net, torch.randn(1, 2))
-    >>> m = effective_mask(G, mask={"1.weight": torch.tensor([[True, False]])})
+    >>> m = effective_mask(G, masks={"1.weight": torch.tensor([[True, False]])})
     >>> m["0.weight"].tolist()  # hidden neuron 1 reaches no output: its inputs are not effective
     [[True, True], [False, False]]
     """
     import torch
 
-    H = _masked(G, mask)
+    H = _masked(G, masks, mask, "effective_mask")
     fwd, bwd = reachability(H)
     out = {name: torch.zeros(shape, dtype=torch.bool) for name, shape in H.param_shapes.items() if name in H.params}
     for b in H.weight_blocks:
-        s, d = b.edge_index()
-        eff = fwd[s + H.node_offset(b.src)] & bwd[d + H.node_offset(b.dst)]
-        m = H.block_mask(b) & torch.from_numpy(eff).reshape(b.weight.shape)
+        so, do = H.node_offset(b.src), H.node_offset(b.dst)
+        S, D = b.broadcast_nodes(fwd[so : so + b.n_src], bwd[do : do + b.n_dst])
+        m = H.block_mask(b) & torch.from_numpy(S & D)  # broadcasts over the kernel taps
         full = out[b.param]
         if b.param_slice is not None:
             full[b.param_slice[0] : b.param_slice[1]] |= m
@@ -91,9 +96,9 @@ def effective_mask(G, *, mask=None) -> dict:
     return out
 
 
-def effective_sparsity(G, *, mask=None, per_param: bool = False):
+def effective_sparsity(G, *, masks=None, per_param: bool = False, mask=None):
     """Fraction of prunable weights that are not on any input-output path (1 - effective density)."""
-    H = _masked(G, mask)
+    H = _masked(G, masks, mask, "effective_sparsity")
     eff = effective_mask(H)
     if per_param:
         return {k: 1.0 - float(v.float().mean()) for k, v in eff.items()}
@@ -102,10 +107,10 @@ def effective_sparsity(G, *, mask=None, per_param: bool = False):
     return 1.0 - kept / total if total else 0.0
 
 
-def layer_collapse(G, *, mask=None) -> list[str]:
+def layer_collapse(G, *, masks=None, mask=None) -> list[str]:
     """Human-readable collapse findings (empty when none): blocks or partitions cut off from the input-output flow,
     and input and output disconnected."""
-    H = _masked(G, mask)
+    H = _masked(G, masks, mask, "layer_collapse")
     fwd, bwd = reachability(H)
     alive = fwd & bwd
     found = []
@@ -134,37 +139,40 @@ def _topological_blocks(H):
     return sorted(H.blocks, key=lambda b: index[b.dst])
 
 
-def count_paths(G, *, mask=None, weighted: bool = False) -> float:
+def count_paths(G, *, masks=None, weighted: bool = False, mask=None) -> float:
     """log10 of the number of input-output paths (``weighted=True``: of the sum over paths of the product of
     ``|w|``, the SynFlow objective ``1^T |W_L| ... |W_1| 1``). Dynamic programming over the layered graph in log
     space, so no overflow; ``-inf`` when input and output are disconnected. Parallel edges are distinct paths;
     identity edges have weight 1.
+
+    Notes
+    -----
+    Per block, a log-sum-exp over each destination's kept source pairs (:meth:`MultipartiteGraph.block_pairs`:
+    parallel edges folded into a count or a summed ``|w|``), exact per row; cost O(connected pairs).
     """
-    H = _masked(G, mask)
+    H = _masked(G, masks, mask, "count_paths")
     logp = np.full(H.num_nodes, -np.inf)
     logp[_role_nodes(H, "input")] = 0.0
     for b in _topological_blocks(H):
-        s, d = b.edge_index()
-        s = s + H.node_offset(b.src)
-        d = d + H.node_offset(b.dst)
-        keep = H.block_mask(b).reshape(-1).numpy() if b.is_weight else np.ones(s.size, dtype=bool)
-        contrib = logp[s[keep]]
-        if weighted:
-            with np.errstate(divide="ignore"):
-                contrib = contrib + np.log(b.abs_weight().double().numpy()[keep])
-        dk = d[keep]
-        ok = np.isfinite(contrib)
+        so, do = H.node_offset(b.src), H.node_offset(b.dst)
+        ls = logp[so : so + b.n_src]
+        if not np.isfinite(ls).any():
+            continue
+        P = H.block_pairs(b, weighted=weighted and b.is_weight)  # (n_dst, n_src), counts or |w| sums
+        P.eliminate_zeros()
+        with np.errstate(divide="ignore"):
+            vals = ls[P.indices] + np.log(P.data)  # one term per connected (dst, src) pair
+        rows = np.repeat(np.arange(P.shape[0]), np.diff(P.indptr))
+        ok = np.isfinite(vals)
         if not ok.any():
             continue
-        contrib, dk = contrib[ok], dk[ok]
-        # log-sum-exp per destination node, merged with what the node already has
-        mx = np.full(H.num_nodes, -np.inf)
-        np.maximum.at(mx, dk, contrib)
-        tot = np.zeros(H.num_nodes)
-        np.add.at(tot, dk, np.exp(contrib - mx[dk]))
-        touched = np.unique(dk)
+        vals, rows = vals[ok], rows[ok]
+        mx = np.full(P.shape[0], -np.inf)
+        np.maximum.at(mx, rows, vals)
+        tot = np.bincount(rows, weights=np.exp(vals - mx[rows]), minlength=P.shape[0])
+        touched = np.flatnonzero(tot > 0)
         new = mx[touched] + np.log(tot[touched])
-        logp[touched] = np.logaddexp(logp[touched], new)
+        logp[do + touched] = np.logaddexp(logp[do + touched], new)
     outs = logp[_role_nodes(H, "output")]
     outs = outs[np.isfinite(outs)]
     if outs.size == 0:
@@ -174,18 +182,17 @@ def count_paths(G, *, mask=None, weighted: bool = False) -> float:
 
 
 def _simple_undirected(H):
-    """Undirected simple graph of kept edges: (u, v, multiplicity) with u < v."""
-    s, d, _, _ = H.global_edges()
-    u, v = np.minimum(s, d), np.maximum(s, d)
-    key = u * H.num_nodes + v
-    uniq, counts = np.unique(key, return_counts=True)
-    return uniq // H.num_nodes, uniq % H.num_nodes, counts
+    """Undirected simple graph of kept edges: (u, v, multiplicity) with u < v, from the node-pair adjacency."""
+    A = H.adjacency(directed=True, weighted=False)  # multiplicities of u -> v
+    U = sp.triu(A + A.T, k=0).tocoo()  # u <= v; a self-pair (never made by a layer) would sit on the diagonal
+    keep = U.row != U.col
+    return U.row[keep].astype(np.int64), U.col[keep].astype(np.int64), U.data[keep].astype(np.int64)
 
 
-def _bounded_simple(G, mask, backend, max_edges, what):
+def _bounded_simple(G, masks, mask, backend, max_edges, what):
     """Masked graph and its simple undirected edges, refusing graphs past ``max_edges`` (Python-speed backends)."""
     _check_backend(backend)
-    H = _masked(G, mask)
+    H = _masked(G, masks, mask, what)
     u, v, mult = _simple_undirected(H)
     if u.size > max_edges:
         raise ParameterError(f"The graph has {u.size} distinct edges > max_edges={max_edges}; raise max_edges to "
@@ -198,15 +205,19 @@ def _check_backend(backend):
         raise ParameterError(f"The 'backend' parameter must be one of {BACKENDS}. Got {backend!r} instead.")
 
 
-def components(G, *, mask=None, backend: str = "scipy") -> np.ndarray:
-    """Weakly connected component label of every node (isolated nodes are their own component)."""
+def components(G, *, masks=None, backend: str = "scipy", mask=None) -> np.ndarray:
+    """Weakly connected component label of every node (isolated nodes are their own component).
+
+    The scipy backend labels the node-pair adjacency (:meth:`MultipartiteGraph.adjacency`, assembled per block)
+    with ``scipy.sparse.csgraph.connected_components``: linear time, whatever the number of components.
+    """
     _check_backend(backend)
-    H = _masked(G, mask)
-    u, v, _ = _simple_undirected(H)
+    H = _masked(G, masks, mask, "components")
     n = H.num_nodes
     if backend == "scipy":
-        A = sp.csr_array((np.ones(u.size), (u, v)), shape=(n, n))
-        return connected_components(A, directed=False)[1]
+        return connected_components(H.adjacency(directed=True, weighted=False), directed=True,
+                                    connection="weak")[1]
+    u, v, _ = _simple_undirected(H)
     if backend == "networkx":
         import networkx as nx
 
@@ -221,12 +232,13 @@ def components(G, *, mask=None, backend: str = "scipy") -> np.ndarray:
     return np.asarray(comp.a, dtype=np.int64)
 
 
-def articulation_points(G, *, mask=None, backend: str = "networkx", max_edges: int = 2_000_000) -> np.ndarray:
+def articulation_points(G, *, masks=None, backend: str = "networkx", max_edges: int = 2_000_000,
+                        mask=None) -> np.ndarray:
     """Global ids of cut vertices of the undirected kept graph (networkx or graph-tool).
 
     Raises ParameterError when the simple graph has more than ``max_edges`` edges.
     """
-    H, u, v, _ = _bounded_simple(G, mask, backend, max_edges, "articulation points")
+    H, u, v, _ = _bounded_simple(G, masks, mask, backend, max_edges, "articulation points")
     if backend in ("networkx", "scipy"):
         import networkx as nx
 
@@ -238,10 +250,11 @@ def articulation_points(G, *, mask=None, backend: str = "networkx", max_edges: i
     return np.flatnonzero(np.asarray(art.a)).astype(np.int64)
 
 
-def bridges(G, *, mask=None, backend: str = "networkx", max_edges: int = 2_000_000) -> list[tuple[int, int]]:
+def bridges(G, *, masks=None, backend: str = "networkx", max_edges: int = 2_000_000,
+            mask=None) -> list[tuple[int, int]]:
     """Bridges ``(u, v)`` (u < v, global ids) of the undirected kept multigraph: edges whose removal disconnects
     their component. A channel pair joined by several parallel convolution edges is never a bridge."""
-    H, u, v, mult = _bounded_simple(G, mask, backend, max_edges, "bridges")
+    H, u, v, mult = _bounded_simple(G, masks, mask, backend, max_edges, "bridges")
     single = {(int(a), int(b)) for a, b, c in zip(u, v, mult) if c == 1}
     if backend in ("networkx", "scipy"):
         import networkx as nx

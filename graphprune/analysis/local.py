@@ -1,22 +1,32 @@
 """Local connectivity: degrees, strength, isolated, sink and source nodes, removable edges.
 
-Every function takes the graph first and ``mask`` (masks to apply, keyed by parameter name) as a keyword; the
-graph is never modified. Degrees count kept edges, identity edges included (a residual add keeps a node alive),
-and parallel convolution edges separately.
+Every function takes the graph ``G`` first and ``masks`` (masks to apply, keyed by parameter name) as a keyword;
+the graph is never modified. Degrees count kept edges, identity edges included (a residual add keeps a node alive),
+and parallel convolution edges separately. Everything is computed from per-block reductions of the masks
+(:meth:`MultipartiteGraph.block_degrees`, :meth:`Block.broadcast_nodes`), never from per-edge index arrays.
+
+``mask=`` (the former name of ``masks=``) still works for one release, with a DeprecationWarning.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
 __all__ = ["node_status", "degree_table", "removable_edges"]
 
 
-def _masked(G, mask):
-    return G if mask is None else G.with_masks(mask)
+def _masked(G, masks=None, mask=None, owner="this function"):
+    if mask is not None:
+        warnings.warn(f"The 'mask' keyword of {owner} is deprecated; use 'masks=' (same meaning). 'mask' will be "
+                      "removed in the next release.", DeprecationWarning, stacklevel=3)
+        if masks is None:
+            masks = mask
+    return G if masks is None else G.with_masks(masks)
 
 
-def node_status(G, *, mask=None) -> dict:
+def node_status(G, *, masks=None, mask=None) -> dict:
     """Per node (global order): in/out degree, strength and status flags.
 
     Returns
@@ -31,11 +41,11 @@ def node_status(G, *, mask=None) -> dict:
     >>> import torch, graphprune
     >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False), torch.nn.Linear(2, 1, bias=False))
     >>> G = graphprune.from_model(net, torch.randn(1, 2))
-    >>> st = node_status(G, mask={"1.weight": torch.tensor([[True, False]])})
+    >>> st = node_status(G, masks={"1.weight": torch.tensor([[True, False]])})
     >>> st["sink"].nonzero()[0].tolist()  # hidden neuron 1 feeds nothing
     [3]
     """
-    H = _masked(G, mask)
+    H = _masked(G, masks, mask, "node_status")
     ind = H.degrees("in")
     outd = H.degrees("out")
     roles = np.array([p.role for p in H.partitions])
@@ -49,7 +59,7 @@ def node_status(G, *, mask=None) -> dict:
     )
 
 
-def degree_table(G, *, mask=None, bins: int = 10):
+def degree_table(G, *, masks=None, bins: int = 10, mask=None):
     """One row per partition: degree statistics, dead nodes and strength.
 
     Columns: ``partition``, ``role``, ``size``, ``in_min``, ``in_mean``, ``in_max``, ``out_min``, ``out_mean``,
@@ -58,7 +68,7 @@ def degree_table(G, *, mask=None, bins: int = 10):
     """
     import pandas as pd
 
-    st = node_status(G, mask=mask)
+    st = node_status(_masked(G, masks, mask, "degree_table"))
     rows = []
     for i, p in enumerate(G.partitions):
         sel = st["partition"] == i
@@ -75,24 +85,23 @@ def degree_table(G, *, mask=None, bins: int = 10):
     return pd.DataFrame(rows)
 
 
-def removable_edges(G, *, mask=None) -> dict:
+def removable_edges(G, *, masks=None, mask=None) -> dict:
     """Per block, the kept edges that only feed sinks or only come from sources (they cannot carry signal from
     input to output), as bool arrays in edge (parameter) order, and their count under ``"<block>:count"``.
 
     This is the local, one-hop view; :func:`graphprune.analysis.global_.effective_mask` gives the exact global
     answer (edges on no input-output path).
     """
-    H = _masked(G, mask)
+    H = _masked(G, masks, mask, "removable_edges")
     st = node_status(H)
     dead_end = st["sink"] | st["isolated"]
     no_input = st["source"] | st["isolated"]
     out = {}
     for b in H.blocks:
-        s, d = b.edge_index()
-        s = s + H.node_offset(b.src)
-        d = d + H.node_offset(b.dst)
-        kept = H.block_mask(b).reshape(-1).numpy()
-        r = kept & (dead_end[d] | no_input[s])
+        so, do = H.node_offset(b.src), H.node_offset(b.dst)
+        S, D = b.broadcast_nodes(no_input[so : so + b.n_src], dead_end[do : do + b.n_dst])
+        kept = H.block_mask(b).numpy() if b.is_weight else np.ones(b.num_edges, dtype=bool)
+        r = (kept & (D | S)).reshape(-1)
         out[b.name] = r
         out[f"{b.name}:count"] = int(r.sum())
     return out

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
-import math
 import numbers
 from dataclasses import dataclass
 
@@ -31,7 +30,7 @@ from .._validation import (
 )
 from ..errors import GraphPruneError, ParameterError
 
-__all__ = ["Sparsifier", "BlockContext", "make_rng", "ALLOCATIONS"]
+__all__ = ["Sparsifier", "BlockContext", "make_rng", "ALLOCATIONS", "topk_mask", "top_flags"]
 
 
 def make_rng(seed, *, owner: str = "sparsify") -> np.random.SeedSequence:
@@ -52,9 +51,11 @@ class BlockContext:
     graph : MultipartiteGraph
     block : Block
     weight : torch.Tensor
-        Signed weights, shaped like the block's parameter slice (float64 on CPU unless a subclass asks otherwise).
+        Signed weights, shaped like the block's parameter slice, on the weight's own device, in the sparsifier's
+        ``context_dtype`` (float64 unless a subclass asks otherwise; ``None`` gives a read-only view of the
+        model's own tensor).
     available : torch.Tensor
-        Bool, same shape: edges still present (the existing mask).
+        Bool, same shape, on the CPU: edges still present (the existing mask).
     rng : numpy.random.Generator
         This unit's own random stream.
     """
@@ -279,25 +280,58 @@ class Sparsifier:
     def release(self) -> None:
         """Hook run when :meth:`sparsify` ends, even on error: drop what :meth:`prepare` kept. Default: nothing."""
 
-    def _masks_for(self, graph, units, d, ss):
+    #: dtype of :attr:`BlockContext.weight` (float64 keeps scores exact; one block at a time). ``None`` keeps the
+    #: parameter's own dtype: the context's weight is then a view of the model's storage, not a copy.
+    context_dtype: torch.dtype | None = torch.float64
+
+    def _context(self, graph, b, seed_seq) -> BlockContext:
+        """One unit's context, built when its turn comes: weights on the weight's own device (in
+        :attr:`context_dtype`), the available mask on the CPU, and a fresh random stream from the unit's seed."""
+        w = b.weight.detach()
+        if self.context_dtype is not None:
+            w = w.to(dtype=self.context_dtype)
+        return BlockContext(graph, b, w, graph.block_mask(b).clone(), np.random.default_rng(seed_seq))
+
+    def _plan(self, graph, units, d, ss):
+        """``(todo, counts, seeds)``: the units to prune, the number of edges each keeps, one seed per unit."""
         ks = self.allocate(graph, units, d)
-        rngs = dict(zip([b.name for b in units], (np.random.default_rng(s) for s in ss.spawn(len(units)))))
-        ctxs = {}
-        for b in units:
-            w = b.weight.detach().to("cpu", torch.float64)
-            ctxs[b.name] = BlockContext(graph, b, w, graph.block_mask(b).clone(), rngs[b.name])
+        seeds = dict(zip([b.name for b in units], ss.spawn(len(units))))
         todo = [b for b in units if not self._kept_dense(b)]
         if self.allocation == "global":
-            ks.update(self._global_counts(todo, ctxs, d))
-        masks = graph.masks
-        for b in _progress(todo, self.progress, type(self).__name__):
-            ctx = ctxs[b.name]
-            k = min(int(ks[b.name]), int(ctx.available.sum()))
-            if k >= int(ctx.available.sum()):
+            ks.update(self._global_counts(graph, todo, seeds, d))
+        return todo, ks, seeds
+
+    def iter_masks(self, graph, units, d, ss, *, progress=None):
+        """Yield ``(block, mask)`` unit by unit, each mask shaped like ``block.weight``.
+
+        A unit's context lives only while its mask is computed, so memory stays proportional to the largest
+        block. Used by :meth:`sparsify` and by :func:`graphprune.prune` (which zeroes each block in place before
+        the next one starts).
+        """
+        todo, ks, seeds = self._plan(graph, units, d, ss)
+        show = self.progress if progress is None else progress
+        for b in _progress(todo, show, type(self).__name__):
+            ctx = self._context(graph, b, seeds[b.name])
+            if self.allocation == "global":
+                self.score(ctx)  # the stream has drawn once for the threshold: keep the historical rng state
+            n_avail = count_true(ctx.available)
+            k = min(int(ks[b.name]), n_avail)
+            if k >= n_avail:
                 m = ctx.available
             else:
                 m = self.compute_mask(ctx, k)
                 _check_result(self, b, m, ctx, k)
+            self.block_done(b)
+            del ctx
+            yield b, m
+            del m  # hold no block's mask while the next one is computed
+
+    def block_done(self, block) -> None:
+        """Hook run after a unit's mask is computed: drop what was cached for ``block``. Default: nothing."""
+
+    def _masks_for(self, graph, units, d, ss):
+        masks = graph.masks
+        for b, m in self.iter_masks(graph, units, d, ss):
             full = masks[b.param]
             if b.param_slice is not None:
                 full[b.param_slice[0] : b.param_slice[1]] &= m
@@ -307,33 +341,110 @@ class Sparsifier:
 
     __call__ = sparsify
 
-    def _global_counts(self, todo, ctxs, d):
-        scores, sizes = [], []
-        for b in todo:
-            s = self.score(ctxs[b.name])
-            if s is None:
-                raise ParameterError(f"{type(self).__name__} has no score(); allocation='global' needs one.")
-            s = s.detach().to(torch.float64).reshape(-1).clone()
-            s[~ctxs[b.name].available.reshape(-1)] = -math.inf
-            scores.append(s)
-            sizes.append(s.numel())
-        allv = torch.cat(scores)
-        K = round(d * allv.numel())
+    def _global_scores(self, graph, b, seed_seq):
+        s = self.score(self._context(graph, b, seed_seq))
+        if s is None:
+            raise ParameterError(f"{type(self).__name__} has no score(); allocation='global' needs one.")
+        s = s.detach().to("cpu", torch.float64).reshape(-1).numpy().copy()
+        s[~graph.block_mask(b).reshape(-1).numpy()] = -np.inf
+        return s
+
+    def _global_counts(self, graph, todo, seeds, d):
+        """Edges kept per unit under one global threshold, in two passes over the blocks (no concatenation).
+
+        Pass 1 histograms order-preserving 64-bit keys of every score on their top 20 bits; the bin holding the
+        K-th largest score is then known. Pass 2 counts, per unit, the scores above that bin and gathers only the
+        scores inside it; a stable sort of those candidates gives the exact split. The result equals a stable
+        argsort of all scores concatenated in unit order (ties go to the earlier unit and position).
+        """
+        sizes = [b.num_edges for b in todo]
+        K = round(d * sum(sizes))
         if K <= 0:
             return {b.name: 0 for b in todo}
-        order = np.argsort(-allv.numpy(), kind="stable")[:K]
-        counts = np.bincount(np.searchsorted(np.cumsum(sizes), order, side="right"), minlength=len(todo))
-        return {b.name: int(c) for b, c in zip(todo, counts)}
+        hist = np.zeros(_NBINS, dtype=np.int64)
+        for b in todo:
+            top = (_sort_keys(self._global_scores(graph, b, seeds[b.name])) >> _SHIFT).astype(np.int64)
+            hist += np.bincount(top, minlength=_NBINS)
+        above = np.cumsum(hist[::-1])  # above[j]: scores in the top j + 1 bins
+        j = int(np.searchsorted(above, K))  # the K-th largest lies in bin NBINS - 1 - j
+        edge = _NBINS - 1 - j
+        need = K - (int(above[j - 1]) if j > 0 else 0)
+        counts, cand_keys, cand_unit = [], [], []
+        for i, b in enumerate(todo):
+            bins = _sort_keys(self._global_scores(graph, b, seeds[b.name]))
+            hi = (bins >> _SHIFT).astype(np.int64)
+            counts.append(int(np.count_nonzero(hi > edge)))
+            inside = bins[hi == edge]
+            cand_keys.append(inside)
+            cand_unit.append(np.full(inside.size, i, dtype=np.int64))
+        keys, unit = np.concatenate(cand_keys), np.concatenate(cand_unit)
+        chosen = unit[np.argsort(~keys, kind="stable")[:need]]  # ~key: descending keys, stable by position
+        extra = np.bincount(chosen, minlength=len(todo))
+        return {b.name: counts[i] + int(extra[i]) for i, b in enumerate(todo)}
+
+
+_SHIFT = np.uint64(44)  # histogram on the top 20 bits of the 64-bit sort keys
+_NBINS = 1 << 20
+
+
+def _sort_keys(x: np.ndarray) -> np.ndarray:
+    """uint64 keys ordered like the float64 values ``x`` (NaN lowest, below -inf, like a descending argsort;
+    -0.0 and 0.0 equal)."""
+    x = np.asarray(x, dtype=np.float64)
+    bits = (x + 0.0).view(np.uint64)
+    flip = np.uint64(0) - (bits >> np.uint64(63))  # all ones for negatives, 0 otherwise
+    flip |= np.uint64(1 << 63)
+    bits ^= flip  # negatives: ~bits; positives: bits with the sign bit set
+    bits[np.isnan(x)] = 0
+    return bits
 
 
 def topk_mask(scores: torch.Tensor, available: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool mask keeping the ``k`` highest scores among ``available`` (ties broken by position, stably)."""
-    s = scores.detach().to("cpu", torch.float64).reshape(-1).numpy().copy()
-    s[~available.reshape(-1).numpy()] = -np.inf
-    keep = np.zeros(s.size, dtype=bool)
-    if k > 0:
-        keep[np.argsort(-s, kind="stable")[:k]] = True
-    return torch.from_numpy(keep).reshape(available.shape)
+    """Bool mask keeping the ``k`` highest scores among ``available`` (ties broken by position, stably).
+
+    The result is exactly the first ``k`` of a stable descending argsort (NaN last), found in O(n) by
+    :func:`top_flags` instead of a full sort.
+    """
+    t = scores.detach().to("cpu", torch.float64)
+    s = t.reshape(-1).numpy()
+    if t.data_ptr() == scores.data_ptr():  # no conversion happened: copy before writing
+        s = s.copy()
+    s[~available.detach().to("cpu").reshape(-1).numpy()] = -np.inf
+    return torch.from_numpy(top_flags(s, k)).reshape(available.shape)
+
+
+def top_flags(x: np.ndarray, k: int, *, chunk: int = 1 << 22) -> np.ndarray:
+    """Bool flags of the ``k`` largest values of a 1-D float array, ties going to the earliest positions.
+
+    Equal to flagging ``np.argsort(-x, kind="stable")[:k]`` (NaN ranks lowest), without sorting: one pass
+    histograms order-preserving 64-bit keys on their top 20 bits, a second flags every value above the bin that
+    holds the k-th largest and sorts only the values inside it. Extra memory: O(chunk + size of that bin).
+    """
+    n = x.size
+    keep = np.zeros(n, dtype=bool)
+    if k <= 0:
+        return keep
+    if k >= n:
+        keep[:] = True
+        return keep
+    hist = np.zeros(_NBINS, dtype=np.int64)
+    for a in range(0, n, chunk):
+        hist += np.bincount((_sort_keys(x[a : a + chunk]) >> _SHIFT).astype(np.int64), minlength=_NBINS)
+    above = np.cumsum(hist[::-1])
+    j = int(np.searchsorted(above, k))
+    edge = _NBINS - 1 - j
+    need = k - (int(above[j - 1]) if j > 0 else 0)
+    pos, keys = [], []
+    for a in range(0, n, chunk):
+        sk = _sort_keys(x[a : a + chunk])
+        hi = (sk >> _SHIFT).astype(np.int64)
+        keep[a : a + chunk] = hi > edge
+        inside = np.flatnonzero(hi == edge)
+        pos.append(inside + a)
+        keys.append(sk[inside])
+    pos, keys = np.concatenate(pos), np.concatenate(keys)
+    keep[pos[np.argsort(~keys, kind="stable")[:need]]] = True
+    return keep
 
 
 def erk_counts(blocks, d: float) -> dict:
@@ -353,13 +464,23 @@ def erk_counts(blocks, d: float) -> dict:
     return {x: n[x] if x in dense else round(eps * raw[x] * n[x]) for x in n}
 
 
+def count_true(m: torch.Tensor) -> int:
+    """Number of True entries of a bool tensor (numpy's count_nonzero on the CPU: no int64 reduction buffer)."""
+    if m.device.type == "cpu" and m.dtype == torch.bool:
+        return int(np.count_nonzero(m.detach().numpy()))
+    return int(m.sum())
+
+
 def _check_weights(b):
     w = b.weight
     if w.is_meta:
         raise ParameterError(f"Parameter {b.param!r} (block {b.name!r}) is on the meta device and holds no values. "
                              "Materialise the model first (model.to_empty(device='cpu') and initialise it, or load "
                              "its weights) before sparsifying.")
-    if not torch.isfinite(w).all():
+    total = w.detach().sum(dtype=torch.float64 if w.dtype == torch.float64 else torch.float32)
+    # a finite sum means every weight is finite (NaN and inf propagate); only a non-finite sum (NaN, inf or an
+    # overflow) needs the element-wise check
+    if not bool(torch.isfinite(total)) and not bool(torch.isfinite(w).all()):
         raise ParameterError(f"Parameter {b.param!r} (block {b.name!r}) holds NaN or inf weights; fix the model "
                              "before sparsifying.")
     if w.numel() == 0:
@@ -372,8 +493,9 @@ def _check_result(sp, b, m, ctx, k):
                               f"{tuple(ctx.weight.shape)} for block {b.name!r}.")
     if bool((m & ~ctx.available).any()):
         raise GraphPruneError(f"{type(sp).__name__}.compute_mask revived pruned edges in block {b.name!r}.")
-    if int(m.sum()) != k:
-        raise GraphPruneError(f"{type(sp).__name__}.compute_mask kept {int(m.sum())} edges in block {b.name!r}; "
+    kept = count_true(m)
+    if kept != k:
+        raise GraphPruneError(f"{type(sp).__name__}.compute_mask kept {kept} edges in block {b.name!r}; "
                               f"{k} were asked for.")
 
 

@@ -21,6 +21,7 @@ class MagnitudeSparsifier(Sparsifier):
     """
 
     name = "magnitude"
+    context_dtype = None  # |w| is exact in float64 whatever the weight dtype
 
     def score(self, ctx: BlockContext) -> torch.Tensor:
         return ctx.weight.abs()

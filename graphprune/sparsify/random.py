@@ -26,6 +26,7 @@ class RandomSparsifier(Sparsifier):
     """
 
     name = "random"
+    context_dtype = None  # only the shape is used
 
     def score(self, ctx: BlockContext) -> torch.Tensor:
         return torch.from_numpy(ctx.rng.random(ctx.numel)).reshape(ctx.weight.shape)

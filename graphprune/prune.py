@@ -1,0 +1,139 @@
+"""One call for big models: export, sparsify and write back, optionally streaming block by block in place."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .apply import apply_masks
+from .errors import GraphPruneError, ParameterError
+from .export import from_model
+from .masks import PackedMasks
+from .sparsify import Sparsifier, get_sparsifier
+from .sparsify.base import _check_weights, make_rng
+
+__all__ = ["prune"]
+
+
+def prune(model: nn.Module, example_inputs, method="spectral", *, sparsity=None, density=None, seed=0,
+          permanent: bool = False, progress: bool = True, export_options: dict | None = None, **options):
+    """Export ``model``, compute masks with ``method`` and write them back, in one call.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Modified in place.
+    example_inputs : torch.Tensor or tuple of torch.Tensor
+        Inputs for the export's one forward pass (:func:`graphprune.from_model`).
+    method : str, Sparsifier subclass or instance, default "spectral"
+        A registry name (:func:`graphprune.sparsify.available_sparsifiers`).
+    sparsity, density : float
+        Exactly one: the fraction of prunable weights to remove, or to keep.
+    seed : int, numpy.random.Generator or torch.Generator, default 0
+    permanent : bool, default False
+        False: masks through ``torch.nn.utils.prune`` (:func:`graphprune.apply_masks`; a ``weight_orig`` copy per
+        parameter, undoable). True: stream: each block's mask is computed and its pruned weights are set to zero
+        in place before the next block starts; no ``weight_orig``, no bool mask of the whole model. Memory stays
+        at the model plus the largest block's working set.
+    progress : bool, default True
+        A tqdm bar over blocks; False prints nothing.
+    export_options : dict, optional
+        Passed to :func:`graphprune.from_model` (``leaf_modules``, ``tracer``, ...).
+    **options
+        Passed to the sparsifier's constructor (``allocation``, ``keep_dense``, method options such as
+        ``dtype=torch.float32`` for spectral).
+
+    Returns
+    -------
+    Mapping of str to torch.Tensor
+        The masks keyed by parameter name. With ``permanent=True`` a :class:`graphprune.masks.PackedMasks`
+        (one bit per weight; each mask expands to a bool tensor when read), else a dict of bool tensors.
+
+    Raises
+    ------
+    ParameterError
+        Bad ``model``, method or options (raised before any weight is touched).
+
+    Notes
+    -----
+    With ``permanent=True`` the arguments, the graph and every weight are checked before the first block is
+    written; an error raised later by the sparsifier itself (a plug-in's bug) leaves the blocks already done
+    zeroed. The masks equal those of ``permanent=False`` byte for byte: a block's mask depends only on scores
+    computed before it is written (its own weights, or whole-graph scores computed up front).
+
+    Examples
+    --------
+    >>> import torch, graphprune
+    >>> net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    >>> masks = graphprune.prune(net, torch.randn(1, 8), "magnitude", sparsity=0.75, permanent=True,
+    ...                          progress=False)
+    >>> int((net[0].weight != 0).sum()), masks["0.weight"].sum().item()
+    (32, 32)
+    """
+    if not isinstance(model, nn.Module):
+        raise ParameterError(f"The 'model' parameter of prune must be a torch.nn.Module. Got "
+                             f"{type(model).__name__} instead.")
+    if not isinstance(permanent, bool):
+        raise ParameterError(f"The 'permanent' parameter of prune must be True or False. Got {permanent!r}.")
+    sp = _sparsifier(method, sparsity, density, seed, progress, options)
+    d = sp._validate()  # argument errors before the (possibly long) export
+    G = from_model(model, example_inputs, **(export_options or {}))
+    if not permanent:
+        masks = sp.sparsify(G)
+        apply_masks(model, masks=masks)
+        return masks
+    return _prune_in_place(sp, G, d)
+
+
+def _sparsifier(method, sparsity, density, seed, progress, options) -> Sparsifier:
+    if isinstance(method, Sparsifier):
+        if sparsity is not None or density is not None or options:
+            raise ParameterError("Pass options to the Sparsifier's constructor, not to prune(), with an instance.")
+        return method
+    cls = method if isinstance(method, type) and issubclass(method, Sparsifier) else get_sparsifier(method)
+    return cls(sparsity=sparsity, density=density, seed=seed, progress=progress, **options)
+
+
+def _prune_in_place(sp: Sparsifier, G, d) -> PackedMasks:
+    ss = make_rng(sp.seed, owner=type(sp).__name__)
+    units = sp.units(G)
+    if not units:
+        raise GraphPruneError("The graph has no prunable (weight) block: nothing to prune.")
+    for b in units:
+        _check_weights(b)
+    # units of each parameter (sliced parameters have several); a parameter is packed when its last unit is done
+    pending = {}
+    for b in units:
+        pending.setdefault(b.param, []).append(b.name)
+    out = PackedMasks()
+    partial = {}
+    sp.prepare(G)
+    try:
+        done = set()
+        for b, m in sp.iter_masks(G, units, d, ss):
+            done.add(b.name)
+            _zero_in_place(b, m)
+            full = partial.get(b.param)
+            if full is None:
+                full = G.param_mask(b.param).clone()
+                partial[b.param] = full
+            if b.param_slice is not None:
+                full[b.param_slice[0] : b.param_slice[1]] &= m
+            else:
+                full &= m
+            if all(n in done or sp._kept_dense(G.block(n)) for n in pending[b.param]):
+                out.add(b.param, partial.pop(b.param))
+            del m, full  # nothing of this block stays alive while the next one is computed
+    finally:
+        sp.release()
+    for name in G.params:  # parameters kept dense (keep_dense) or finished without a pruned unit
+        if name not in out:
+            out.add(name, partial.pop(name, None) if name in partial else G.param_mask(name).clone())
+    out._reorder(G.params)
+    return out
+
+
+def _zero_in_place(b, m: torch.Tensor) -> None:
+    """Set the pruned weights of one block to zero in the model's own storage (the block's weight is a view)."""
+    with torch.no_grad():
+        b.weight.masked_fill_(~m.to(b.weight.device), 0)
