@@ -1,15 +1,20 @@
 """Runs on an executor: serial, a ProcessPoolExecutor and a real local Ray cluster give the same results."""
 
 import concurrent.futures as cf
+import copy
 import multiprocessing as mp
 import os
 
 import pandas as pd
 import pytest
+import torch
+from models import build
 
+import graphprune
 from graphprune._executor import JobError, run_jobs
 from graphprune.errors import ParameterError
 from graphprune.experiments import Schedule, run_study
+from graphprune.sparsify.random import RandomSparsifier
 
 try:
     import ray
@@ -125,3 +130,94 @@ def test_ray_runs_jobs_and_names_a_failing_one(ray_cluster):
 @needs_ray
 def test_study_rows_are_the_same_on_ray(ray_cluster, tmp_path):
     pd.testing.assert_frame_equal(_grid(tmp_path / "serial"), _grid(tmp_path / "ray", executor="ray"))
+
+
+# -- sparsify on an executor: the same masks, byte for byte ----------------------------------------------------
+CASES = [("spectral", {}), ("random", {}), ("magnitude", {"allocation": "global"}), ("degree", {}),
+         ("spectral", {"reweight": True, "sampling": "with_replacement"}), ("random", {"allocation": "global"})]
+
+
+def _graphs():
+    out = []
+    for name in ("small_resnet", "transformer"):
+        model, x = build(name)
+        G = graphprune.from_model(model, x)
+        out.append(G.with_masks({b.param: torch.rand(b.weight.shape, generator=torch.Generator().manual_seed(1))
+                                 > 0.1 for b in G.weight_blocks[:2] if b.param_slice is None}))
+    return out
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _masks(G, method, opts, executor):
+    sp = graphprune.get_sparsifier(method)(sparsity=0.8, seed=3, executor=executor, **opts)
+    return sp.sparsify(G), getattr(sp, "scales_", None)
+
+
+def test_sparsify_masks_identical_serial_and_process_pool():
+    graphs = _graphs()
+    with _pool() as pool:
+        for G in graphs:
+            for method, opts in CASES:
+                serial, s_scales = _masks(G, method, opts, None)
+                pooled, p_scales = _masks(G, method, opts, pool)
+                assert _same(serial, pooled), (method, opts)
+                if opts.get("reweight"):
+                    assert _same(s_scales, p_scales)
+
+
+@needs_ray
+def test_sparsify_masks_identical_on_ray(ray_cluster):
+    for G in _graphs():
+        for method, opts in CASES:
+            assert _same(_masks(G, method, opts, None)[0], _masks(G, method, opts, "ray")[0]), (method, opts)
+
+
+class FailingOnConv2(RandomSparsifier):
+    name = None
+
+    def compute_mask(self, ctx, k):
+        if ctx.block.param == "block1.conv2.weight":
+            raise RuntimeError("bad block")
+        return super().compute_mask(ctx, k)
+
+
+def _failing(executor):
+    model, x = build("small_resnet")
+    G = graphprune.from_model(model, x)
+    before = G.masks
+    with pytest.raises(JobError, match=r"FailingOnConv2 mask of block '.*' \(block1\.conv2\.weight, shape "
+                                       r"\(\d+, \d+, 3, 3\)\) failed: RuntimeError: bad block"):
+        FailingOnConv2(sparsity=0.5, executor=executor).sparsify(G)
+    assert _same(before, G.masks)
+
+
+def test_a_failing_block_is_named_on_a_pool():
+    with _pool() as pool:
+        _failing(pool)
+
+
+@needs_ray
+def test_a_failing_block_is_named_on_ray(ray_cluster):
+    _failing("ray")
+
+
+def test_whole_graph_sparsifiers_run_serially_and_say_so():
+    G = _graphs()[0]
+    with _pool() as pool, pytest.warns(RuntimeWarning, match="scope='graph'.*run serially"):
+        a = graphprune.sparsify(G, "spectral", sparsity=0.8, seed=0, scope="graph", executor=pool)
+    assert _same(a, graphprune.sparsify(G, "spectral", sparsity=0.8, seed=0, scope="graph"))
+
+
+def test_prune_permanent_on_a_pool_matches_serial():
+
+    model, x = build("small_resnet")
+    a, b = copy.deepcopy(model), copy.deepcopy(model)
+    ma = graphprune.prune(a, x, "spectral", sparsity=0.7, permanent=True, progress=False)
+    with _pool() as pool:
+        mb = graphprune.prune(b, x, "spectral", sparsity=0.7, permanent=True, progress=False, executor=pool)
+    assert list(ma) == list(mb) and all(torch.equal(ma[k], mb[k]) for k in ma)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)

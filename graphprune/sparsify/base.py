@@ -12,11 +12,13 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import numbers
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .._executor import check_executor
 from .._validation import (
     ALLOCATIONS,
     Boolean,
@@ -90,7 +92,15 @@ class Sparsifier:
     keep_dense : sequence of str, optional
         Parameter or block names (glob patterns allowed) never pruned; the target density applies to the rest.
     progress : bool, default False
-        Show a tqdm progress bar over blocks.
+        Show a tqdm progress bar over blocks (counting blocks as they complete).
+    executor : None, "ray" or concurrent.futures.Executor, optional
+        Where the per-block work runs: serially here (None), on any ``concurrent.futures.Executor`` (a
+        ``ProcessPoolExecutor``, a Dask client's ``get_executor()``) or on the Ray cluster this process is
+        connected to (``"ray"``). Each block is one job, a plain function of the block's weight and current mask,
+        the sparsifier's parameters, the block's budget and its seed stream, so the masks are byte-identical
+        whatever the executor and the number of workers; global allocation runs its two passes as two rounds of
+        jobs. Sparsifiers that need the whole graph or the model (``scope="graph"``, spectral-width, SNIP,
+        GraSP, SynFlow) run serially and warn.
 
     Notes
     -----
@@ -108,13 +118,14 @@ class Sparsifier:
     supports_global: bool = True
 
     def __init__(self, sparsity=None, *, density=None, seed=0, allocation="uniform", keep_dense=(),
-                 progress=False):
+                 progress=False, executor=None):
         self.sparsity = sparsity
         self.density = density
         self.seed = seed
         self.allocation = allocation
         self.keep_dense = keep_dense
         self.progress = progress
+        self.executor = executor
 
     # -- the plug-in hooks -----------------------------------------------------------------------------------------
     def score(self, ctx: BlockContext) -> torch.Tensor | None:
@@ -195,8 +206,17 @@ class Sparsifier:
         if self.allocation == "global" and not self.supports_global:
             raise ParameterError(f"The 'allocation' parameter of {cls} cannot be 'global': {cls} has no scores "
                                  "comparable across blocks. Use 'uniform', 'erk' or a dict.")
+        check_executor(getattr(self, "executor", None), cls)
         self._validate_extra()
         return d
+
+    #: Whether each block's mask depends only on that block (then blocks can run as independent jobs). Sparsifiers
+    #: with whole-graph or model state computed in :meth:`prepare` set this to False (or override
+    #: :meth:`_distributable`).
+    distributable: bool = True
+
+    def _distributable(self) -> bool:
+        return self.distributable
 
     def _validate_extra(self) -> None:
         """Checks that involve several parameters (subclasses override). Default: nothing."""
@@ -302,6 +322,79 @@ class Sparsifier:
         return todo, ks, seeds
 
     def iter_masks(self, graph, units, d, ss, *, progress=None):
+        if getattr(self, "executor", None) is not None:
+            if self._distributable():
+                yield from self._iter_masks_jobs(graph, units, d, ss, progress=progress)
+                return
+            warnings.warn(f"{type(self).__name__} needs the whole graph or the model for its scores "
+                          f"({self._why_serial()}); its blocks run serially in this process, not on the executor.",
+                          RuntimeWarning, stacklevel=3)
+        yield from self._iter_masks_serial(graph, units, d, ss, progress=progress)
+
+    def _why_serial(self) -> str:
+        return "state computed for the whole graph"
+
+    # -- per-block jobs on an executor ---------------------------------------------------------------------------
+    def _job(self, graph, b, seed_seq, kind, **extra) -> dict:
+        params = {k: v for k, v in self.get_params().items() if k not in ("executor", "progress")}
+        avail = graph.block_mask(b)
+        return dict(kind=kind, cls=type(self), params=params, seed=seed_seq, extra=extra,
+                    block=dict(name=b.name, param=b.param, layout=b.layout, groups=b.groups, n_src=b.n_src,
+                               n_dst=b.n_dst, weight=b.weight.detach().cpu().contiguous()),
+                    available=np.packbits(avail.reshape(-1).cpu().numpy()), shape=tuple(avail.shape))
+
+    def _run(self, jobs, graph, progress, what):
+        from .._executor import run_jobs
+
+        it = run_jobs(_block_job, jobs, executor=self.executor, describe=_describe_job, owner=type(self).__name__)
+        return _progress(it, progress, f"{type(self).__name__} {what}", total=len(jobs))
+
+    def _global_counts_jobs(self, graph, todo, seeds, d):
+        """:meth:`_global_counts` as two rounds of jobs: per-block histograms, then per-block counts and the
+        candidates inside the threshold's bin; the same split, exactly."""
+        sizes = [b.num_edges for b in todo]
+        K = round(d * sum(sizes))
+        if K <= 0:
+            return {b.name: 0 for b in todo}
+        hist = np.zeros(_NBINS, dtype=np.int64)
+        for _, (bins, counts) in self._run([self._job(graph, b, seeds[b.name], "hist") for b in todo], graph,
+                                            False, "histograms"):
+            hist[bins] += counts
+        above = np.cumsum(hist[::-1])
+        j = int(np.searchsorted(above, K))
+        edge = _NBINS - 1 - j
+        need = K - (int(above[j - 1]) if j > 0 else 0)
+        counts, cand = [0] * len(todo), [None] * len(todo)
+        jobs = [self._job(graph, b, seeds[b.name], "count", edge=edge) for b in todo]
+        for i, (n_above, inside) in self._run(jobs, graph, False, "counts"):
+            counts[i], cand[i] = n_above, inside
+        keys = np.concatenate(cand)
+        unit = np.concatenate([np.full(c.size, i, dtype=np.int64) for i, c in enumerate(cand)])
+        chosen = unit[np.argsort(~keys, kind="stable")[:need]]
+        extra = np.bincount(chosen, minlength=len(todo))
+        return {b.name: counts[i] + int(extra[i]) for i, b in enumerate(todo)}
+
+    def _iter_masks_jobs(self, graph, units, d, ss, *, progress=None):
+        ks = self.allocate(graph, units, d)
+        seeds = dict(zip([b.name for b in units], ss.spawn(len(units))))
+        todo = [b for b in units if not self._kept_dense(b)]
+        if self.allocation == "global":
+            ks.update(self._global_counts_jobs(graph, todo, seeds, d))
+        jobs = [self._job(graph, b, seeds[b.name], "mask", k=int(ks[b.name]), use_global=self.allocation == "global")
+                for b in todo]
+        show = self.progress if progress is None else progress
+        for i, (bits, scale) in self._run(jobs, graph, show, "blocks"):
+            b = todo[i]
+            m = torch.from_numpy(np.unpackbits(bits, count=b.num_edges).astype(bool)).reshape(b.weight.shape)
+            if scale is not None:
+                full = self.scales_.setdefault(b.param, torch.ones(graph.param_shapes[b.param], dtype=torch.float64))
+                if b.param_slice is not None:
+                    full[b.param_slice[0] : b.param_slice[1]] = scale
+                else:
+                    full.copy_(scale)
+            yield b, m
+
+    def _iter_masks_serial(self, graph, units, d, ss, *, progress=None):
         """Yield ``(block, mask)`` unit by unit, each mask shaped like ``block.weight``.
 
         A unit's context lives only while its mask is computed, so memory stays proportional to the largest
@@ -510,9 +603,54 @@ def _short_repr(v) -> str:
     return text
 
 
-def _progress(items, enabled, desc):
+def _describe_job(job) -> str:
+    b = job["block"]
+    what = {"mask": "mask", "hist": "score histogram", "count": "threshold count"}[job["kind"]]
+    return f"{job['cls'].__name__} {what} of block {b['name']!r} ({b['param']}, shape {tuple(b['weight'].shape)})"
+
+
+def _block_job(job):
+    """One block's work, in any process: rebuild a one-block graph from the job's weight and mask, then score or
+    mask it with a fresh sparsifier of the same parameters and the block's own seed stream."""
+    from ..graph import Block, MultipartiteGraph, Partition
+
+    b = job["block"]
+    shape = job["shape"]
+    avail = torch.from_numpy(np.unpackbits(job["available"], count=int(np.prod(shape))).astype(bool)).reshape(shape)
+    block = Block(b["name"], "src", "dst", param=b["param"], weight=b["weight"], layout=b["layout"],
+                  groups=b["groups"])
+    G = MultipartiteGraph([Partition("src", b["n_src"], "input"), Partition("dst", b["n_dst"], "output")], [block],
+                          masks={b["param"]: avail})
+    sp = job["cls"](**job["params"])
+    sp.prepare(G)
+    try:
+        if job["kind"] == "hist":
+            top = (_sort_keys(sp._global_scores(G, block, job["seed"])) >> _SHIFT).astype(np.int64)
+            bins, counts = np.unique(top, return_counts=True)
+            return bins, counts
+        if job["kind"] == "count":
+            keys = _sort_keys(sp._global_scores(G, block, job["seed"]))
+            hi = (keys >> _SHIFT).astype(np.int64)
+            return int(np.count_nonzero(hi > job["extra"]["edge"])), keys[hi == job["extra"]["edge"]]
+        ctx = sp._context(G, block, job["seed"])
+        if job["extra"]["use_global"]:
+            sp.score(ctx)  # the serial path draws once for the threshold: the same stream state here
+        n_avail = count_true(ctx.available)
+        k = min(job["extra"]["k"], n_avail)
+        if k >= n_avail:
+            m = ctx.available
+        else:
+            m = sp.compute_mask(ctx, k)
+            _check_result(sp, block, m, ctx, k)
+        scale = getattr(sp, "scales_", {}).get(b["param"]) if getattr(sp, "reweight", False) else None
+        return np.packbits(m.reshape(-1).cpu().numpy()), scale
+    finally:
+        sp.release()
+
+
+def _progress(items, enabled, desc, total=None):
     if not enabled:
         return items
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, unit="block")
+    return tqdm(items, desc=desc, unit="block", total=total)

@@ -28,6 +28,10 @@ def _param(model, name):
 
 class _Saliency(Sparsifier):
     needs_data = False
+    distributable = False  # scores come from the whole model's forward and backward passes
+
+    def _why_serial(self):
+        return "its scores come from forward and backward passes of the whole model"
 
     _parameter_constraints = {
         "model": [InstanceOf(torch.nn.Module, "the torch.nn.Module the graph was exported from")],

@@ -103,6 +103,12 @@ class SpectralSparsifier(Sparsifier):
         "backend": [Options(("auto", "scipy", "torch"))],
     }
 
+    def _distributable(self):
+        return self.scope == "block"
+
+    def _why_serial(self):
+        return "scope='graph' factors the whole graph's Laplacian once"
+
     def _validate_extra(self):
         if self.scope == "block" and self.resistance == "jl":
             raise ParameterError(f"The 'resistance' parameter of {type(self).__name__} can be 'jl' only with "

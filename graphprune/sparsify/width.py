@@ -95,6 +95,10 @@ class SpectralWidthSparsifier(Sparsifier):
 
     name = "spectral-width"
     supports_global = False
+    distributable = False  # the widths are chosen over the whole graph
+
+    def _why_serial(self):
+        return "the kept nodes are chosen over the whole graph"
     _parameter_constraints = {
         "allocation": [Options(("nodes", "uniform", "erk")), DensityDict()],
         "edges_per_node": [Interval(numbers.Real, 0, None, closed="neither")],
