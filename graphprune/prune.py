@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._validation import check_options
 from .apply import apply_masks
 from .errors import GraphPruneError, ParameterError
 from .export import from_model
@@ -90,7 +91,16 @@ def _sparsifier(method, sparsity, density, seed, progress, options) -> Sparsifie
         if sparsity is not None or density is not None or options:
             raise ParameterError("Pass options to the Sparsifier's constructor, not to prune(), with an instance.")
         return method
-    cls = method if isinstance(method, type) and issubclass(method, Sparsifier) else get_sparsifier(method)
+    if isinstance(method, type) and issubclass(method, Sparsifier):
+        cls = method
+    elif isinstance(method, str):
+        cls = get_sparsifier(method)
+    else:
+        raise ParameterError(f"The 'method' parameter of prune must be a sparsifier name, a Sparsifier subclass or "
+                             f"an instance. Got {method!r} instead.")
+    check_options(f"prune() with {cls.__name__}", options,
+                  [n for n in cls._get_param_names() if n not in ("sparsity", "density", "seed", "progress")]
+                  + ["export_options"])
     return cls(sparsity=sparsity, density=density, seed=seed, progress=progress, **options)
 
 
@@ -99,6 +109,7 @@ def _prune_in_place(sp: Sparsifier, G, d) -> PackedMasks:
     units = sp.units(G)
     if not units:
         raise GraphPruneError("The graph has no prunable (weight) block: nothing to prune.")
+    sp._check_names(G, units)
     for b in units:
         _check_weights(b)
     # units of each parameter (sliced parameters have several); a parameter is packed when its last unit is done
