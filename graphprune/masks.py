@@ -21,7 +21,7 @@ import torch
 from .errors import MaskError, MissingDependencyError, ParameterError
 
 __all__ = ["PackedMasks", "pack_mask", "unpack_mask", "save_masks_safetensors", "load_masks_safetensors",
-           "save_masks_file", "load_masks_file", "SAFETENSORS_FORMAT", "SAFETENSORS_VERSION"]
+           "save_masks_file", "load_masks_file", "mask_file_format", "SAFETENSORS_FORMAT", "SAFETENSORS_VERSION"]
 
 SAFETENSORS_FORMAT = "graphprune-masks"
 SAFETENSORS_VERSION = 1
@@ -240,7 +240,13 @@ def load_masks_safetensors(path: str | os.PathLike) -> PackedMasks:
 FILE_FORMATS = ("auto", "safetensors", "torch")
 
 
-def _format_of(path, format, reading):
+def mask_file_format(path, format: str = "auto", *, reading: bool = False) -> str:
+    """``"safetensors"`` or ``"torch"`` for ``path``: ``format`` itself unless ``"auto"``; then a name ending in
+    ``.safetensors``, or (when reading an existing file) a safetensors header, means safetensors.
+
+    The one decision :func:`graphprune.save_masks` / :func:`graphprune.load_masks` need to dispatch to
+    :func:`save_masks_safetensors` / :func:`load_masks_safetensors` (no recursion through this module).
+    """
     if format not in FILE_FORMATS:
         raise ParameterError(f"The 'format' parameter must be one of {FILE_FORMATS}. Got {format!r} instead.")
     if format != "auto":
@@ -258,7 +264,7 @@ def _format_of(path, format, reading):
 def save_masks_file(masks: Mapping, path: str | os.PathLike, *, format: str = "auto") -> None:
     """Save masks as safetensors (``format="safetensors"``, or a path ending in ``.safetensors``) or with
     :func:`graphprune.save_masks` (the torch.save format)."""
-    if _format_of(path, format, reading=False) == "safetensors":
+    if mask_file_format(path, format, reading=False) == "safetensors":
         return save_masks_safetensors(masks, path)
     from .apply import save_masks
 
@@ -267,7 +273,7 @@ def save_masks_file(masks: Mapping, path: str | os.PathLike, *, format: str = "a
 
 def load_masks_file(path: str | os.PathLike, *, format: str = "auto"):
     """Load masks from either format; safetensors is recognised by its extension or its header."""
-    if _format_of(path, format, reading=True) == "safetensors":
+    if mask_file_format(path, format, reading=True) == "safetensors":
         return load_masks_safetensors(path)
     from .apply import load_masks
 
