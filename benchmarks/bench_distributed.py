@@ -44,11 +44,11 @@ def measure(label, G, method, opts, executors, runs, keep_dense=()):
     n = len([b for b in G.weight_blocks if not any(b.param == k for k in keep_dense)])
     rows = {}
     for name, ex in executors.items():
-        def masks():
+        def masks(ex=ex):
             return graphprune.sparsify(G, method, sparsity=0.5, seed=0, executor=ex, keep_dense=list(keep_dense),
                                        **opts)
 
-        def ship():
+        def ship(ex=ex):
             return graphprune.sparsify(G, "random", density=1.0, seed=0, executor=ex, keep_dense=list(keep_dense))
 
         t, peak = timed(masks, runs)
