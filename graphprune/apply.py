@@ -14,8 +14,9 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from ._validation import InstanceOf, PathLike, check_mask, check_mask_key, check_param
+from ._validation import InstanceOf, Options, PathLike, check_mask, check_mask_key, check_param
 from .errors import MaskError, ParameterError
+from .masks import FILE_FORMATS, PackedMasks, load_masks_safetensors, mask_file_format, save_masks_safetensors
 
 __all__ = ["apply_masks", "make_permanent", "save_masks", "load_masks"]
 
@@ -218,29 +219,43 @@ def make_permanent(model: nn.Module) -> nn.Module:
     return model
 
 
-def save_masks(masks: Mapping, path: str | os.PathLike) -> None:
-    """Save masks to ``path``; the file loads with ``torch.load(weights_only=True)``.
+def save_masks(masks: Mapping, path: str | os.PathLike, *, format: str = "auto") -> None:
+    """Save masks to ``path``: the torch.save format (loads with ``torch.load(weights_only=True)``) or safetensors.
 
     Parameters
     ----------
     masks : mapping of str to torch.Tensor
-        Bool tensors keyed by parameter name (anything else raises MaskError: convert with ``mask.bool()``).
+        Bool tensors keyed by parameter name (anything else raises MaskError: convert with ``mask.bool()``);
+        a :class:`graphprune.masks.PackedMasks` too.
     path : str or os.PathLike
         The file; its folder must exist.
+    format : {"auto", "torch", "safetensors"}, default "auto"
+        ``"auto"``: safetensors when the name ends in ``.safetensors`` (one bit-packed entry per parameter,
+        written one at a time, format and version in the metadata; the Hugging Face convention, safe by
+        construction), else torch.save.
     """
     check_param("path", path, [PathLike()], "save_masks")
+    check_param("format", format, [Options(FILE_FORMATS)], "save_masks")
     if not isinstance(masks, Mapping):
         raise MaskError("The 'masks' parameter of save_masks must be a dict of parameter name -> bool tensor. "
                         f"Got {type(masks).__name__} instead.")
+    packed = isinstance(masks, PackedMasks)
     out = {}
-    for k, v in masks.items():
+    for k in masks:
         check_mask_key(k, "save_masks")
+        if packed:
+            continue  # bit-packed bool masks by construction; not expanded here
+        v = masks[k]
         out[k] = check_mask(k, v, tuple(v.shape) if isinstance(v, torch.Tensor) else (), owner="save_masks")
         out[k] = out[k].detach().to("cpu")
     folder = os.path.dirname(os.fspath(path))
     if folder and not os.path.isdir(folder):
         raise ParameterError(f"The 'path' parameter of save_masks names a folder that does not exist: "
                              f"{folder!r}. Create it first (os.makedirs).")
+    if mask_file_format(path, format) == "safetensors":
+        return save_masks_safetensors(masks if packed else out, path)
+    if packed:
+        out = {k: masks[k] for k in masks}
     payload = {"format": _FORMAT, "version": _VERSION, "masks": out}
     try:
         torch.save(payload, path)
@@ -249,12 +264,13 @@ def save_masks(masks: Mapping, path: str | os.PathLike) -> None:
                              f"({exc.strerror or exc}).") from None
 
 
-def load_masks(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_masks(path: str | os.PathLike, *, format: str = "auto"):
     """Load masks written by :func:`save_masks`.
 
-    The file is read with ``torch.load(weights_only=True)`` (no code runs) and its structure is checked: the
-    ``format`` and ``version`` entries, a ``masks`` dict with str keys and bool tensors. A plain dict of str to
-    bool tensors (an older or hand-made file) also loads.
+    A torch.save file is read with ``torch.load(weights_only=True)`` (no code runs) and its structure is checked:
+    the ``format`` and ``version`` entries, a ``masks`` dict with str keys and bool tensors. A plain dict of str
+    to bool tensors (an older or hand-made file) also loads. A safetensors file (by name or header, or
+    ``format="safetensors"``) gives a :class:`graphprune.masks.PackedMasks`, read per parameter.
 
     Raises
     ------
@@ -262,9 +278,12 @@ def load_masks(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         The file is missing, unreadable, or not a mask file; the message names what is wrong.
     """
     check_param("path", path, [PathLike()], "load_masks")
+    check_param("format", format, [Options(FILE_FORMATS)], "load_masks")
     where = repr(os.fspath(path))
     if not os.path.isfile(path):
         raise MaskError(f"No mask file at {where}.")
+    if mask_file_format(path, format, reading=True) == "safetensors":
+        return load_masks_safetensors(path)
     try:
         data = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one MaskError

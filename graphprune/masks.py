@@ -21,7 +21,7 @@ import torch
 from .errors import MaskError, MissingDependencyError, ParameterError
 
 __all__ = ["PackedMasks", "pack_mask", "unpack_mask", "save_masks_safetensors", "load_masks_safetensors",
-           "save_masks_file", "load_masks_file", "mask_file_format", "SAFETENSORS_FORMAT", "SAFETENSORS_VERSION"]
+           "mask_file_format", "SAFETENSORS_FORMAT", "SAFETENSORS_VERSION"]
 
 SAFETENSORS_FORMAT = "graphprune-masks"
 SAFETENSORS_VERSION = 1
@@ -259,22 +259,3 @@ def mask_file_format(path, format: str = "auto", *, reading: bool = False) -> st
         if len(head) == 9 and head[8:9] == b"{" and not head.startswith(b"PK"):
             return "safetensors"
     return "torch"
-
-
-def save_masks_file(masks: Mapping, path: str | os.PathLike, *, format: str = "auto") -> None:
-    """Save masks as safetensors (``format="safetensors"``, or a path ending in ``.safetensors``) or with
-    :func:`graphprune.save_masks` (the torch.save format)."""
-    if mask_file_format(path, format, reading=False) == "safetensors":
-        return save_masks_safetensors(masks, path)
-    from .apply import save_masks
-
-    return save_masks(dict(masks) if isinstance(masks, PackedMasks) else masks, path)
-
-
-def load_masks_file(path: str | os.PathLike, *, format: str = "auto"):
-    """Load masks from either format; safetensors is recognised by its extension or its header."""
-    if mask_file_format(path, format, reading=True) == "safetensors":
-        return load_masks_safetensors(path)
-    from .apply import load_masks
-
-    return load_masks(path)

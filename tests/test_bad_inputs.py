@@ -628,3 +628,26 @@ def test_masks_round_trip_and_pickle_free_file(ctx, tmp_path):
 def test_errors_module_exports_the_hierarchy():
     for name in errors.__all__:
         assert issubclass(getattr(errors, name), GraphPruneError)
+
+
+def test_save_and_load_masks_dispatch_to_safetensors(ctx, tmp_path):
+    from safetensors import safe_open
+
+    path = tmp_path / "m.safetensors"
+    graphprune.save_masks(ctx.good, path)
+    with safe_open(str(path), "np") as f:
+        meta = f.metadata()
+        assert set(f.keys()) == set(ctx.good)
+    assert "format" in meta and "version" in meta
+    back = graphprune.load_masks(path)
+    assert set(back) == set(ctx.good) and all(torch.equal(back[k], ctx.good[k]) for k in ctx.good)
+    other = tmp_path / "m.bin"  # a safetensors file under another name is recognised by its header
+    other.write_bytes(path.read_bytes())
+    assert all(torch.equal(graphprune.load_masks(other)[k], ctx.good[k]) for k in ctx.good)
+    packed = graphprune.load_masks(path)
+    graphprune.save_masks(packed, tmp_path / "again.pt")  # PackedMasks save in the torch format too
+    assert all(torch.equal(graphprune.load_masks(tmp_path / "again.pt")[k], ctx.good[k]) for k in ctx.good)
+    with pytest.raises(MaskError, match="dtype torch.bool"):
+        graphprune.save_masks({"0.weight": torch.ones(2)}, tmp_path / "x.safetensors")
+    with pytest.raises(ParameterError, match="'format' parameter of save_masks"):
+        graphprune.save_masks(ctx.good, tmp_path / "y.pt", format="npz")

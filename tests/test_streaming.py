@@ -20,9 +20,7 @@ from graphprune.analysis import components, node_status
 from graphprune.errors import MaskError, ParameterError
 from graphprune.masks import (
     PackedMasks,
-    load_masks_file,
     load_masks_safetensors,
-    save_masks_file,
     save_masks_safetensors,
 )
 from graphprune.sparsify.base import top_flags, topk_mask
@@ -142,12 +140,12 @@ def test_safetensors_round_trip_and_independent_reader(tmp_path):
             bits = np.unpackbits(t.numpy(), count=m.numel()).astype(bool)
             assert np.array_equal(bits, m.reshape(-1).numpy())
     # PackedMasks save directly, and the dispatcher picks the format from the name or the header
-    save_masks_file(back, tmp_path / "again.safetensors")
-    assert all(torch.equal(load_masks_file(tmp_path / "again.safetensors")[k], masks[k]) for k in masks)
-    save_masks_file(masks, tmp_path / "plain.pt")
-    assert all(torch.equal(load_masks_file(tmp_path / "plain.pt")[k], masks[k]) for k in masks)
+    graphprune.save_masks(back, tmp_path / "again.safetensors")
+    assert all(torch.equal(graphprune.load_masks(tmp_path / "again.safetensors")[k], masks[k]) for k in masks)
+    graphprune.save_masks(masks, tmp_path / "plain.pt")
+    assert all(torch.equal(graphprune.load_masks(tmp_path / "plain.pt")[k], masks[k]) for k in masks)
     (tmp_path / "noext").write_bytes(path.read_bytes())
-    assert isinstance(load_masks_file(tmp_path / "noext"), PackedMasks)
+    assert isinstance(graphprune.load_masks(tmp_path / "noext"), PackedMasks)
 
 
 def test_safetensors_bad_files(tmp_path):
@@ -177,7 +175,7 @@ def test_safetensors_bad_files(tmp_path):
         save_masks_safetensors({"w": torch.ones(2)}, tmp_path / "x.safetensors")
     assert not (tmp_path / "x.safetensors").exists()  # checked before the file is opened
     with pytest.raises(ParameterError, match="'format' parameter"):
-        save_masks_file(_masks(), tmp_path / "y", format="zip")
+        graphprune.save_masks(_masks(), tmp_path / "y", format="zip")
 
 
 def test_safetensors_header_is_aligned(tmp_path):
