@@ -47,17 +47,21 @@ def _sparsity(text):
     return v
 
 
+def _factory(spec: str, what: str):
+    """The callable named by ``package.module:attr``."""
+    mod_name, _, attr = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise _Fail(f"cannot load {what} factory {spec!r}: {exc}") from None
+
+
 def load_model(spec: str, weights: str | None = None):
     """A model from a torchvision name or ``package.module:factory``; optional state dict from ``weights``."""
     import torch
 
     if ":" in spec:
-        mod_name, _, attr = spec.partition(":")
-        try:
-            factory = getattr(importlib.import_module(mod_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise _Fail(f"cannot load model factory {spec!r}: {exc}") from None
-        model = factory()
+        model = _factory(spec, "model")()
     else:
         try:
             import torchvision
@@ -106,12 +110,7 @@ def load_data(spec: str, *, batch_size: int = 128, seed: int = 0):
     from ._validation import DATASETS
 
     if ":" in spec:
-        mod_name, _, attr = spec.partition(":")
-        try:
-            factory = getattr(importlib.import_module(mod_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise _Fail(f"cannot load data factory {spec!r}: {exc}") from None
-        return factory()
+        return _factory(spec, "data")()
     if spec not in DATASETS:
         raise _Fail(f"unknown --data {spec!r}; use one of {', '.join(DATASETS)} or package.module:loader")
     from .experiments import load_dataset

@@ -5,12 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._validation import check_options
 from .apply import apply_masks
 from .errors import GraphPruneError, ParameterError
 from .export import from_model
 from .masks import PackedMasks
-from .sparsify import Sparsifier, get_sparsifier
+from .sparsify import Sparsifier, resolve
 from .sparsify.base import _check_weights, make_rng
 
 __all__ = ["prune"]
@@ -91,16 +90,7 @@ def _sparsifier(method, sparsity, density, seed, progress, options) -> Sparsifie
         if sparsity is not None or density is not None or options:
             raise ParameterError("Pass options to the Sparsifier's constructor, not to prune(), with an instance.")
         return method
-    if isinstance(method, type) and issubclass(method, Sparsifier):
-        cls = method
-    elif isinstance(method, str):
-        cls = get_sparsifier(method)
-    else:
-        raise ParameterError(f"The 'method' parameter of prune must be a sparsifier name, a Sparsifier subclass or "
-                             f"an instance. Got {method!r} instead.")
-    check_options(f"prune() with {cls.__name__}", options,
-                  [n for n in cls._get_param_names() if n not in ("sparsity", "density", "seed", "progress")]
-                  + ["export_options"])
+    cls = resolve(method, owner="prune", options=options, extra=("export_options",))
     return cls(sparsity=sparsity, density=density, seed=seed, progress=progress, **options)
 
 

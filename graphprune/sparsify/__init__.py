@@ -57,14 +57,21 @@ def sparsify(graph, method="random", *, sparsity=None, density=None, seed=0, **o
             raise ParameterError(f"sparsify() got a {type(method).__name__} instance and also {', '.join(given)}: "
                                  "with an instance, pass every option to its constructor.")
         return method.sparsify(graph)
+    cls = resolve(method, owner="sparsify", options=options)
+    return cls(sparsity=sparsity, density=density, seed=seed, **options).sparsify(graph)
+
+
+def resolve(method, *, owner: str, options=(), extra=()) -> type:
+    """The Sparsifier class named by ``method`` (a registry name or a subclass), with ``options`` checked against
+    its constructor's parameters (``extra`` names the caller's own options); ParameterError otherwise."""
     if isinstance(method, type) and issubclass(method, Sparsifier):
         cls = method
     elif isinstance(method, str):
         cls = get_sparsifier(method)
     else:
-        raise ParameterError(f"The 'method' parameter of sparsify must be a sparsifier name (one of "
+        raise ParameterError(f"The 'method' parameter of {owner} must be a sparsifier name (one of "
                              f"{', '.join(available_sparsifiers())}), a Sparsifier subclass or instance. "
                              f"Got {method!r} instead.")
-    check_options(cls.__name__, options, [n for n in cls._get_param_names() if n not in ("sparsity", "density",
-                                                                                         "seed")])
-    return cls(sparsity=sparsity, density=density, seed=seed, **options).sparsify(graph)
+    known = [n for n in cls._get_param_names() if n not in ("sparsity", "density", "seed")] + list(extra)
+    check_options(f"{owner}() with {cls.__name__}" if owner != "sparsify" else cls.__name__, options, known)
+    return cls
