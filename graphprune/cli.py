@@ -164,6 +164,19 @@ def cmd_export(args):
         print(f"nodes written to {args.nodes}")
 
 
+def _executor(args):
+    """None (local), or "ray" after connecting to the cluster named by RAY_ADDRESS (or starting a local one)."""
+    if args.executor != "ray":
+        return None
+    try:
+        import ray
+    except ImportError:
+        raise _Fail("--executor ray needs Ray: pip install 'graphprune[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
+    return "ray"
+
+
 def cmd_prune(args):
     import graphprune
 
@@ -171,6 +184,9 @@ def cmd_prune(args):
     options = _sparsifier_options(args, model)
     if args.allocation is not None:
         options["allocation"] = args.allocation
+    executor = _executor(args)
+    if executor is not None:
+        options["executor"] = executor
     masks = graphprune.sparsify(G, args.sparsifier, sparsity=args.sparsity, seed=args.seed,
                                 progress=not args.quiet, **options)
     graphprune.save_masks(masks, args.out)
@@ -223,15 +239,7 @@ def cmd_experiment(args):
     unknown = [m for m in methods if m not in table]
     if unknown:
         raise _Fail(f"unknown method(s) {unknown} for --arm {args.arm}; known: {', '.join(table)}")
-    executor = None
-    if args.executor == "ray":
-        try:
-            import ray
-        except ImportError:
-            raise _Fail("--executor ray needs Ray: pip install 'graphprune[ray]'") from None
-        if not ray.is_initialized():  # the cluster named by RAY_ADDRESS, or a local one
-            ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
-        executor = "ray"
+    executor = _executor(args)
     try:
         comps = [float(c) for c in args.compressions] if args.compressions else list(COMPRESSIONS)
         seeds = [int(s) for s in args.seeds]
@@ -284,6 +292,8 @@ def build_parser():
                     f"{', '.join(DATASETS)}) or package.module:loader")
     pr.add_argument("--batches", type=int, default=1, help="batches of --data to score on (default 1)")
     pr.add_argument("--batch-size", type=int, default=128, help="batch size for a --data dataset name")
+    pr.add_argument("--executor", default="local", choices=("local", "ray"), help="local: blocks in this process; "
+                    "ray: one Ray task per block on the cluster named by RAY_ADDRESS (or a local one)")
     pr.add_argument("--out", default="masks.pt", help="masks file (loads with torch.load(weights_only=True))")
     pr.add_argument("--report", help="also write a report (.html, .md or .json)")
     pr.add_argument("--no-spectral", action="store_true", help="skip the spectral metrics in the report")

@@ -221,3 +221,13 @@ def test_prune_permanent_on_a_pool_matches_serial():
     assert list(ma) == list(mb) and all(torch.equal(ma[k], mb[k]) for k in ma)
     sa, sb = a.state_dict(), b.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@needs_ray
+def test_cli_prune_on_ray_matches_local(ray_cluster, tmp_path):
+    from graphprune.cli import main
+
+    args = ["prune", "graphprune.experiments.models:MLP", "--input-shape", "1,40", "--sparsity", "0.9", "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "a.pt")]) == 0
+    assert main(args + ["--out", str(tmp_path / "b.pt"), "--executor", "ray"]) == 0
+    assert _same(graphprune.load_masks(tmp_path / "a.pt"), graphprune.load_masks(tmp_path / "b.pt"))
