@@ -6,11 +6,10 @@ import torch
 from torch import nn
 
 from .apply import apply_masks
-from .errors import GraphPruneError, ParameterError
+from .errors import ParameterError
 from .export import from_model
 from .masks import PackedMasks
 from .sparsify import Sparsifier, resolve
-from .sparsify.base import _check_weights, make_rng
 
 __all__ = ["prune"]
 
@@ -95,13 +94,7 @@ def _sparsifier(method, sparsity, density, seed, progress, options) -> Sparsifie
 
 
 def _prune_in_place(sp: Sparsifier, G, d) -> PackedMasks:
-    ss = make_rng(sp.seed, owner=type(sp).__name__)
-    units = sp.units(G)
-    if not units:
-        raise GraphPruneError("The graph has no prunable (weight) block: nothing to prune.")
-    sp._check_names(G, units)
-    for b in units:
-        _check_weights(b)
+    ss, units = sp._start(G)
     # units of each parameter (sliced parameters have several); a parameter is packed when its last unit is done
     pending = {}
     for b in units:

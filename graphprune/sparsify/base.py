@@ -280,6 +280,16 @@ class Sparsifier:
                 f"Got {type(graph).__name__} instead."
             )
         d = self._validate()
+        ss, units = self._start(graph)
+        self.prepare(graph)
+        try:
+            return self._masks_for(graph, units, d, ss)
+        finally:
+            self.release()
+
+    def _start(self, graph):
+        """``(seed sequence, units)`` once the graph's side is checked: a prunable unit exists, every name in
+        ``allocation`` / ``keep_dense`` matches, every weight is materialised and finite."""
         ss = make_rng(self.seed, owner=type(self).__name__)
         units = self.units(graph)
         if not units:
@@ -287,11 +297,7 @@ class Sparsifier:
         self._check_names(graph, units)
         for b in units:
             _check_weights(b)
-        self.prepare(graph)
-        try:
-            return self._masks_for(graph, units, d, ss)
-        finally:
-            self.release()
+        return ss, units
 
     def prepare(self, graph) -> None:
         """Hook run once per :meth:`sparsify`, after validation and before any scoring (e.g. whole-graph
