@@ -130,13 +130,14 @@ def layer_collapse(G, *, masks=None, mask=None) -> list[str]:
     return found
 
 
-def _topological_blocks(H):
+def _topological_blocks(H, owner: str = "count_paths"):
+    """The blocks sorted by destination partition, and the partition index; ParameterError on a backward block."""
     index = {p.name: i for i, p in enumerate(H.partitions)}
     for b in H.blocks:
         if index[b.src] >= index[b.dst]:
-            raise ParameterError(f"count_paths needs partitions in topological order; block '{b.name}' goes from "
+            raise ParameterError(f"{owner} needs partitions in topological order; block '{b.name}' goes from "
                                  f"'{b.src}' back to '{b.dst}'.")
-    return sorted(H.blocks, key=lambda b: index[b.dst])
+    return sorted(H.blocks, key=lambda b: index[b.dst]), index
 
 
 def count_paths(G, *, masks=None, weighted: bool = False, mask=None) -> float:
@@ -153,7 +154,7 @@ def count_paths(G, *, masks=None, weighted: bool = False, mask=None) -> float:
     H = _masked(G, masks, mask, "count_paths")
     logp = np.full(H.num_nodes, -np.inf)
     logp[_role_nodes(H, "input")] = 0.0
-    for b in _topological_blocks(H):
+    for b in _topological_blocks(H)[0]:
         so, do = H.node_offset(b.src), H.node_offset(b.dst)
         ls = logp[so : so + b.n_src]
         if not np.isfinite(ls).any():

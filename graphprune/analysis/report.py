@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..errors import ParameterError
+from .global_ import _topological_blocks
 from .glossary import SCHEMA_VERSION, block_columns, summary_items
 from .spectral import block_spectral_similarity, block_spectrum_metrics
 
@@ -51,13 +52,6 @@ def layer_label(b) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # the sweeps
 # ---------------------------------------------------------------------------------------------------------------
-def _topological(H):
-    index = {p.name: i for i, p in enumerate(H.partitions)}
-    for b in H.blocks:
-        if index[b.src] >= index[b.dst]:
-            raise ParameterError(f"report needs partitions in topological order; block '{b.name}' goes from "
-                                 f"'{b.src}' back to '{b.dst}'.")
-    return sorted(H.blocks, key=lambda b: index[b.dst]), index
 
 
 def _kept_edges(H, b):
@@ -110,7 +104,7 @@ class _Components:
 def _sweep(H, *, max_cut_edges):
     """Forward and backward sweeps: per-node degrees, strength, reachability, log path counts, components and
     (while small) the simple undirected graph for cut vertices and bridges."""
-    order, index = _topological(H)
+    order, index = _topological_blocks(H, "report")
     n = H.num_nodes
     off = {p.name: H.node_offset(p.name) for p in H.partitions}
     ind, outd = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)

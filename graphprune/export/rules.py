@@ -267,11 +267,15 @@ def embedding(ctx, args, kwargs, shape):
     return Val(out, len(shape) - 1, shape)
 
 
+def _raw_result(raw, shape):
+    """An op on raw (unplaced) inputs only: its output stays raw, following the first input, or is dropped."""
+    return Val(None, -1, shape, raw=raw[0].raw) if raw and is_shape(shape) else None
+
+
 def _no_param(ctx, args, kwargs, shape):
     """A layer op whose weight is not a parameter (computed, or a raw input): follow it elementwise if cheap."""
     if not any(_placed(v) for v in vals(args) + vals(kwargs)):
-        raw = vals(args)
-        return Val(None, -1, shape, raw=raw[0].raw) if raw and is_shape(shape) else None
+        return _raw_result(vals(args), shape)
     raise UnsupportedOperationError(
         f"Op '{ctx.op}' at {ctx.where} applies a weight that is not a parameter of the model; the exporter can "
         "only turn parameters into edges.")
@@ -353,8 +357,7 @@ def matmul(ctx, args, kwargs, shape):
     if isinstance(a1, ParamRef) and isinstance(a0, Val):
         return _x_at_w(ctx, a0, a1, shape)
     if not any(_placed(v) or isinstance(v, (Scores, Stat)) for v in (a0, a1)):
-        raw = vals((a0, a1))
-        return Val(None, -1, shape, raw=raw[0].raw) if raw and is_shape(shape) else None
+        return _raw_result(vals((a0, a1)), shape)
     raise UnsupportedOperationError(
         f"Op '{ctx.op}' at {ctx.where} multiplies {_desc(a0)} by {_desc(a1)}; supported: a tensor times a "
         "parameter, and attention (q @ k^T on head-split tensors, then the scores times v).")
