@@ -14,8 +14,8 @@ import graphprune
 from graphprune._executor import limited_threads
 from graphprune.experiments import METHODS, build_model, synthetic
 
-ORDER = ["random", "magnitude", "snip", "grasp", "synflow", "synflow-iter", "spectral", "spectral-erk",
-         "spectral-graph", "spectral-width"]
+ORDER = ["random", "magnitude", "snip", "grasp", "synflow", "synflow-iter", "spectral-paper", "spectral-erk",
+         "spectral-graph", "spectral", "spectral-iter"]
 
 
 def masks_seconds(model_name, method, density, runs):

@@ -184,6 +184,13 @@ def cmd_prune(args):
     options = _sparsifier_options(args, model)
     if args.allocation is not None:
         options["allocation"] = args.allocation
+    if args.width is not None:
+        if args.sparsifier not in ("spectral", "spectral-width"):
+            from .errors import ParameterError
+
+            raise ParameterError(f"--width applies to the spectral sparsifier only. Got --sparsifier "
+                                 f"{args.sparsifier!r}; drop --width or use --sparsifier spectral.")
+        options["width"] = args.width
     executor = _executor(args)
     if executor is not None:
         options["executor"] = executor
@@ -287,7 +294,10 @@ def build_parser():
     pr.add_argument("--sparsity", type=_sparsity, default=0.9, help="fraction of weights to remove, in [0, 1)")
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--allocation", choices=ALLOCATIONS, help="density allocation over blocks (default: the "
-                    "sparsifier's own: uniform, or global for snip/grasp/synflow)")
+                    "sparsifier's own: erk for spectral, uniform for the paper's spectral (--width all), random, "
+                    "magnitude and degree, global for snip/grasp/synflow)")
+    pr.add_argument("--width", choices=("auto", "all"), help="spectral only: auto (default) chooses an effective "
+                    "width below 8 edges per node; all keeps every node (the paper's per-layer sampling)")
     pr.add_argument("--data", help="batches for data-dependent sparsifiers (snip, grasp): a dataset name ("
                     f"{', '.join(DATASETS)}) or package.module:loader")
     pr.add_argument("--batches", type=int, default=1, help="batches of --data to score on (default 1)")

@@ -81,6 +81,8 @@ def prune(model: nn.Module, example_inputs, method="spectral", *, sparsity=None,
         masks = sp.sparsify(G)
         apply_masks(model, masks=masks)
         return masks
+    if not sp._streams():  # several rounds over the whole graph: the masks first, then zero block by block
+        return _zero_all_in_place(G, sp.sparsify(G))
     return _prune_in_place(sp, G, d)
 
 
@@ -123,6 +125,17 @@ def _prune_in_place(sp: Sparsifier, G, d) -> PackedMasks:
     for name in G.params:  # parameters kept dense (keep_dense) or finished without a pruned unit
         if name not in out:
             out.add(name, partial.pop(name, None) if name in partial else G.param_mask(name).clone())
+    out._reorder(G.params)
+    return out
+
+
+def _zero_all_in_place(G, masks) -> PackedMasks:
+    out = PackedMasks()
+    for b in G.weight_blocks:
+        m = masks[b.param]
+        _zero_in_place(b, m[b.param_slice[0] : b.param_slice[1]] if b.param_slice is not None else m)
+    for name in G.params:
+        out.add(name, masks[name])
     out._reorder(G.params)
     return out
 

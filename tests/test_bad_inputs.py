@@ -193,6 +193,22 @@ CASES = [
     ("spectral dtype str", lambda c: _sp(c, "spectral", dtype="float64"), E, r"'dtype'.*torch\.float32"),
     ("spectral zero block", lambda c: graphprune.sparsify(_zero_graph(), "spectral", sparsity=0.5), E,
      "all-zero block"),
+    ("spectral paper zero block", lambda c: graphprune.sparsify(_zero_graph(), "spectral", sparsity=0.5,
+                                                                width="all"), E, "all-zero block"),
+    ("spectral width", lambda c: _sp(c, "spectral", width="half"), E, r"'width'.*'auto', 'all'.*Got 'half'"),
+    ("spectral graph scope needs all", lambda c: _sp(c, "spectral", scope="graph"), E,
+     r"'scope' parameter of SpectralSparsifier can be 'graph' only with width='all'"),
+    ("spectral reweight needs all", lambda c: _sp(c, "spectral", reweight=True), E, r"'reweight'.*width='all'"),
+    ("spectral rolled needs all", lambda c: _sp(c, "spectral", view="rolled"), E, r"'view'.*width='all'"),
+    ("spectral draws need all", lambda c: _sp(c, "spectral", sampling="with_replacement"), E,
+     r"'sampling'.*width='all'"),
+    ("spectral global needs all", lambda c: _sp(c, "spectral", allocation="global"), E,
+     r"'allocation'.*width='all'"),
+    ("spectral nodes needs auto", lambda c: _sp(c, "spectral", width="all", allocation="nodes"), E,
+     r"'nodes' only with width='auto'"),
+    ("spectral iterations 0", lambda c: _sp(c, "spectral", iterations=0), E, r"'iterations'.*int in \[1, inf\)"),
+    ("spectral edges per node 0", lambda c: _sp(c, "spectral", edges_per_node=0), E, "'edges_per_node'"),
+    ("spectral min nodes float", lambda c: _sp(c, "spectral", min_nodes=2.5), E, "'min_nodes'"),
     # -- SNIP, GraSP, SynFlow -------------------------------------------------------------------------------
     ("snip no data", lambda c: _sp(c, "snip", model=c.model), E, "'data' parameter of SNIPSparsifier"),
     ("snip data ints", lambda c: _sp(c, "snip", model=c.model, data=[1, 2]), E, r"must yield \(input, label\)"),
@@ -437,6 +453,9 @@ CLI = [
     ("bad sparsity", ["prune", "resnet18", "--sparsity", "1.5"], "sparsity must be in [0, 1)"),
     ("unknown sparsifier", ["prune", "resnet18", "--sparsifier", "nope"], "invalid choice"),
     ("unknown allocation", ["prune", "resnet18", "--allocation", "erdos"], "invalid choice"),
+    ("width for random", ["prune", "graphprune.experiments.models:MLP", "--input-shape", "1,40", "--sparsifier",
+                          "random", "--width", "all"], "--width applies to the spectral sparsifier only"),
+    ("unknown width", ["prune", "resnet18", "--width", "half"], "invalid choice"),
     ("masks without entry", ["report", "graphprune.experiments.models:MLP", "--input-shape", "1,40", "--masks",
                              "<NOMASKS>", "--no-spectral"], "no 'masks' entry"),
     ("unknown model", ["export", "no_such_model_xyz"], "unknown torchvision model"),
@@ -506,7 +525,8 @@ def test_cli_parser_choices_come_from_the_shared_lists():
 # -- seeds --------------------------------------------------------------------------------------------------------
 def test_generator_seeds_are_honoured_everywhere(ctx):
     """The same Generator state gives the same masks; the JL engine and scope='graph' take the caller's seed."""
-    for method, opts in (("random", {}), ("spectral", {}), ("spectral", {"scope": "graph", "resistance": "jl"}),
+    for method, opts in (("random", {}), ("spectral", {}),
+                         ("spectral", {"width": "all", "scope": "graph", "resistance": "jl"}),
                          ("snip", {"model": ctx.model, "data": _loader()})):
         a = _sp(ctx, method, seed=torch.Generator().manual_seed(7), **opts)
         b = _sp(ctx, method, seed=torch.Generator().manual_seed(7), **opts)
@@ -518,18 +538,18 @@ def test_generator_seeds_are_honoured_everywhere(ctx):
     R1b = graphprune.effective_resistance(ctx.G, method="jl", seed=1)
     assert all(np.array_equal(R1[k].numpy(), R1b[k].numpy(), equal_nan=True) for k in R1)
     assert any(not np.array_equal(R1[k].numpy(), R2[k].numpy(), equal_nan=True) for k in R1)
-    g1 = _sp(ctx, "spectral", scope="graph", resistance="jl", seed=1, sparsity=0.7)
-    g2 = _sp(ctx, "spectral", scope="graph", resistance="jl", seed=2, sparsity=0.7)
+    g1 = _sp(ctx, "spectral", width="all", scope="graph", resistance="jl", seed=1, sparsity=0.7)
+    g2 = _sp(ctx, "spectral", width="all", scope="graph", resistance="jl", seed=2, sparsity=0.7)
     assert any(not torch.equal(g1[k], g2[k]) for k in g1)
 
 
 # -- sparsifier contract ------------------------------------------------------------------------------------------
 def test_repr_shows_constructor_parameters_only(ctx):
-    sp = get_sparsifier("spectral")(sparsity=0.5, reweight=True)
+    sp = get_sparsifier("spectral")(sparsity=0.5, width="all", reweight=True)
     before = repr(sp)
     sp.sparsify(ctx.G)
-    assert repr(sp) == before and "scales_" not in before and sp.scales_
-    assert before.startswith("SpectralSparsifier(sparsity=0.5, view='channel'") and "reweight=True" in before
+    assert repr(sp) == before and "scales_" not in before and sp.scales_ and "width_" not in before
+    assert before.startswith("SpectralSparsifier(sparsity=0.5, width='all'") and "reweight=True" in before
     snip = get_sparsifier("snip")(sparsity=0.5, model=ctx.model, data=_loader())
     assert "model=<Sequential>" in repr(snip) and "data=<list of 2>" in repr(snip)
 

@@ -133,8 +133,10 @@ def test_study_rows_are_the_same_on_ray(ray_cluster, tmp_path):
 
 
 # -- sparsify on an executor: the same masks, byte for byte ----------------------------------------------------
-CASES = [("spectral", {}), ("random", {}), ("magnitude", {"allocation": "global"}), ("degree", {}),
-         ("spectral", {"reweight": True, "sampling": "with_replacement"}), ("random", {"allocation": "global"})]
+CASES = [("spectral", {}), ("spectral", {"edges_per_node": 1.0}), ("spectral", {"width": "all"}), ("random", {}),
+         ("magnitude", {"allocation": "global"}), ("degree", {}),
+         ("spectral", {"width": "all", "reweight": True, "sampling": "with_replacement"}),
+         ("random", {"allocation": "global"})]
 
 
 def _graphs():
@@ -207,8 +209,11 @@ def test_a_failing_block_is_named_on_ray(ray_cluster):
 def test_whole_graph_sparsifiers_run_serially_and_say_so():
     G = _graphs()[0]
     with _pool() as pool, pytest.warns(RuntimeWarning, match="scope='graph'.*run serially"):
-        a = graphprune.sparsify(G, "spectral", sparsity=0.8, seed=0, scope="graph", executor=pool)
-    assert _same(a, graphprune.sparsify(G, "spectral", sparsity=0.8, seed=0, scope="graph"))
+        a = graphprune.sparsify(G, "spectral", sparsity=0.8, seed=0, width="all", scope="graph", executor=pool)
+    assert _same(a, graphprune.sparsify(G, "spectral", sparsity=0.8, seed=0, width="all", scope="graph"))
+    with _pool() as pool, pytest.warns(RuntimeWarning, match="kept nodes are chosen over the whole graph"):
+        a = graphprune.sparsify(G, "spectral", sparsity=0.99, seed=0, executor=pool)  # below 8 edges per node
+    assert _same(a, graphprune.sparsify(G, "spectral", sparsity=0.99, seed=0))
 
 
 def test_prune_permanent_on_a_pool_matches_serial():

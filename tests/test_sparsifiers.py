@@ -21,8 +21,10 @@ EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 
 @pytest.mark.parametrize("name, options", [
     ("random", {}), ("magnitude", {}), ("degree", {}), ("degree", {"view": "channel"}),
-    ("spectral", {}), ("spectral", {"view": "rolled"}), ("spectral", {"scope": "graph"}),
-    ("spectral", {"sampling": "with_replacement", "reweight": True}), ("spectral", {"guard": True}),
+    ("spectral", {}), ("spectral", {"width": "all"}), ("spectral", {"width": "all", "view": "rolled"}),
+    ("spectral", {"width": "all", "scope": "graph"}),
+    ("spectral", {"width": "all", "sampling": "with_replacement", "reweight": True}),
+    ("spectral", {"width": "all", "guard": True}), ("spectral", {"iterations": 3}),
 ])
 def test_shipped_sparsifiers_conform(name, options):
     check_sparsifier(get_sparsifier(name), options=options)
@@ -45,7 +47,7 @@ def test_spectral_sampling_distribution_chi_square(sampling):
     runs = 3000
     counts = np.zeros(12)
     for seed in range(runs):
-        m = SpectralSparsifier(density=1 / 12, seed=seed, sampling=sampling).sparsify(G)["0.weight"]
+        m = SpectralSparsifier(density=1 / 12, seed=seed, sampling=sampling, width="all").sparsify(G)["0.weight"]
         counts += m.reshape(-1).numpy()
     assert counts.sum() == runs
     _, pval = stats.chisquare(counts, runs * p)
@@ -62,7 +64,8 @@ def test_reweighting_is_unbiased():
     total = torch.zeros_like(W)
     runs = 2000
     for seed in range(runs):
-        sp = SpectralSparsifier(density=0.5, seed=seed, sampling="with_replacement", reweight=True)
+        sp = SpectralSparsifier(density=0.5, seed=seed, sampling="with_replacement", reweight=True,
+                                width="all")
         m = sp.sparsify(G)["0.weight"]
         total += W * sp.scales_["0.weight"] * m
     np.testing.assert_allclose((total / runs).numpy(), W.numpy(), rtol=0.12)
@@ -70,7 +73,7 @@ def test_reweighting_is_unbiased():
 
 def test_reweight_scales_reach_the_model():
     G, net = _tiny()
-    sp = SpectralSparsifier(density=0.5, seed=0, reweight=True)
+    sp = SpectralSparsifier(density=0.5, seed=0, reweight=True, width="all")
     masks = sp.sparsify(G)
     w0 = net[0].weight.detach().clone()
     graphprune.apply_masks(net, G, masks, scales=sp.scales_)
@@ -79,6 +82,7 @@ def test_reweight_scales_reach_the_model():
 
 
 def test_spectral_beats_random_on_spectral_similarity():
+    """The paper's per-layer sampling (width='all', every node kept) preserves block Laplacians better than random."""
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(48, 48), torch.nn.ReLU(), torch.nn.Linear(48, 48))
     G = graphprune.from_model(net, torch.randn(1, 48))
@@ -86,7 +90,8 @@ def test_spectral_beats_random_on_spectral_similarity():
     for method in ("spectral", "random"):
         vals = []
         for seed in range(3):
-            df = graphprune.spectral_similarity(G, graphprune.sparsify(G, method, density=0.15, seed=seed))
+            opts = {"width": "all"} if method == "spectral" else {}
+            df = graphprune.spectral_similarity(G, graphprune.sparsify(G, method, density=0.15, seed=seed, **opts))
             vals.append(df.kappa.median())
         kap[method] = np.median(vals)
     assert kap["spectral"] < kap["random"]
@@ -99,8 +104,8 @@ def test_guard_keeps_every_node_connected():
         net[0].weight[:, :5] *= 1e-4  # five inputs almost never sampled
     G = graphprune.from_model(net, torch.randn(1, 30))
     k = 50  # budget >= nodes: every node can keep an edge
-    plain = SpectralSparsifier(density=k / 600, seed=0).sparsify(G)["0.weight"]
-    guarded = SpectralSparsifier(density=k / 600, seed=0, guard=True).sparsify(G)["0.weight"]
+    plain = SpectralSparsifier(density=k / 600, seed=0, width="all").sparsify(G)["0.weight"]
+    guarded = SpectralSparsifier(density=k / 600, seed=0, width="all", guard=True).sparsify(G)["0.weight"]
     assert int(guarded.sum()) == k
     assert (guarded.sum(0) > 0).all() and (guarded.sum(1) > 0).all()
     assert (plain.sum(0) == 0).any()  # without the guard some inputs are cut off

@@ -1,4 +1,5 @@
-"""spectral-width: an effective width per layer by node leverage, then spectral sampling within it."""
+"""The default spectral sparsifier (width="auto", also named "spectral-width"): an effective width per layer by node
+leverage, then spectral sampling within it; width="all" is the paper's plain per-layer sampling."""
 
 import math
 
@@ -54,7 +55,7 @@ def test_no_layer_collapse_and_no_wasted_edge_at_high_compression(name, compress
     assert all(torch.equal(eff[k], masks[k]) for k in masks)
     assert sum(int(m.sum()) for m in masks.values()) > 0
     if compression == 1000:
-        plain = graphprune.sparsify(G, "spectral", density=1 / compression, seed=0)
+        plain = graphprune.sparsify(G, "spectral", density=1 / compression, seed=0, width="all")
         eff_plain = effective_mask(G.with_masks(plain))
         assert sum(int(m.sum()) for m in eff_plain.values()) == 0  # collapsed: no input-output path
 
@@ -81,3 +82,58 @@ def test_full_width_when_the_budget_allows():
 @pytest.mark.parametrize("options", [{}, {"edges_per_node": 1.0, "guard": False}, {"iterations": 3}])
 def test_width_conforms(options):
     check_sparsifier(get_sparsifier("spectral-width"), options=options)
+
+
+def test_default_spectral_is_the_width_method_and_width_all_the_paper_variant():
+    """'spectral' and 'spectral-width' give the same masks; width='all' keeps the paper's uniform per-layer
+    counts, round(0.1 * 1024) = 102 and round(0.1 * 256) = 26, and every node's width."""
+    net, G = _tiny()
+    for dens in (0.5, 0.02):
+        a = graphprune.sparsify(G, "spectral", density=dens, seed=4)
+        b = graphprune.sparsify(G, "spectral-width", density=dens, seed=4)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    sp = get_sparsifier("spectral")(sparsity=0.9, seed=0, width="all")
+    paper = sp.sparsify(G)
+    assert [int(m.sum()) for m in paper.values()] == [102, 26] and set(sp.width_.values()) == {1.0}
+
+
+def test_default_budgets_are_erk_by_hand():
+    """At sparsity 0.5 with edges_per_node=2 no node is removed (E = 640 / 148 > 2) and the ERK budgets are, by
+    hand: densities eps * (16 + 64) / 1024 and eps * (64 + 4) / 256 with eps * 148 = 640; the second exceeds 1,
+    so that block stays whole (256 edges) and the first takes the remaining 640 - 256 = 384."""
+    net, G = _tiny()
+    sp = get_sparsifier("spectral")(sparsity=0.5, seed=0, edges_per_node=2.0)
+    masks = sp.sparsify(G)
+    assert set(sp.width_.values()) == {1.0}
+    assert int(masks["0.weight"].sum()) == 384 and int(masks["2.weight"].sum()) == 256
+    assert bool(masks["0.weight"].any(1).all()) and bool(masks["0.weight"].any(0).all())  # the edge cover
+
+
+@pytest.mark.parametrize("width", ["auto", "all"])
+def test_iterations_are_one_shot_rounds_on_the_kept_graph(width):
+    """iterations=2 at density 0.04: round 1 at 0.04 ** (1 / 2) on the dense graph, round 2 at 0.04 on the graph
+    round 1 kept (the exponential schedule d^(r / N)), each round with the same seed."""
+    G = graphprune.from_model(build_model("mlp"), torch.randn(2, 40))
+    got = graphprune.sparsify(G, "spectral", density=0.04, seed=3, iterations=2, width=width)
+    m1 = graphprune.sparsify(G, "spectral", density=0.04 ** (1 / 2), seed=3, width=width)
+    m2 = graphprune.sparsify(G.with_masks(m1), "spectral", density=0.04, seed=3, width=width)
+    assert all(torch.equal(got[k], m2[k]) for k in got)
+    assert all(bool((~m2[k] | m1[k]).all()) for k in m1)  # masks only shrink
+
+
+def test_prune_in_place_with_iterations_matches_sparsify():
+    net, _ = _tiny()
+    ref_net, _ = _tiny()
+    x = torch.randn(1, 16)
+    masks = graphprune.prune(net, x, "spectral", density=0.05, seed=1, iterations=3, permanent=True,
+                             progress=False)
+    ref = graphprune.sparsify(graphprune.from_model(ref_net, x), "spectral", density=0.05, seed=1, iterations=3)
+    for name, p in net.named_parameters():
+        if name.endswith("weight"):
+            assert torch.equal(masks[name], ref[name])
+            assert torch.equal(p.detach() != 0, ref[name] & (dict(ref_net.named_parameters())[name] != 0))
+
+
+@pytest.mark.parametrize("options", [{}, {"width": "all"}, {"width": "all", "iterations": 2, "reweight": True}])
+def test_spectral_conforms(options):
+    check_sparsifier(get_sparsifier("spectral"), options=options)

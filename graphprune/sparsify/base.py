@@ -99,7 +99,8 @@ class Sparsifier:
         connected to (``"ray"``). Each block is one job, a plain function of the block's weight and current mask,
         the sparsifier's parameters, the block's budget and its seed stream, so the masks are byte-identical
         whatever the executor and the number of workers; global allocation runs its two passes as two rounds of
-        jobs. Sparsifiers that need the whole graph or the model (``scope="graph"``, spectral-width, SNIP,
+        jobs. Sparsifiers that need the whole graph or the model (``scope="graph"``, spectral when it removes
+        nodes (``width="auto"`` below the node count), SNIP,
         GraSP, SynFlow) run serially and warn.
 
     Notes
@@ -218,6 +219,11 @@ class Sparsifier:
     def _distributable(self) -> bool:
         return self.distributable
 
+    def _streams(self) -> bool:
+        """Whether :func:`graphprune.prune` may write each block's mask as it comes (:meth:`iter_masks`); False
+        for sparsifiers whose :meth:`sparsify` runs several rounds over the whole graph."""
+        return True
+
     def _validate_extra(self) -> None:
         """Checks that involve several parameters (subclasses override). Default: nothing."""
 
@@ -250,11 +256,15 @@ class Sparsifier:
     def _kept_dense(self, b) -> bool:
         return any(fnmatch.fnmatchcase(n, pat) for pat in self.keep_dense for n in (b.param, b.name))
 
+    def _allocation(self):
+        """The allocation in effect (subclasses with an ``"auto"`` default resolve it here)."""
+        return self.allocation
+
     def allocate(self, graph, units, d: float) -> dict:
         """Number of edges to keep for each unit (block name -> k)."""
         prunable = [b for b in units if not self._kept_dense(b)]
         ks = {b.name: b.num_edges for b in units if self._kept_dense(b)}
-        alloc = self.allocation
+        alloc = self._allocation()
         if isinstance(alloc, dict):
             for b in prunable:
                 dd = next((v for pat, v in alloc.items() if fnmatch.fnmatchcase(b.param, pat)
@@ -510,6 +520,15 @@ def topk_mask(scores: torch.Tensor, available: torch.Tensor, k: int) -> torch.Te
         s = s.copy()
     s[~available.detach().to("cpu").reshape(-1).numpy()] = -np.inf
     return torch.from_numpy(top_flags(s, k)).reshape(available.shape)
+
+
+def top_indices(keys: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest keys (deterministic for equal input)."""
+    if k >= keys.size:
+        return np.arange(keys.size)
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.argpartition(-keys, k - 1)[:k]
 
 
 def top_flags(x: np.ndarray, k: int, *, chunk: int = 1 << 22) -> np.ndarray:

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from .._validation import Boolean, Options
-from .base import BlockContext, Sparsifier
+from .base import BlockContext, Sparsifier, top_indices
 from .registry import register
-from .spectral import _inclusion_probabilities, _top
+from .spectral import _inclusion_probabilities
 
 __all__ = ["ElementwiseSparsifier"]
 
@@ -83,7 +83,7 @@ class ElementwiseSparsifier(Sparsifier):
         if take:
             p = mass[pos] / mass[pos].sum()
             keys = np.log(ctx.rng.random(pos.size)) / p
-            keep[pos[_top(keys, take)]] = True
+            keep[pos[top_indices(keys, take)]] = True
         if k > take:  # fewer non-zero entries than the budget: fill uniformly among the zero ones
             zero = np.flatnonzero(avail & (mass == 0))
             keep[ctx.rng.choice(zero, size=k - take, replace=False)] = True
