@@ -84,10 +84,11 @@ def main():
     torch.manual_seed(0)
     stack = Stack()
     G = graphprune.from_model(stack, torch.randn(1, 4, 768))
-    measure("GPT-2-small Linear stack", G, "spectral", {}, executors, args.runs)
+    measure("GPT-2-small Linear stack", G, "spectral", {"width": "all"}, executors, args.runs)
     llama = build_llama(args.llama_layers)
     G = graphprune.from_model(llama, torch.randint(0, 32000, (1, 8)))
-    measure(f"Llama-2-7B-sized, {args.llama_layers} layer(s)", G, "spectral", {"dtype": torch.float32}, executors,
+    measure(f"Llama-2-7B-sized, {args.llama_layers} layer(s)", G, "spectral",
+            {"dtype": torch.float32, "width": "all"}, executors,
             args.runs, keep_dense=("embed_tokens.weight", "lm_head.weight"))
     pool.shutdown()
 
