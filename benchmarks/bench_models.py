@@ -3,7 +3,8 @@
 Models (random init, nothing downloaded): torchvision resnet18 and a GPT-2-small-sized Linear stack (12 blocks of
 768->2304, 768->768, 768->3072, 3072->768). For each: export (graphprune.from_model), spectral masks
 (graphprune.sparsify, the paper's per-layer variant width="all"), writing them back (graphprune.apply_masks),
-and, on a fresh copy of the model in the same process, ``torch.nn.utils.prune.random_unstructured`` on every weight as the peer. Median of --runs; peak memory
+and, on a fresh copy of the model in the same process, ``torch.nn.utils.prune.random_unstructured`` on every
+weight as the peer. Median of --runs; peak memory
 is the RSS growth during one run (model copies are made before the measured region). A last line times
 ``analysis.components`` on a graph with 1e5 components.
 
