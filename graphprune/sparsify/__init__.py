@@ -14,7 +14,6 @@ from . import magnitude as _magnitude  # noqa: F401  (registers)
 from . import random as _random  # noqa: F401  (registers)
 from . import saliency as _saliency  # noqa: F401  (registers)
 from . import spectral as _spectral  # noqa: F401  (registers)
-
 from .base import ALLOCATIONS, BlockContext, Sparsifier, make_rng, topk_mask
 from .check import SparsifierCheckError, check_sparsifier
 from .registry import available_sparsifiers, get_sparsifier, register
