@@ -31,11 +31,12 @@ __all__ = ["METHODS", "POST_METHODS", "ARMS", "FINETUNE", "COMPRESSIONS", "run_s
 #: saliency scores and magnitude, per-layer (uniform) for random, degree and the paper's spectral sampling, ERK for
 #: ERK random. "spectral" is what ``sparsify(G, "spectral")`` does by default (an effective width by node leverage
 #: below the node count, ERK budgets, an edge cover, then w R sampling; labelled "spectral-width" in results
-#: before it became the default); "spectral-iter" is the same in 10 rounds. "spectral-paper" is the paper's plain
-#: per-layer sampling (``width="all"``) and the rows after it are its variants: "spectral-erk" (within ERK
-#: per-layer densities) separates the effect of the sampling rule from that of the allocation; the paper's
-#: allocation is not known to us. "spectral-guard" keeps one edge per node first (where the budget allows), to
-#: test whether dead neurons explain the losses; "spectral-graph" takes resistances of the whole network.
+#: before it became the default); "spectral-iter" is the same in 10 rounds; "spectral-e4" and "spectral-e16"
+#: measure its sensitivity to ``edges_per_node`` (8 by default). "spectral-paper" is the paper's plain per-layer
+#: sampling (``width="all"``) and the rows after it are its variants: "spectral-erk" (within ERK per-layer
+#: densities) separates the effect of the sampling rule from that of the allocation; the paper's allocation is not
+#: known to us. "spectral-guard" keeps one edge per node first (where the budget allows), to test whether dead
+#: neurons explain the losses; "spectral-graph" takes resistances of the whole network.
 METHODS = {
     "random": ("random", {}),
     "random-erk": ("random", {"allocation": "erk"}),
@@ -47,6 +48,8 @@ METHODS = {
     "degree": ("degree", {}),
     "spectral": ("spectral", {}),
     "spectral-iter": ("spectral", {"iterations": 10}),
+    "spectral-e4": ("spectral", {"edges_per_node": 4.0}),
+    "spectral-e16": ("spectral", {"edges_per_node": 16.0}),
     "spectral-paper": ("spectral", {"width": "all"}),
     "spectral-rolled": ("spectral", {"width": "all", "view": "rolled"}),
     "spectral-reweight": ("spectral", {"width": "all", "reweight": True}),

@@ -172,30 +172,52 @@ def mask_within(sp, ctx, k, kept) -> torch.Tensor:
 def edge_cover(induced, lev, s, t, k):
     """Greedy edge cover of the kept nodes within a budget of ``k`` edges: each destination node (best first)
     takes its highest-leverage edge to a source not yet covered, if any, else its best edge; then every source
-    still uncovered takes its best edge, while the budget lasts."""
+    still uncovered takes its best edge, while the budget lasts.
+
+    Ties go to the lower edge index. Each destination looks at its 64 best edges only (plenty to find a free
+    source), found by a partition of its edges, and the sources' best edges by a grouped maximum, so the cost is
+    linear in the edges (no sort of the whole block).
+    """
     keep = np.zeros(induced.size, dtype=bool)
     cand = np.flatnonzero(induced)
     if cand.size == 0 or k <= 0:
         return keep
-    order = cand[np.lexsort((-lev[cand], t[cand]))]  # by destination, best edge first
-    starts = np.flatnonzero(np.r_[True, t[order][1:] != t[order][:-1]])
-    ends = np.r_[starts[1:], order.size]
-    best_first = np.argsort(-lev[order[starts]], kind="stable")
+    tc = t[cand]
+    if tc.size > 1 and not bool((tc[1:] >= tc[:-1]).all()):  # destinations not contiguous (e.g. (in, out) layouts)
+        perm = np.argsort(tc, kind="stable")
+        cand, tc = cand[perm], tc[perm]
+    starts = np.flatnonzero(np.r_[True, tc[1:] != tc[:-1]])
+    ends = np.r_[starts[1:], cand.size]
+    lc = lev[cand]
+    best_first = np.argsort(-np.maximum.reduceat(lc, starts), kind="stable")
     covered = set()
     used = 0
     for i in best_first:
         if used >= k:
             return keep
-        edges = order[starts[i]:ends[i]]
-        free = [e for e in edges[:64] if s[e] not in covered]  # the 64 best are plenty to find a free source
-        e = free[0] if free else edges[0]
+        a, b = int(starts[i]), int(ends[i])
+        lv = lc[a:b]
+        if b - a > 64:  # the 64 best: everything at or above the 64th largest value, ties included
+            top = np.flatnonzero(lv >= np.partition(lv, b - a - 64)[b - a - 64])
+        else:
+            top = np.arange(b - a)
+        edges = cand[a:b][top[np.argsort(-lv[top], kind="stable")]][:64]
+        free = [e for e in edges.tolist() if int(s[e]) not in covered]
+        e = free[0] if free else int(edges[0])
         keep[e] = True
         covered.add(int(s[e]))
         used += 1
     rest = cand[~np.isin(s[cand], np.fromiter(covered, dtype=np.int64, count=len(covered)))]
     if rest.size and used < k:
-        order = rest[np.lexsort((-lev[rest], s[rest]))]
-        first = order[np.r_[True, s[order][1:] != s[order][:-1]]]
+        rest = np.sort(rest)
+        sr, lr = s[rest], lev[rest]
+        n = int(sr.max()) + 1
+        best = np.full(n, -np.inf)
+        np.maximum.at(best, sr, lr)
+        tie = lr == best[sr]
+        first_idx = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first_idx, sr[tie], rest[tie])
+        first = first_idx[first_idx != np.iinfo(np.int64).max]  # one per uncovered source, by source
         first = first[np.argsort(-lev[first], kind="stable")[: k - used]]
         keep[first] = True
     return keep
