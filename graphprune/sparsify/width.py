@@ -17,7 +17,6 @@ import torch
 
 from ..errors import ParameterError
 from ..resistance import effective_resistance
-from .base import top_indices
 
 __all__ = ["leverage", "choose_width", "fitted_budgets", "mask_within", "edge_cover"]
 
@@ -124,26 +123,36 @@ def fitted_budgets(sp, graph, units, d, base, kept, alloc):
 def mask_within(sp, ctx, k, kept) -> torch.Tensor:
     """``k`` edges of the block among its kept nodes: an edge cover of the kept nodes first (``guard``), then
     successive sampling proportional to ``w_e R_e`` with resistances of the induced subgraph; the highest-leverage
-    edges outside it if the induced subgraph is smaller than the budget."""
+    edges outside it if the induced subgraph is smaller than the budget.
+
+    Where no node of the block was removed (LLM densities) the leverage is the sparsifier's own in-place array
+    (:meth:`SpectralSparsifier.score`) and the sampling keys overwrite their temporaries, so the working set is
+    about four 8-byte arrays per edge at its peak.
+    """
     b, G = ctx.block, ctx.graph
-    s, t = b.edge_index("channel")
     avail = ctx.available.reshape(-1).cpu().numpy()
     whole = kept is None or (kept[b.src].all() and kept[b.dst].all())
-    induced = avail if whole else avail & kept[b.src][s] & kept[b.dst][t]
+    if whole:
+        induced, s, t = avail, None, None
+    else:
+        s, t = b.edge_index("channel")
+        induced = avail & kept[b.src][s] & kept[b.dst][t]
     if not bool((ctx.weight.abs().reshape(-1)[torch.from_numpy(avail)] > 0).any()):
         raise ParameterError(f"Block {b.name!r} ({b.param}) has no non-zero available weight: an all-zero block "
                              "has no spectrum to preserve. Keep it dense (keep_dense=[...]).")
     keep = np.zeros(avail.size, dtype=bool)
-    if induced.sum() <= k:
+    n_induced = int(np.count_nonzero(induced))
+    if n_induced <= k:
         keep |= induced
-        rest = k - int(induced.sum())
+        rest = k - n_induced
         if rest > 0:  # the induced subgraph is smaller than the budget: best leverage outside it
             lev = leverage(sp, G, b).reshape(-1).numpy()
             out = np.flatnonzero(avail & ~induced)
             keep[out[np.argsort(-lev[out], kind="stable")[:rest]]] = True
         return torch.from_numpy(keep).reshape(ctx.available.shape)
     if whole:  # nothing removed around this block: the resistances of the graph as it is
-        lev = leverage(sp, G, b).reshape(-1).numpy()
+        lev = sp.score(ctx).reshape(-1).numpy()
+        sp._cache.pop(b.name, None)
     else:
         full = G.param_mask(b.param).clone()
         part = torch.from_numpy(induced).reshape(ctx.available.shape)
@@ -154,15 +163,29 @@ def mask_within(sp, ctx, k, kept) -> torch.Tensor:
         lev = leverage(sp, G, b, {b.param: full}).reshape(-1).numpy()
         lev = np.where(induced, lev, 0.0)
     if sp._guarded():
+        if s is None:
+            s, t = b.edge_index("channel")
         keep |= edge_cover(induced, lev, s, t, k)
-    rest = k - int(keep.sum())
+    del s, t
+    rest = k - int(np.count_nonzero(keep))
     if rest > 0:
-        pos = np.flatnonzero(induced & ~keep & (lev > 0))
+        cand = induced & ~keep
+        cand &= lev > 0
+        pos = np.flatnonzero(cand)
+        del cand
         take = min(rest, pos.size)
         if take:
-            p = lev[pos] / lev[pos].sum()
-            keys = np.log(ctx.rng.random(pos.size)) / p
-            keep[pos[top_indices(keys, take)]] = True
+            p = lev[pos]
+            del lev
+            p /= p.sum()
+            keys = ctx.rng.random(pos.size)
+            np.log(keys, out=keys)
+            keys /= p  # Efraimidis-Spirakis keys log(u) / p, in place
+            del p
+            np.negative(keys, out=keys)
+            sel = np.arange(keys.size) if take >= keys.size else keys.argpartition(take - 1)[:take]
+            del keys
+            keep[pos[sel]] = True
         if rest > take:
             zero = np.flatnonzero(induced & ~keep)
             keep[ctx.rng.choice(zero, size=rest - take, replace=False)] = True
@@ -176,21 +199,28 @@ def edge_cover(induced, lev, s, t, k):
 
     Ties go to the lower edge index. Each destination looks at its 64 best edges only (plenty to find a free
     source), found by a partition of its edges, and the sources' best edges by a grouped maximum, so the cost is
-    linear in the edges (no sort of the whole block).
+    linear in the edges (no sort of the whole block, and no copy of it when every edge is available).
     """
     keep = np.zeros(induced.size, dtype=bool)
-    cand = np.flatnonzero(induced)
-    if cand.size == 0 or k <= 0:
+    if k <= 0:
         return keep
-    tc = t[cand]
+    if bool(induced.all()):
+        cand, tc, lc = None, t, lev
+    else:
+        cand = np.flatnonzero(induced)
+        if cand.size == 0:
+            return keep
+        tc, lc = t[cand], lev[cand]
     if tc.size > 1 and not bool((tc[1:] >= tc[:-1]).all()):  # destinations not contiguous (e.g. (in, out) layouts)
         perm = np.argsort(tc, kind="stable")
-        cand, tc = cand[perm], tc[perm]
-    starts = np.flatnonzero(np.r_[True, tc[1:] != tc[:-1]])
-    ends = np.r_[starts[1:], cand.size]
-    lc = lev[cand]
+        cand = perm if cand is None else cand[perm]
+        tc, lc = tc[perm], lc[perm]
+        del perm
+    starts = np.flatnonzero(tc[1:] != tc[:-1]) + 1
+    starts = np.concatenate([np.zeros(1, dtype=starts.dtype), starts])
+    ends = np.r_[starts[1:], tc.size]
     best_first = np.argsort(-np.maximum.reduceat(lc, starts), kind="stable")
-    covered = set()
+    covered = np.zeros(int(s.max()) + 1, dtype=bool)
     used = 0
     for i in best_first:
         if used >= k:
@@ -201,23 +231,24 @@ def edge_cover(induced, lev, s, t, k):
             top = np.flatnonzero(lv >= np.partition(lv, b - a - 64)[b - a - 64])
         else:
             top = np.arange(b - a)
-        edges = cand[a:b][top[np.argsort(-lv[top], kind="stable")]][:64]
-        free = [e for e in edges.tolist() if int(s[e]) not in covered]
-        e = free[0] if free else int(edges[0])
-        keep[e] = True
-        covered.add(int(s[e]))
+        top = top[np.argsort(-lv[top], kind="stable")][:64]
+        edges = (a + top) if cand is None else cand[a:b][top]
+        src = s[edges]
+        free = np.flatnonzero(~covered[src])
+        j = int(free[0]) if free.size else 0
+        keep[edges[j]] = True
+        covered[src[j]] = True
         used += 1
-    rest = cand[~np.isin(s[cand], np.fromiter(covered, dtype=np.int64, count=len(covered)))]
-    if rest.size and used < k:
-        rest = np.sort(rest)
-        sr, lr = s[rest], lev[rest]
-        n = int(sr.max()) + 1
-        best = np.full(n, -np.inf)
-        np.maximum.at(best, sr, lr)
-        tie = lr == best[sr]
-        first_idx = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
-        np.minimum.at(first_idx, sr[tie], rest[tie])
-        first = first_idx[first_idx != np.iinfo(np.int64).max]  # one per uncovered source, by source
-        first = first[np.argsort(-lev[first], kind="stable")[: k - used]]
-        keep[first] = True
+    if used < k:
+        rest = np.flatnonzero(induced & ~covered[s])  # ascending edge index
+        if rest.size:
+            sr, lr = s[rest], lev[rest]
+            best = np.full(covered.size, -np.inf)
+            np.maximum.at(best, sr, lr)
+            tie = lr == best[sr]
+            first_idx = np.full(covered.size, np.iinfo(np.int64).max, dtype=np.int64)
+            np.minimum.at(first_idx, sr[tie], rest[tie])
+            first = first_idx[first_idx != np.iinfo(np.int64).max]  # one per uncovered source, by source
+            first = first[np.argsort(-lev[first], kind="stable")[: k - used]]
+            keep[first] = True
     return keep
