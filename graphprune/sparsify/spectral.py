@@ -334,7 +334,7 @@ class SpectralSparsifier(Sparsifier):
                 pos = np.flatnonzero(cand & (p > 0))
                 take = min(rest, pos.size)
                 keys = np.log(rng.random(pos.size)) / p[pos]  # Efraimidis-Spirakis: log(u^(1/p))
-                keep[pos[_top(keys, take)]] = True
+                keep[pos[top_indices(keys, take)]] = True
                 if rest > take:  # fewer positive-leverage edges than the budget: fill uniformly among the rest
                     zero = np.flatnonzero(cand & (p == 0))
                     keep[rng.choice(zero, size=rest - take, replace=False)] = True
@@ -406,9 +406,6 @@ def _successive_sample(lev, avail, k, rng, chunk=1 << 22):
         zero = np.concatenate(zero)
         keep[rng.choice(zero, size=k - take, replace=False)] = True
     return keep
-
-
-_top = top_indices
 
 
 def _draw_until_distinct(rng, p, allowed, k):
