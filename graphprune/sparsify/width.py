@@ -92,9 +92,12 @@ def fitted_budgets(sp, graph, units, d, base, kept, alloc):
     total = round(d * sum(b.num_edges for b in todo)) if alloc == "nodes" else sum(int(base[b.name]) for b in todo)
     cap, nodes = {}, {}
     for b in todo:
-        s, t = b.edge_index("channel")
         avail = graph.block_mask(b).reshape(-1).numpy()
-        cap[b.name] = int((avail & kept[b.src][s] & kept[b.dst][t]).sum())
+        if kept[b.src].all() and kept[b.dst].all():  # no node removed around the block: every available edge
+            cap[b.name] = int(np.count_nonzero(avail))
+        else:
+            s, t = b.edge_index("channel")
+            cap[b.name] = int((avail & kept[b.src][s] & kept[b.dst][t]).sum())
         nodes[b.name] = int(kept[b.src].sum() + kept[b.dst].sum()) if alloc == "nodes" \
             else max(float(base[b.name]), 1e-12)
     full, budget = set(), total
