@@ -185,7 +185,9 @@ def cmd_prune(args):
     if args.allocation is not None:
         options["allocation"] = args.allocation
     if args.width is not None:
-        if args.sparsifier not in ("spectral", "spectral-width"):
+        from .sparsify import get_sparsifier
+
+        if "width" not in get_sparsifier(args.sparsifier)._get_param_names():  # spectral and its subclasses
             from .errors import ParameterError
 
             raise ParameterError(f"--width applies to the spectral sparsifier only. Got --sparsifier "
