@@ -42,6 +42,8 @@ TRACERS = ("auto", "fx", "export")
 DATASETS = ("mnist1d", "synthetic")
 ANALYSIS_BACKENDS = ("scipy", "networkx", "graph-tool")
 SALIENCY_MODES = ("train", "eval")
+COMPARISONS = ("block", "row")
+REPAIRS = ("none", "ls", "obs")
 
 
 # -- constraints ------------------------------------------------------------------------------------------------
@@ -229,6 +231,31 @@ class DensityDict(Constraint):
 
     def __str__(self):
         return "a dict of str (parameter name or glob pattern) -> density in (0, 1]"
+
+
+class NMPattern(Constraint):
+    """An N:M sparsity pattern: ``(n, m)`` or ``"n:m"`` with integers ``0 < n < m`` (keep n of every m)."""
+
+    def is_satisfied_by(self, value):
+        return nm_pattern(value) is not None
+
+    def __str__(self):
+        return "an N:M pattern such as (2, 4) or '2:4' (integers 0 < n < m)"
+
+
+def nm_pattern(value):
+    """``(n, m)`` from ``(n, m)`` or ``"n:m"``; None when ``value`` is not a valid pattern."""
+    if isinstance(value, str):
+        parts = value.split(":")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            return None
+        value = tuple(int(p) for p in parts)
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        return None
+    n, m = value
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (n, m)) or not 0 < n < m:
+        return None
+    return int(n), int(m)
 
 
 def _as_constraint(c):

@@ -14,8 +14,14 @@ from .sparsify import Sparsifier, resolve
 __all__ = ["prune"]
 
 
-def prune(model: nn.Module, example_inputs, method="spectral", *, sparsity=None, density=None, seed=0,
-          permanent: bool = False, progress: bool = True, export_options: dict | None = None, **options):
+#: The method of :func:`prune` without calibration data, and with it (the winner of the trained-model study).
+DEFAULT_METHOD = "spectral"
+DEFAULT_CALIBRATED_METHOD = "flow"
+
+
+def prune(model: nn.Module, example_inputs, method=None, *, sparsity=None, density=None, seed=0,
+          calibration=None, permanent: bool = False, progress: bool = True, export_options: dict | None = None,
+          **options):
     """Export ``model``, compute masks with ``method`` and write them back, in one call.
 
     Parameters
@@ -24,11 +30,19 @@ def prune(model: nn.Module, example_inputs, method="spectral", *, sparsity=None,
         Modified in place.
     example_inputs : torch.Tensor or tuple of torch.Tensor
         Inputs for the export's one forward pass (:func:`graphprune.from_model`).
-    method : str, Sparsifier subclass or instance, default "spectral"
-        A registry name (:func:`graphprune.sparsify.available_sparsifiers`).
+    method : str, Sparsifier subclass or instance, optional
+        A registry name (:func:`graphprune.sparsify.available_sparsifiers`). Default: ``"spectral"``, or
+        ``"flow"`` when ``calibration`` is given (the best method of the trained-model study, README "Pruning
+        trained networks").
     sparsity, density : float
-        Exactly one: the fraction of prunable weights to remove, or to keep.
+        Exactly one: the fraction of prunable weights to remove, or to keep (or ``nm=(2, 4)`` for N:M methods).
     seed : int, numpy.random.Generator or torch.Generator, default 0
+    calibration : tensor, dict of tensors or iterable of batches, optional
+        Calibration inputs for a data-aware method (``flow``, ``wanda``, ``sparsegpt``, ``ria``; also the
+        ``data`` of ``snip`` and ``grasp``): a tensor of model inputs, a dict of tensors for a Hugging Face model,
+        or a DataLoader (``(input, label)`` batches give their inputs). Statistics are gathered sequentially, each
+        stage on the model with the earlier stages already pruned (:mod:`graphprune.calibrate`). Checked, with a
+        whole forward pass, before any weight is touched.
     permanent : bool, default False
         False: masks through ``torch.nn.utils.prune`` (:func:`graphprune.apply_masks`; a ``weight_orig`` copy per
         parameter, undoable). True: stream: each block's mask is computed and its pruned weights are set to zero
@@ -74,16 +88,50 @@ def prune(model: nn.Module, example_inputs, method="spectral", *, sparsity=None,
                              f"{type(model).__name__} instead.")
     if not isinstance(permanent, bool):
         raise ParameterError(f"The 'permanent' parameter of prune must be True or False. Got {permanent!r}.")
+    if method is None:
+        method = DEFAULT_METHOD if calibration is None else DEFAULT_CALIBRATED_METHOD
+    if calibration is not None:
+        options = _with_calibration(method, model, calibration, options)
     sp = _sparsifier(method, sparsity, density, seed, progress, options)
     d = sp._validate()  # argument errors before the (possibly long) export
     G = from_model(model, example_inputs, **(export_options or {}))
+    sp._in_place = permanent  # data-aware methods gather their statistics on the model itself while it is pruned
     if not permanent:
         masks = sp.sparsify(G)
+        _write_weights(model, getattr(sp, "weights_", None))
         apply_masks(model, masks=masks)
         return masks
     if not sp._streams():  # several rounds over the whole graph: the masks first, then zero block by block
         return _zero_all_in_place(G, sp.sparsify(G))
     return _prune_in_place(sp, G, d)
+
+
+def _with_calibration(method, model, calibration, options) -> dict:
+    """``options`` with ``model`` and ``data`` for a method that takes calibration data; ParameterError else."""
+    if isinstance(method, Sparsifier):
+        raise ParameterError("Pass calibration data to the Sparsifier's constructor (data=...), not to prune(), "
+                             "with an instance.")
+    cls = resolve(method, owner="prune")
+    if "data" not in cls._get_param_names():
+        raise ParameterError(f"The 'calibration' parameter of prune is only used by data-aware methods; "
+                             f"{cls.__name__} ({method!r}) uses no data. Use method='flow', 'wanda', 'sparsegpt' or "
+                             "'ria', or drop calibration.")
+    for key in ("model", "data"):
+        if key in options:
+            raise ParameterError(f"prune() got calibration and also {key}=: prune passes the model and the "
+                                 f"calibration data itself. Drop {key}=.")
+    return {**options, "model": model, "data": calibration}
+
+
+def _write_weights(model, weights) -> None:
+    """Copy repaired weights (a data-aware sparsifier's ``weights_``, computed on its copy) into ``model``."""
+    if not weights:
+        return
+    from .calibrate import param_of
+
+    with torch.no_grad():
+        for name, w in weights.items():
+            param_of(model, name).copy_(w)
 
 
 def _sparsifier(method, sparsity, density, seed, progress, options) -> Sparsifier:

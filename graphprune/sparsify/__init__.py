@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .._validation import check_options
 from ..errors import ParameterError
+from . import calibrated as _calibrated  # noqa: F401  (registers)
 from . import degree as _degree  # noqa: F401  (registers)
 from . import elementwise as _elementwise  # noqa: F401  (registers)
 from . import magnitude as _magnitude  # noqa: F401  (registers)

@@ -60,6 +60,11 @@ class BlockContext:
         Bool, same shape, on the CPU: edges still present (the existing mask).
     rng : numpy.random.Generator
         This unit's own random stream.
+    stats : graphprune.calibrate.InputStats or None
+        Statistics of the unit's input on the calibration data (data-aware sparsifiers only).
+    repaired : torch.Tensor or None
+        Set by a ``compute_mask`` that also updates the kept weights (SparseGPT): the new weights, shaped like
+        ``weight``.
     """
 
     graph: object
@@ -67,6 +72,8 @@ class BlockContext:
     weight: torch.Tensor
     available: torch.Tensor
     rng: np.random.Generator
+    stats: object = None
+    repaired: torch.Tensor | None = None
 
     @property
     def numel(self) -> int:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from .base import BlockContext, Sparsifier
+from .base import BlockContext
 from .registry import register
+from .score import ScoreSparsifier
 
 
 @register
-class MagnitudeSparsifier(Sparsifier):
+class MagnitudeSparsifier(ScoreSparsifier):
     """Keep the ``k`` edges of largest ``|w|`` per block (or globally with ``allocation="global"``).
 
     Ties are broken by parameter order, so the result is deterministic. No randomness is used.
+    ``comparison="row"`` compares weights within each output row (the per-output magnitude baseline of the LLM
+    pruning papers) and ``nm=(2, 4)`` gives N:M sparsity (:class:`~graphprune.sparsify.score.ScoreSparsifier`).
 
     References
     ----------

@@ -13,6 +13,7 @@ import numbers
 import torch
 
 from .._validation import SALIENCY_MODES, InstanceOf, Interval, Options, Shape, torch_seed
+from ..calibrate import check_model, masked_copy, param_of
 from ..errors import ParameterError
 from .base import BlockContext, Sparsifier
 from .registry import register
@@ -20,10 +21,7 @@ from .registry import register
 __all__ = ["SNIPSparsifier", "GraSPSparsifier", "SynFlowSparsifier"]
 
 
-def _param(model, name):
-    path, _, attr = name.rpartition(".")
-    mod = model.get_submodule(path) if path else model
-    return getattr(mod, attr + "_orig", None) if hasattr(mod, attr + "_orig") else getattr(mod, attr)
+_param = param_of
 
 
 class _Saliency(Sparsifier):
@@ -52,29 +50,11 @@ class _Saliency(Sparsifier):
 
     def _check_model(self, graph):
         """The model must be the graph's: every graph parameter, same shape."""
-        cls = type(self).__name__
-        have = {}
-        for mod_name, mod in self.model.named_modules():
-            for attr, p in mod._parameters.items():
-                if p is not None:
-                    key = (mod_name + "." if mod_name else "") + (attr[:-5] if attr.endswith("_orig") else attr)
-                    have[key] = tuple(p.shape)
-        missing = [n for n in graph.params if have.get(n) != tuple(graph.param_shapes[n])]
-        if missing:
-            raise ParameterError(
-                f"The 'model' parameter of {cls} must be the model the graph was exported from: it has no "
-                f"parameter {missing[0]!r} of shape {tuple(graph.param_shapes[missing[0]])}"
-                f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}. Pass model=<that model>.")
+        check_model(self.model, graph, owner=type(self).__name__)
 
     def _masked_copy(self, graph):
         """A deep copy of the model with the graph's masks multiplied into its weights (the model is untouched)."""
-        m = copy.deepcopy(self.model)
-        masks = graph.masks
-        with torch.no_grad():
-            for name in graph.params:
-                p = _param(m, name)
-                p.mul_(masks[name].to(p.device, p.dtype))
-        return m, masks
+        return masked_copy(self.model, graph)
 
     def _batches(self):
         cls = type(self).__name__

@@ -1,0 +1,384 @@
+"""Calibration data: what flows into each weight block, gathered sequentially the way the LLM pruning papers do.
+
+A data-aware sparsifier (Wanda, SparseGPT, RIA, :class:`~graphprune.sparsify.calibrated.FlowSparsifier`) needs,
+for every weight block, statistics of the block's *input*: the squared norm of every input column
+``||X_j||^2`` and, for the methods that repair weights, the Gram matrix ``X^T X`` (the layer-wise Hessian of
+the squared reconstruction error). ``X`` stacks one row per sample position (token, pixel, time step): for a
+Linear layer the rows of its input flattened to ``(-1, in_features)``; for a convolution the unfolded patches
+(im2col), so column ``j`` is one (input channel, tap) pair in the order of ``weight.reshape(out, -1)``; for an
+Embedding the one-hot rows of the token ids (``||X_j||^2`` is token ``j``'s count, the Gram matrix is diagonal).
+
+**Sequential gathering.** Units are grouped into *stages* by their input partition (q, k and v read the same
+tensor; so do an MLP's gate and up projections); stages run in the graph's topological order. For each stage the
+calibration batches go through the model with a forward pre-hook on every module of the stage, and the forward
+stops as soon as all of them have seen their input (nothing downstream runs). The stage's masks are then written
+into the model before the next stage gathers, so the inputs of a layer come from the layers before it already
+pruned (and repaired), as in SparseGPT and Wanda. Memory: one stage's statistics (``in^2`` floats per unit with a
+Gram matrix, ``in`` without); no activation of the whole model is ever stored.
+
+This module knows the model and the graph's blocks; it imports nothing above the graph.
+
+References
+----------
+.. [1] E. Frantar, D. Alistarh. "SparseGPT: Massive Language Models Can Be Accurately Pruned in One-Shot",
+   ICML 2023. doi:10.48550/arXiv.2301.00774
+.. [2] M. Sun, Z. Liu, A. Bair, J. Z. Kolter. "A Simple and Effective Pruning Approach for Large Language Models"
+   (Wanda), ICLR 2024. doi:10.48550/arXiv.2306.11695
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import GraphPruneError, ParameterError
+
+__all__ = ["InputStats", "check_batches", "stages", "gather", "to_matrix", "from_matrix", "column_scale",
+           "module_of", "StageRunner"]
+
+
+@dataclass
+class InputStats:
+    """Statistics of one unit's input over the calibration data.
+
+    Attributes
+    ----------
+    n : int
+        Number of sample rows (tokens, patch positions) seen.
+    sq_norms : torch.Tensor
+        float64, ``(in_cols,)``: ``||X_j||^2`` for every input column of the unit's matrix view
+        (:func:`to_matrix`).
+    gram : torch.Tensor or None
+        float64, ``(in_cols, in_cols)``: ``X^T X`` (only when asked for; None for an Embedding, whose Gram
+        matrix is ``diag(sq_norms)``).
+    """
+
+    n: int
+    sq_norms: torch.Tensor
+    gram: torch.Tensor | None = None
+
+    @property
+    def norms(self) -> torch.Tensor:
+        """``||X_j||`` per input column."""
+        return self.sq_norms.sqrt()
+
+
+# -- batches ---------------------------------------------------------------------------------------------------------
+def _input_of(batch):
+    """The model input of one batch: a Tensor, a dict of tensors, or the first element of a (input, label) pair."""
+    if isinstance(batch, (tuple, list)) and batch:
+        return batch[0]
+    return batch
+
+
+def check_batches(data, *, owner: str, param: str = "data") -> list:
+    """The calibration batches of ``data`` as a list of model inputs (each a Tensor or a dict of tensors).
+
+    ``data`` is a Tensor (one batch), a dict of tensors (one batch of keyword inputs, as Hugging Face models take),
+    or an iterable of such batches (a list, a ``torch.utils.data.DataLoader``); a batch that is a tuple or list
+    is ``(input, *ignored)``, as supervised loaders yield ``(input, label)``. Empty data, a batch that is not a
+    tensor or a dict of tensors, an empty tensor and a floating tensor with NaN or inf are refused with a
+    :class:`~graphprune.errors.ParameterError` naming the batch.
+    """
+    where = f"The '{param}' parameter of {owner}"
+    if data is None:
+        raise ParameterError(f"{where} is needed: {owner} is data-aware. Pass calibration batches (a tensor of "
+                             "model inputs, a dict of tensors for a Hugging Face model, or a DataLoader).")
+    if isinstance(data, (torch.Tensor, dict)):
+        batches = [data]
+    elif isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
+        raise ParameterError(f"{where} must be a tensor, a dict of tensors or an iterable of batches (a list, a "
+                             f"DataLoader). Got {type(data).__name__} instead.")
+    else:
+        batches = [_input_of(b) for b in data]
+    if not batches:
+        raise ParameterError(f"{where} yielded no batch: statistics of an empty set are undefined. Pass at least "
+                             "one batch of model inputs.")
+    for i, x in enumerate(batches):
+        items = x.items() if isinstance(x, dict) else [(None, x)]
+        if isinstance(x, dict) and not x:
+            raise ParameterError(f"{where}: batch {i} is an empty dict. Pass the model's keyword inputs.")
+        for key, t in items:
+            what = f"batch {i}" + (f", key {key!r}," if key is not None else "")
+            if not isinstance(t, torch.Tensor):
+                if key is not None and (t is None or isinstance(t, (bool, int, float))):
+                    continue  # flags such as use_cache=False
+                raise ParameterError(f"{where}: {what} is a {type(t).__name__}, not a tensor. Batches are "
+                                     "tensors, dicts of tensors or (input, label) pairs.")
+            if t.numel() == 0:
+                raise ParameterError(f"{where}: {what} is an empty tensor of shape {tuple(t.shape)}.")
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise ParameterError(f"{where}: {what} holds NaN or inf values; clean the calibration data.")
+    return batches
+
+
+def _signature(x):
+    """Shapes and dtypes of one batch (a dict's keys included): batches with equal signatures fit alike."""
+    if isinstance(x, dict):
+        return tuple(sorted((k, tuple(t.shape), t.dtype) if isinstance(t, torch.Tensor) else (k, repr(t))
+                            for k, t in x.items()))
+    return tuple(x.shape), x.dtype
+
+
+def _call(model, x):
+    return model(**x) if isinstance(x, dict) else model(x)
+
+
+# -- blocks as matrices ----------------------------------------------------------------------------------------------
+def module_of(model: nn.Module, block) -> nn.Module:
+    """The module that owns ``block``'s parameter in ``model`` (looked up by the parameter's qualified name)."""
+    path = block.param.rpartition(".")[0]
+    try:
+        return model.get_submodule(path) if path else model
+    except AttributeError as exc:
+        raise ParameterError(f"The model has no module {path!r} for block {block.name!r}: pass the model the graph "
+                             "was exported from.") from exc
+
+
+def _refuse(block, why):
+    raise ParameterError(f"Block {block.name!r} ({block.layout}, shape {tuple(block.weight.shape)}) cannot be "
+                         f"pruned with calibration data: {why}. Keep it dense (keep_dense=[{block.param!r}]) or use "
+                         "a weight-only method for it.")
+
+
+def to_matrix(block, t: torch.Tensor) -> torch.Tensor:
+    """``t`` (shaped like ``block.weight``) as the ``(out, in_cols)`` matrix that multiplies the unit's input
+    columns (:class:`InputStats`): linear as is; conv ``(out, in * prod(k))``; embedding and Conv1D-style
+    ``(in, out)`` transposed. Grouped convolutions give ``(out, in/groups * prod(k))`` (each row sees its group)."""
+    if block.layout == "linear":
+        return t
+    if block.layout == "embedding":
+        return t.T
+    if block.layout == "conv":
+        return t.reshape(t.shape[0], -1)
+    _refuse(block, f"layout {block.layout!r} is not supported")
+
+
+def from_matrix(block, m: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`to_matrix`: a matrix-view tensor back in the block's weight shape."""
+    if block.layout == "embedding":
+        return m.T.contiguous()
+    return m.reshape(block.weight.shape)
+
+
+def column_scale(block, v: torch.Tensor) -> torch.Tensor:
+    """A per-input-column vector ``v`` (``(in_cols,)`` of the full input) spread over the matrix view
+    ``(out, in_cols / groups)``: row ``o`` of a grouped convolution sees its own group's columns."""
+    g = block.groups if block.layout == "conv" else 1
+    if g == 1:
+        return v.reshape(1, -1)
+    out = block.weight.shape[0]
+    per = v.numel() // g
+    rows = torch.arange(out) // (out // g)
+    return v.reshape(g, per)[rows]
+
+
+# -- stages ----------------------------------------------------------------------------------------------------------
+def stages(graph, units) -> list[list]:
+    """Units grouped by input partition, in the graph's topological order of those partitions."""
+    order = {p.name: i for i, p in enumerate(graph.partitions)}
+    groups: dict[str, list] = {}
+    for b in units:
+        groups.setdefault(b.src, []).append(b)
+    return [groups[s] for s in sorted(groups, key=lambda s: order.get(s, math.inf))]
+
+
+class _Stop(BaseException):
+    """Raised by the last hook of a stage: nothing downstream needs to run."""
+
+
+def _columns(module, block, x: torch.Tensor) -> torch.Tensor:
+    """The input columns ``X`` (rows = samples) of one call of ``module`` with positional input ``x``."""
+    if block.layout == "embedding" and isinstance(module, nn.Embedding):
+        return x  # token ids: counted, not densified
+    if block.layout in ("linear", "embedding"):
+        return x.reshape(-1, x.shape[-1])
+    if block.layout == "conv" and isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        if module.padding_mode != "zeros":
+            _refuse(block, f"padding_mode={module.padding_mode!r} (only zero padding is unfolded)")
+        k, s, d = module.kernel_size, module.stride, module.dilation
+        p = module.padding
+        if isinstance(p, str):
+            p = tuple(0 for _ in k) if p == "valid" else tuple((di * (ki - 1)) // 2 for ki, di in zip(k, d))
+            if any((di * (ki - 1)) % 2 for ki, di in zip(k, d)):
+                _refuse(block, "padding='same' with an even receptive field (asymmetric padding)")
+        if isinstance(module, nn.Conv1d):
+            x, k, s, d, p = x.unsqueeze(-2), (1, *k), (1, *s), (1, *d), (0, *p)
+        if x.dim() == 3:
+            x = x.unsqueeze(0)
+        cols = torch.nn.functional.unfold(x, k, dilation=d, padding=p, stride=s)  # (N, C*K, L)
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    _refuse(block, f"its module {type(module).__name__} has no known input unfolding")
+
+
+def _mha_input(block, args, kwargs):
+    """The q, k or v input of a MultiheadAttention call for a sliced in_proj block."""
+    names = ("query", "key", "value")
+    e = block.param_slice[1] - block.param_slice[0]
+    which = block.param_slice[0] // e
+    if len(args) > which:
+        return args[which]
+    return kwargs[names[which]]
+
+
+class _Accumulator:
+    def __init__(self, block, module, gram: bool):
+        self.block, self.module, self.want_gram = block, module, gram
+        self.n = 0
+        self.sq = None
+        self.gram = None
+
+    def add(self, x: torch.Tensor):
+        b = self.block
+        x = x.detach()
+        if b.layout == "embedding" and isinstance(self.module, nn.Embedding):
+            counts = torch.bincount(x.reshape(-1).cpu(), minlength=self.module.num_embeddings).to(torch.float64)
+            self.n += int(x.numel())
+            self.sq = counts if self.sq is None else self.sq + counts
+            return  # one-hot rows: the Gram matrix is diag(counts), never formed (gram stays None)
+        X = _columns(self.module, b, x).to(torch.float64)
+        self.n += X.shape[0]
+        sq = (X * X).sum(0).cpu()
+        self.sq = sq if self.sq is None else self.sq + sq
+        if self.want_gram:
+            G = (X.T @ X).cpu()
+            self.gram = G if self.gram is None else self.gram.add_(G)
+
+    def result(self) -> InputStats:
+        if self.sq is None:
+            raise GraphPruneError(f"Module of block {self.block.name!r} never ran on the calibration data: the "
+                                  "model's forward does not reach it with these inputs.")
+        return InputStats(self.n, self.sq, self.gram)
+
+
+class StageRunner:
+    """Runs the calibration batches through ``model`` once per stage and returns each unit's :class:`InputStats`.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model whose modules own the units' parameters (run in eval mode under ``torch.no_grad``; its training
+        flag is restored).
+    batches : list
+        From :func:`check_batches`.
+    owner : str
+        The caller's name, for error messages.
+    """
+
+    def __init__(self, model: nn.Module, batches: list, *, owner: str):
+        self.model, self.batches, self.owner = model, batches, owner
+        self.first = True
+
+    def _run(self, i, x):
+        try:
+            _call(self.model, x)
+        except (_Stop, GraphPruneError):
+            raise
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ParameterError(f"The 'data' parameter of {self.owner} does not fit the model: the forward pass "
+                                 f"on calibration batch {i} failed with {type(exc).__name__}: {first}") from exc
+
+    def check(self) -> None:
+        """One whole forward pass of every distinct batch shape: wrong keys, shapes or dtypes fail here."""
+        shapes = set()
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                for i, x in enumerate(self.batches):
+                    sig = _signature(x)
+                    if sig not in shapes:
+                        shapes.add(sig)
+                        self._run(i, x)
+        finally:
+            self.model.train(was_training)
+
+    def gather(self, stage, *, gram: bool) -> dict:
+        accs = {}
+        for b in stage:
+            m = module_of(self.model, b)
+            if b.param_slice is not None and not isinstance(m, nn.MultiheadAttention):
+                _refuse(b, "a sliced parameter outside nn.MultiheadAttention")
+            accs[b.name] = _Accumulator(b, m, gram)
+        by_module: dict[int, list] = {}
+        mods = {}
+        for a in accs.values():
+            by_module.setdefault(id(a.module), []).append(a)
+            mods[id(a.module)] = a.module
+        seen: set = set()
+
+        def hook(mod, args, kwargs):
+            for a in by_module[id(mod)]:
+                x = _mha_input(a.block, args, kwargs) if a.block.param_slice is not None else (
+                    args[0] if args else next(iter(kwargs.values())))
+                a.add(x)
+            seen.add(id(mod))
+            if len(seen) == len(mods):
+                raise _Stop
+
+        handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in mods.values()]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                for i, x in enumerate(self.batches):
+                    seen.clear()
+                    try:
+                        self._run(i, x)
+                    except _Stop:
+                        continue
+                    missing = [a.block.name for a in accs.values() if id(a.module) not in seen]
+                    raise GraphPruneError(f"The model's forward on calibration batch {i} never reached the "
+                                          f"module of block(s) {', '.join(missing)}; they cannot be calibrated.")
+        finally:
+            for h in handles:
+                h.remove()
+            self.model.train(was_training)
+        return {name: a.result() for name, a in accs.items()}
+
+
+def gather(model, stage, batches, *, gram: bool = False, owner: str = "gather") -> dict:
+    """Statistics of every unit of ``stage`` on ``batches`` (one pass; see :class:`StageRunner`)."""
+    return StageRunner(model, batches, owner=owner).gather(stage, gram=gram)
+
+
+# -- the model behind a graph ----------------------------------------------------------------------------------------
+def param_of(model: nn.Module, name: str) -> torch.Tensor:
+    """Parameter ``name`` of ``model``; its ``_orig`` tensor when ``torch.nn.utils.prune`` reparametrised it."""
+    path, _, attr = name.rpartition(".")
+    mod = model.get_submodule(path) if path else model
+    return getattr(mod, attr + "_orig", None) if hasattr(mod, attr + "_orig") else getattr(mod, attr)
+
+
+def check_model(model: nn.Module, graph, *, owner: str) -> None:
+    """``model`` must be the one ``graph`` was exported from: every graph parameter, same shape."""
+    have = {}
+    for mod_name, mod in model.named_modules():
+        for attr, p in mod._parameters.items():
+            if p is not None:
+                key = (mod_name + "." if mod_name else "") + (attr[:-5] if attr.endswith("_orig") else attr)
+                have[key] = tuple(p.shape)
+    missing = [n for n in graph.params if have.get(n) != tuple(graph.param_shapes[n])]
+    if missing:
+        raise ParameterError(
+            f"The 'model' parameter of {owner} must be the model the graph was exported from: it has no "
+            f"parameter {missing[0]!r} of shape {tuple(graph.param_shapes[missing[0]])}"
+            f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}. Pass model=<that model>.")
+
+
+def masked_copy(model: nn.Module, graph):
+    """``(copy, masks)``: a deep copy of ``model`` with the graph's masks multiplied into its weights (the model is
+    untouched)."""
+    import copy
+
+    m = copy.deepcopy(model)
+    masks = graph.masks
+    with torch.no_grad():
+        for name in graph.params:
+            p = param_of(m, name)
+            p.mul_(masks[name].to(p.device, p.dtype))
+    return m, masks
