@@ -25,6 +25,7 @@ from graphprune.experiments import build_model, load_dataset, run_study
 from graphprune.graph import Block, MultipartiteGraph, Partition
 from graphprune.resistance import bipartite_resistance, laplacian_resistance
 from graphprune.sparsify import check_sparsifier, get_sparsifier, register
+from graphprune.sparsify.calibrated import CalibratedSparsifier
 from graphprune.sparsify.check import SparsifierCheckError
 
 
@@ -558,7 +559,7 @@ def test_check_sparsifier_runs_on_every_shipped_sparsifier(ctx):
     G = graphprune.from_model(ctx.model, ctx.x)
     for name in graphprune.available_sparsifiers():
         cls = get_sparsifier(name)
-        if name in ("snip", "grasp"):
+        if name in ("snip", "grasp") or issubclass(cls, CalibratedSparsifier):
             check_sparsifier(cls, graphs=[G], options={"model": ctx.model, "data": _loader()},
                              sparsities=(0.5,))
         elif name == "synflow":
