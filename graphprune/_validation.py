@@ -44,6 +44,7 @@ ANALYSIS_BACKENDS = ("scipy", "networkx", "graph-tool")
 SALIENCY_MODES = ("train", "eval")
 COMPARISONS = ("block", "row")
 REPAIRS = ("none", "ls", "obs")
+TARGETS = ("dense", "pruned")
 
 
 # -- constraints ------------------------------------------------------------------------------------------------

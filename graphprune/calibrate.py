@@ -54,11 +54,15 @@ class InputStats:
     gram : torch.Tensor or None
         float64, ``(in_cols, in_cols)``: ``X^T X`` (only when asked for; None for an Embedding, whose Gram
         matrix is ``diag(sq_norms)``).
+    cross : torch.Tensor or None
+        float64, ``(in_cols, in_cols)``: ``X^T X_ref``, with ``X_ref`` the same unit's input in a reference model
+        (the dense model) on the same batches (only when a reference is given).
     """
 
     n: int
     sq_norms: torch.Tensor
     gram: torch.Tensor | None = None
+    cross: torch.Tensor | None = None
 
     @property
     def norms(self) -> torch.Tensor:
@@ -230,8 +234,10 @@ class _Accumulator:
         self.n = 0
         self.sq = None
         self.gram = None
+        self.cross = None
+        self.pending, self.pending_ref = [], []
 
-    def add(self, x: torch.Tensor):
+    def add(self, x: torch.Tensor, ref: torch.Tensor | None = None):
         b = self.block
         x = x.detach()
         if b.layout == "embedding" and isinstance(self.module, nn.Embedding):
@@ -246,12 +252,15 @@ class _Accumulator:
         if self.want_gram:
             G = (X.T @ X).cpu()
             self.gram = G if self.gram is None else self.gram.add_(G)
+        if ref is not None:
+            C = (X.T @ _columns(self.module, b, ref.detach()).to(torch.float64)).cpu()
+            self.cross = C if self.cross is None else self.cross.add_(C)
 
     def result(self) -> InputStats:
         if self.sq is None:
             raise GraphPruneError(f"Module of block {self.block.name!r} never ran on the calibration data: the "
                                   "model's forward does not reach it with these inputs.")
-        return InputStats(self.n, self.sq, self.gram)
+        return InputStats(self.n, self.sq, self.gram, self.cross)
 
 
 class StageRunner:
@@ -266,11 +275,13 @@ class StageRunner:
         From :func:`check_batches`.
     owner : str
         The caller's name, for error messages.
+    reference : torch.nn.Module, optional
+        A second model of the same architecture (the dense model) run on the same batches: each unit's
+        :attr:`InputStats.cross` is then ``X^T X_ref``.
     """
 
-    def __init__(self, model: nn.Module, batches: list, *, owner: str):
-        self.model, self.batches, self.owner = model, batches, owner
-        self.first = True
+    def __init__(self, model: nn.Module, batches: list, *, owner: str, reference: nn.Module | None = None):
+        self.model, self.batches, self.owner, self.reference = model, batches, owner, reference
 
     def _run(self, i, x):
         try:
@@ -297,6 +308,38 @@ class StageRunner:
         finally:
             self.model.train(was_training)
 
+    def _hooked(self, model, accs, ref: bool):
+        """Forward pre-hooks on ``model``'s modules of ``accs`` that store each call's input; the last module of
+        the stage to run stops the forward."""
+        by_module: dict[int, list] = {}
+        mods = {}
+        for a in accs.values():
+            m = module_of(model, a.block)
+            by_module.setdefault(id(m), []).append(a)
+            mods[id(m)] = m
+        seen: set = set()
+
+        def hook(mod, args, kwargs):
+            for a in by_module[id(mod)]:
+                x = _mha_input(a.block, args, kwargs) if a.block.param_slice is not None else (
+                    args[0] if args else next(iter(kwargs.values())))
+                (a.pending_ref if ref else a.pending).append(x.detach())
+            seen.add(id(mod))
+            if len(seen) == len(mods):
+                raise _Stop
+
+        return [m.register_forward_pre_hook(hook, with_kwargs=True) for m in mods.values()], seen, by_module
+
+    def _pass(self, i, x, seen, by_module):
+        seen.clear()
+        try:
+            self._run(i, x)
+        except _Stop:
+            return
+        missing = [a.block.name for mid, lst in by_module.items() if mid not in seen for a in lst]
+        raise GraphPruneError(f"The model's forward on calibration batch {i} never reached every module of the "
+                              f"stage ({', '.join(missing)}); they cannot be calibrated.")
+
     def gather(self, stage, *, gram: bool) -> dict:
         accs = {}
         for b in stage:
@@ -304,40 +347,31 @@ class StageRunner:
             if b.param_slice is not None and not isinstance(m, nn.MultiheadAttention):
                 _refuse(b, "a sliced parameter outside nn.MultiheadAttention")
             accs[b.name] = _Accumulator(b, m, gram)
-        by_module: dict[int, list] = {}
-        mods = {}
-        for a in accs.values():
-            by_module.setdefault(id(a.module), []).append(a)
-            mods[id(a.module)] = a.module
-        seen: set = set()
-
-        def hook(mod, args, kwargs):
-            for a in by_module[id(mod)]:
-                x = _mha_input(a.block, args, kwargs) if a.block.param_slice is not None else (
-                    args[0] if args else next(iter(kwargs.values())))
-                a.add(x)
-            seen.add(id(mod))
-            if len(seen) == len(mods):
-                raise _Stop
-
-        handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in mods.values()]
-        was_training = self.model.training
-        self.model.eval()
+        models = [(self.model, False)] + ([(self.reference, True)] if self.reference is not None else [])
+        hooked = [(model, ref, *self._hooked(model, accs, ref)) for model, ref in models]
+        flags = [model.training for model, _ in models]
+        for model, _ in models:
+            model.eval()
         try:
             with torch.no_grad():
                 for i, x in enumerate(self.batches):
-                    seen.clear()
-                    try:
-                        self._run(i, x)
-                    except _Stop:
-                        continue
-                    missing = [a.block.name for a in accs.values() if id(a.module) not in seen]
-                    raise GraphPruneError(f"The model's forward on calibration batch {i} never reached the "
-                                          f"module of block(s) {', '.join(missing)}; they cannot be calibrated.")
+                    for model, _ref, _h, seen, by_module in hooked:
+                        saved, self.model = self.model, model
+                        try:
+                            self._pass(i, x, seen, by_module)
+                        finally:
+                            self.model = saved
+                    for a in accs.values():
+                        refs = a.pending_ref if self.reference is not None else [None] * len(a.pending)
+                        for xa, xr in zip(a.pending, refs):
+                            a.add(xa, xr)
+                        a.pending, a.pending_ref = [], []
         finally:
-            for h in handles:
-                h.remove()
-            self.model.train(was_training)
+            for _, _, handles, _, _ in hooked:
+                for h in handles:
+                    h.remove()
+            for (model, _), flag in zip(models, flags):
+                model.train(flag)
         return {name: a.result() for name, a in accs.items()}
 
 

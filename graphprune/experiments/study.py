@@ -13,6 +13,7 @@ each run uses one intra-op thread and seeds for the initialisation, the sparsifi
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 import math
 import numbers
 import os
@@ -73,7 +74,19 @@ POST_METHODS = {
     "snip": ("snip", {"batches": 4}),
     "elementwise": ("elementwise", {}),
     "elementwise-reweight": ("elementwise", {"reweight": True}),
+    # data-aware one-shot methods of the LLM literature and graphprune's flow (calibration: 4 training batches)
+    "magnitude-row": ("magnitude", {"comparison": "row"}),
+    "wanda": ("wanda", {}),
+    "ria": ("ria", {}),
+    "sparsegpt": ("sparsegpt", {}),
+    "flow": ("flow", {}),
+    "flow-none": ("flow", {"repair": "none"}),
+    "flow-pruned": ("flow", {"target": "pruned"}),
+    "flow-erk": ("flow", {"allocation": "erk"}),
 }
+
+#: Calibration batches of the data-aware methods in the post arm (of 128 training examples each).
+CALIBRATION_BATCHES = 4
 
 ARMS = ("init", "post")
 
@@ -163,15 +176,22 @@ def _run_job(job):
     G = graphprune.from_model(model, ds.x_train[:2])
     name, opts = (POST_METHODS if post else METHODS)[job["method"]]
     opts = dict(opts)
+    cls = graphprune.get_sparsifier(name)
     if name in ("snip", "grasp", "synflow"):
         opts.update(model=model, data=ds.loader("train", batch_size=128, seed=job["seed"]))
         if name == "synflow":
             opts["input_shape"] = (ds.num_features,)
+    elif getattr(cls, "needs_data", False):
+        loader = ds.loader("train", batch_size=128, seed=job["seed"])
+        opts.update(model=model, data=[x for x, _ in itertools.islice(loader, CALIBRATION_BATCHES)])
     density = 1.0 / job["compression"]
-    sparsifier = graphprune.get_sparsifier(name)(density=density, seed=job["seed"], **opts)
+    sparsifier = cls(density=density, seed=job["seed"], **opts)
     t_mask = time.perf_counter()
     masks = sparsifier.sparsify(G)
     mask_seconds = time.perf_counter() - t_mask
+    with torch.no_grad():  # repaired weights (sparsegpt, flow), computed on the sparsifier's copy
+        for pname, w in (getattr(sparsifier, "weights_", None) or {}).items():
+            model.get_parameter(pname).copy_(w)
     scales = getattr(sparsifier, "scales_", None) or None
     rep = graphprune.report(G, masks, spectral=job.get("spectral_metrics", True))
     graphprune.apply_masks(model, G, masks, scales=scales)

@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 import torch
 
-from .._validation import REPAIRS, Boolean, InstanceOf, Interval, Options
+from .._validation import REPAIRS, TARGETS, Boolean, InstanceOf, Interval, Options
 from ..calibrate import (
     StageRunner,
     check_batches,
@@ -87,8 +87,12 @@ class CalibratedSparsifier(ScoreSparsifier):
         in_place = getattr(self, "_in_place", False)
         self._work = self.model if in_place else masked_copy(self.model, graph)[0]
         self.weights_ = {}
-        self._runner = StageRunner(self._work, self._batches, owner=cls)
+        self._runner = StageRunner(self._work, self._batches, owner=cls, reference=self._reference(in_place))
         self._runner.check()  # the data fits the whole model before anything is written
+
+    def _reference(self, in_place: bool):
+        """A model run beside the working one on the same batches (``ctx.stats.cross``); None by default."""
+        return None
 
     def release(self):
         self._work = None
@@ -203,14 +207,14 @@ class RIASparsifier(CalibratedSparsifier):
 
 def _damped(H: torch.Tensor, W: torch.Tensor, damp: float):
     """SparseGPT's conditioning: dead inputs (zero diagonal) get ``H_jj = 1`` and their weights 0; then
-    ``damp * mean(diag H)`` is added to the diagonal."""
+    ``lam = damp * mean(diag H)`` is added to the diagonal. Returns ``(H + lam I, lam)``."""
     H = H.clone()
     dead = torch.diagonal(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
     lam = damp * float(torch.diagonal(H).mean())
     H.diagonal().add_(lam)
-    return H
+    return H, lam
 
 
 def obs_prune(W: torch.Tensor, H: torch.Tensor, avail: torch.Tensor, k: int, *, blocksize: int = 128,
@@ -255,7 +259,7 @@ def obs_prune(W: torch.Tensor, H: torch.Tensor, avail: torch.Tensor, k: int, *, 
     """
     W = W.clone()
     rows, cols = W.shape
-    H = _damped(H, W, damp)
+    H, _ = _damped(H, W, damp)
     L = torch.linalg.cholesky(H)
     Hinv = torch.cholesky_inverse(L)
     U = torch.linalg.cholesky(Hinv, upper=True)
@@ -303,18 +307,25 @@ class _MatrixBlock:
 
 
 def ls_repair(W: torch.Tensor, H: torch.Tensor, keep: torch.Tensor, *, damp: float = 0.01,
-              chunk: int = 256) -> torch.Tensor:
+              cross: torch.Tensor | None = None, chunk: int = 256) -> torch.Tensor:
     """Exact least-squares repair of the kept weights of every row: ``min_v ||X v - X w||^2`` over ``v``
-    supported on the row's kept inputs.
+    supported on the row's kept inputs (or ``min_v ||X v - X_ref w||^2`` given ``cross = X^T X_ref``).
 
     With ``S`` the kept and ``P`` the pruned inputs of a row, the normal equations give
-    ``v_S = w_S + (H_SS)^{-1} H_SP w_P`` (``H = X^T X``, damped as in :func:`obs_prune`). Rows are solved in
-    chunks of equal kept counts (one batched Cholesky per group), ``O(rows s^3)`` for ``s`` kept per row.
+    ``v_S = w_S + (H_SS)^{-1} H_SP w_P`` (``H = X^T X``, damped as in :func:`obs_prune`: ``H + lam I``); with a
+    reference, ``(H_SS + lam I) v_S = (X^T X_ref w)_S + lam w_S`` (the damping pulls towards ``w``). Rows are
+    solved in chunks of equal kept counts (one batched Cholesky per group), ``O(rows s^3)`` for ``s`` kept per
+    row.
 
     Returns the repaired ``(rows, cols)`` float64 matrix, zero off ``keep``.
     """
     W = W.clone()
-    H = _damped(H, W, damp)
+    H, lam = _damped(H, W, damp)
+    if cross is not None:
+        B = cross.clone()
+        B.diagonal().add_(lam)
+    else:
+        B = H
     out = torch.zeros_like(W)
     counts = keep.sum(1)
     for s in torch.unique(counts).tolist():
@@ -326,7 +337,7 @@ def ls_repair(W: torch.Tensor, H: torch.Tensor, keep: torch.Tensor, *, damp: flo
             K = keep[r]
             idx = torch.nonzero(K)[:, 1].reshape(len(r), s)  # kept columns of each row, ascending
             Hs = H[idx.unsqueeze(2), idx.unsqueeze(1)]  # (r, s, s)
-            rhs = torch.einsum("rsc,rc->rs", H[idx], W[r])  # (H w)_S
+            rhs = torch.einsum("rsc,rc->rs", B[idx], W[r])  # (H w)_S, or (X^T X_ref w)_S + lam w_S
             v = torch.cholesky_solve(rhs.unsqueeze(2), torch.linalg.cholesky(Hs)).squeeze(2)
             out[r.unsqueeze(1), idx] = v
     return out
@@ -424,6 +435,12 @@ class FlowSparsifier(CalibratedSparsifier):
         instead of the deterministic top-k.
     damp : float, default 0.01
         Dampening of the Gram matrix for the repair.
+    target : {"dense", "pruned"}, default "dense"
+        What the ``"ls"`` repair reconstructs. ``"pruned"``: the layer's own output on its current input,
+        ``min ||X v - X w||`` (SparseGPT's objective). ``"dense"``: the dense model's output,
+        ``min ||X v - X_dense w||``, with ``X_dense`` the layer's input in the unpruned model on the same batches,
+        so each layer also corrects the error of the layers before it. Costs a second forward per stage, and with
+        ``prune(..., permanent=True)`` a copy of the model (the dense reference).
     comparison : {"row", "block"}, default "row"
     nm : (int, int) or str, optional
 
@@ -450,13 +467,24 @@ class FlowSparsifier(CalibratedSparsifier):
         "repair": [Options(REPAIRS)],
         "sampling": [Boolean()],
         "damp": [Interval(numbers.Real, 0, None, closed="neither")],
+        "target": [Options(TARGETS)],
     }
 
-    def __init__(self, sparsity=None, *, repair="ls", sampling=False, damp=0.01, **kwargs):
+    def __init__(self, sparsity=None, *, repair="ls", sampling=False, damp=0.01, target="dense", **kwargs):
         super().__init__(sparsity, **kwargs)
         self.repair = repair
         self.sampling = sampling
         self.damp = damp
+        self.target = target
+
+    def _reference(self, in_place: bool):
+        if self.repair != "ls" or self.target != "dense":
+            return None
+        if in_place:  # the model is pruned as we go: keep a dense copy to aim at
+            import copy
+
+            return copy.deepcopy(self.model)
+        return self.model  # sparsify() prunes a copy; the model itself stays dense
 
     @property
     def needs_gram(self):
@@ -484,7 +512,7 @@ class FlowSparsifier(CalibratedSparsifier):
         W = to_matrix(b, ctx.weight.to(torch.float64)).cpu()
         K = to_matrix(b, keep)
         if self.repair == "ls":
-            new = ls_repair(W, st.gram, K, damp=float(self.damp))
+            new = ls_repair(W, st.gram, K, damp=float(self.damp), cross=st.cross)
         else:
             _, new = obs_prune(W, st.gram, K, int(K.sum()), damp=float(self.damp), fixed=K)
         ctx.repaired = from_matrix(b, new)
