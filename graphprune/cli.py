@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import os
 import sys
 
@@ -132,7 +133,10 @@ def _sparsifier_options(args, model):
             raise _Fail(f"--sparsifier {args.sparsifier} is data-dependent: pass --data (one of the datasets "
                         "mnist1d, synthetic, or package.module:loader)")
         opts["data"] = load_data(args.data, batch_size=args.batch_size, seed=args.seed)
-        opts["batches"] = args.batches
+        if "batches" in names:
+            opts["batches"] = args.batches or 1
+        elif args.batches is not None:
+            opts["data"] = list(itertools.islice(opts["data"], args.batches))
     elif args.data and "data" in names:
         opts["data"] = load_data(args.data, batch_size=args.batch_size, seed=args.seed)
     if "input_shape" in names and "data" not in opts:
@@ -196,8 +200,11 @@ def cmd_prune(args):
     executor = _executor(args)
     if executor is not None:
         options["executor"] = executor
-    masks = graphprune.sparsify(G, args.sparsifier, sparsity=args.sparsity, seed=args.seed,
-                                progress=not args.quiet, **options)
+    from .sparsify import resolve
+
+    sp = resolve(args.sparsifier, owner="sparsify", options=options)(
+        sparsity=args.sparsity, seed=args.seed, progress=not args.quiet, **options)
+    masks = graphprune.sparsify(G, sp)
     graphprune.save_masks(masks, args.out)
     H = G.with_masks(masks)
     print(f"{args.sparsifier}: density {H.density():.4f}; masks written to {args.out}")
@@ -208,6 +215,9 @@ def cmd_prune(args):
     if args.save_model:
         import torch
 
+        with torch.no_grad():  # weights repaired by the method (sparsegpt, flow), computed on its copy
+            for name, w in (getattr(sp, "weights_", None) or {}).items():
+                model.get_parameter(name).copy_(w)
         graphprune.apply_masks(model, G, masks)
         graphprune.make_permanent(model)
         torch.save(model.state_dict(), args.save_model)
@@ -302,7 +312,9 @@ def build_parser():
                     "width below 8 edges per node; all keeps every node (the paper's per-layer sampling)")
     pr.add_argument("--data", help="batches for data-dependent sparsifiers (snip, grasp): a dataset name ("
                     f"{', '.join(DATASETS)}) or package.module:loader")
-    pr.add_argument("--batches", type=int, default=1, help="batches of --data to score on (default 1)")
+    pr.add_argument("--batches", type=int, default=None,
+                    help="batches of --data to score on (snip, grasp: default 1) or to calibrate on (wanda, "
+                         "sparsegpt, ria, flow: default all)")
     pr.add_argument("--batch-size", type=int, default=128, help="batch size for a --data dataset name")
     pr.add_argument("--executor", default="local", choices=("local", "ray"), help="local: blocks in this process; "
                     "ray: one Ray task per block on the cluster named by RAY_ADDRESS (or a local one)")

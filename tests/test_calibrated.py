@@ -288,3 +288,34 @@ def test_default_method_with_calibration_is_the_calibrated_default():
     mb = graphprune.prune(b, x[:1], importlib.import_module("graphprune.prune").DEFAULT_CALIBRATED_METHOD, sparsity=0.5,
                           calibration=x, progress=False)
     assert all(torch.equal(ma[k], mb[k]) for k in ma)
+
+
+def test_cli_prune_with_a_repairing_method_saves_the_repaired_weights(tmp_path):
+    from graphprune.cli import main
+
+    out, sd = tmp_path / "m.pt", tmp_path / "sd.pt"
+    rc = main(["prune", "graphprune.experiments.models:MLP", "--input-shape", "1,40", "--sparsifier", "sparsegpt",
+               "--data", "synthetic", "--batches", "2", "--sparsity", "0.5", "--quiet", "--out", str(out),
+               "--save-model", str(sd)])
+    assert rc in (0, None)
+    masks, state = graphprune.load_masks(out), torch.load(sd, weights_only=True)
+    assert masks
+    for name, m in masks.items():
+        assert torch.equal(state[name] != 0, m)  # zeros exactly where pruned (repaired weights are non-zero)
+
+
+def test_ls_repair_towards_a_reference_solves_the_cross_normal_equations():
+    rng = np.random.default_rng(2)
+    Xd = rng.normal(size=(60, 6))
+    X = Xd + 0.3 * rng.normal(size=(60, 6))  # the pruned model's input drifted from the dense one
+    W = rng.normal(size=(3, 6))
+    keep = np.array([[1, 0, 1, 1, 0, 1], [1, 1, 1, 0, 0, 0], [0, 1, 1, 1, 1, 1]], dtype=bool)
+    out = ls_repair(torch.from_numpy(W), torch.from_numpy(X.T @ X), torch.from_numpy(keep),
+                    cross=torch.from_numpy(X.T @ Xd)).numpy()
+    lam = 0.01 * np.mean(np.diag(X.T @ X))
+    for r in range(3):
+        S = np.flatnonzero(keep[r])
+        A = np.vstack([X[:, S], np.sqrt(lam) * np.eye(len(S))])  # ridge towards w_S, as an augmented lstsq
+        y = np.concatenate([Xd @ W[r], np.sqrt(lam) * W[r, S]])
+        v = np.linalg.lstsq(A, y, rcond=None)[0]
+        assert np.allclose(out[r, S], v, atol=1e-9)
