@@ -263,6 +263,113 @@ class _Accumulator:
         return InputStats(self.n, self.sq, self.gram, self.cross)
 
 
+def _hidden(args, kwargs):
+    """The hidden-state input of a layer call: its first positional argument, or ``hidden_states=``."""
+    return args[0] if args else kwargs.get("hidden_states")
+
+
+def _with_hidden(args, kwargs, h):
+    if args:
+        return (h, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": h}
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and (
+            a is b or (a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a is b or (type(a) is type(b) and isinstance(a, (int, float, bool, str, type(None))) and a == b)
+
+
+class _LayerCache:
+    """The inputs of one layer of a stack (an ``nn.ModuleList`` run in order, each layer's output the next one's
+    hidden state, the other arguments shared), per calibration batch: a stage inside layer ``l`` then runs only
+    layer ``l`` instead of the whole model up to it, as the LLM pruning papers do. Found and checked on the first
+    batch by :meth:`StageRunner.check`; when the model does not have that shape, nothing is cached."""
+
+    def __init__(self, model, prefix: str, layers):
+        self.model, self.prefix, self.layers = model, prefix, layers
+        self.index = -1
+        self.inputs: list = []
+
+    def capture(self, runner) -> None:
+        """The inputs of layer 0 for every batch."""
+        store = []
+
+        def hook(mod, args, kwargs):
+            store.append((args, kwargs))
+            raise _Stop
+
+        h = self.layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            for i, x in enumerate(runner.batches):
+                try:
+                    runner._run(i, x, self.model)
+                except _Stop:
+                    pass
+        finally:
+            h.remove()
+        self.inputs, self.index = store, 0
+
+    def advance(self, l: int, runner) -> None:
+        """Run the cached layers (with their current, pruned weights) until the inputs of layer ``l`` are held."""
+        if self.index < 0:
+            self.capture(runner)
+        while self.index < l:
+            layer, out = self.layers[self.index], []
+            for args, kwargs in self.inputs:
+                y = layer(*args, **kwargs)
+                out.append(_with_hidden(args, kwargs, y[0] if isinstance(y, (tuple, list)) else y))
+            self.inputs, self.index = out, self.index + 1
+
+    @staticmethod
+    def find(model, units, batch, runner):
+        """The cache for ``model``'s layer stack holding most units, if it passes the check on ``batch``."""
+        best, count = None, 0
+        for name, mod in model.named_modules():
+            if isinstance(mod, nn.ModuleList) and len(mod) >= 2:
+                c = sum(1 for b in units for i in range(len(mod)) if b.param.startswith(f"{name}.{i}."))
+                if c > count:
+                    best, count = (name, mod), c
+        if best is None:
+            return None
+        name, layers = best
+        calls = []
+
+        def hook(mod, args, kwargs, out):
+            calls.append((mod, args, kwargs, out))
+
+        hs = [m.register_forward_hook(hook, with_kwargs=True) for m in layers]
+        try:
+            runner._run(0, batch, model)
+        finally:
+            for h in hs:
+                h.remove()
+        if [c[0] for c in calls] != list(layers):
+            return None  # not each layer exactly once, in order
+        for (_, a0, k0, y0), (_, a1, k1, _) in zip(calls, calls[1:]):
+            out = y0[0] if isinstance(y0, (tuple, list)) else y0
+            if _hidden(a1, k1) is not out and not _same(_hidden(a1, k1), out):
+                return None  # something runs between two layers
+            if not _same(a0[1:], a1[1:]) or set(k0) != set(k1) or not all(
+                    _same(k0[k], k1[k]) for k in k0 if k != "hidden_states"):
+                return None  # the other arguments differ from layer to layer
+        return _LayerCache(model, name, layers)
+
+    def layer_of(self, stage):
+        """The index of the layer holding every unit of ``stage``, or None."""
+        idx = set()
+        for b in stage:
+            head = b.param[len(self.prefix) + 1 :] if b.param.startswith(self.prefix + ".") else ""
+            part = head.split(".", 1)[0]
+            if not part.isdigit():
+                return None
+            idx.add(int(part))
+        return idx.pop() if len(idx) == 1 else None
+
+
 class StageRunner:
     """Runs the calibration batches through ``model`` once per stage and returns each unit's :class:`InputStats`.
 
@@ -280,12 +387,15 @@ class StageRunner:
         :attr:`InputStats.cross` is then ``X^T X_ref``.
     """
 
-    def __init__(self, model: nn.Module, batches: list, *, owner: str, reference: nn.Module | None = None):
+    def __init__(self, model: nn.Module, batches: list, *, owner: str, reference: nn.Module | None = None,
+                 cache_layers: bool = True):
         self.model, self.batches, self.owner, self.reference = model, batches, owner, reference
+        self.cache_layers = cache_layers
+        self.caches = {}
 
-    def _run(self, i, x):
+    def _run(self, i, x, model=None):
         try:
-            _call(self.model, x)
+            _call(self.model if model is None else model, x)
         except (_Stop, GraphPruneError):
             raise
         except Exception as exc:
@@ -293,8 +403,9 @@ class StageRunner:
             raise ParameterError(f"The 'data' parameter of {self.owner} does not fit the model: the forward pass "
                                  f"on calibration batch {i} failed with {type(exc).__name__}: {first}") from exc
 
-    def check(self) -> None:
-        """One whole forward pass of every distinct batch shape: wrong keys, shapes or dtypes fail here."""
+    def check(self, units=()) -> None:
+        """One whole forward pass of every distinct batch shape: wrong keys, shapes or dtypes fail here. With
+        ``units``, also look for a layer stack to cache (:class:`_LayerCache`) in the model and the reference."""
         shapes = set()
         was_training = self.model.training
         self.model.eval()
@@ -305,6 +416,15 @@ class StageRunner:
                     if sig not in shapes:
                         shapes.add(sig)
                         self._run(i, x)
+                if self.cache_layers and units:
+                    for model in (self.model, self.reference):
+                        if model is not None:
+                            was = model.training
+                            model.eval()
+                            try:
+                                self.caches[id(model)] = _LayerCache.find(model, units, self.batches[0], self)
+                            finally:
+                                model.train(was)
         finally:
             self.model.train(was_training)
 
@@ -330,10 +450,13 @@ class StageRunner:
 
         return [m.register_forward_pre_hook(hook, with_kwargs=True) for m in mods.values()], seen, by_module
 
-    def _pass(self, i, x, seen, by_module):
+    def _pass(self, i, x, seen, by_module, run=None):
         seen.clear()
         try:
-            self._run(i, x)
+            if run is None:
+                self._run(i, x)
+            else:
+                run()
         except _Stop:
             return
         missing = [a.block.name for mid, lst in by_module.items() if mid not in seen for a in lst]
@@ -354,11 +477,23 @@ class StageRunner:
             model.eval()
         try:
             with torch.no_grad():
+                layer = {}
+                for model, _ in models:  # a stage inside a cached layer runs that layer alone
+                    c = self.caches.get(id(model))
+                    lay = c.layer_of(stage) if c is not None else None
+                    if lay is not None and lay >= c.index:
+                        c.advance(lay, self)
+                        layer[id(model)] = (c, lay)
                 for i, x in enumerate(self.batches):
                     for model, _ref, _h, seen, by_module in hooked:
+                        run = None
+                        if id(model) in layer:
+                            c, lay = layer[id(model)]
+                            args, kwargs = c.inputs[i]
+                            run = _bind(self, i, c.layers[lay], args, kwargs)
                         saved, self.model = self.model, model
                         try:
-                            self._pass(i, x, seen, by_module)
+                            self._pass(i, x, seen, by_module, run)
                         finally:
                             self.model = saved
                     for a in accs.values():
@@ -373,6 +508,20 @@ class StageRunner:
             for (model, _), flag in zip(models, flags):
                 model.train(flag)
         return {name: a.result() for name, a in accs.items()}
+
+
+def _bind(runner, i, layer, args, kwargs):
+    def run():
+        try:
+            layer(*args, **kwargs)
+        except (_Stop, GraphPruneError):
+            raise
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ParameterError(f"The 'data' parameter of {runner.owner} does not fit the model: a layer's forward "
+                                 f"on calibration batch {i} failed with {type(exc).__name__}: {first}") from exc
+
+    return run
 
 
 def gather(model, stage, batches, *, gram: bool = False, owner: str = "gather") -> dict:

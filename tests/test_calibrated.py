@@ -319,3 +319,29 @@ def test_ls_repair_towards_a_reference_solves_the_cross_normal_equations():
         y = np.concatenate([Xd @ W[r], np.sqrt(lam) * W[r, S]])
         v = np.linalg.lstsq(A, y, rcond=None)[0]
         assert np.allclose(out[r, S], v, atol=1e-9)
+
+
+def test_cached_decoder_layers_give_the_statistics_of_whole_forwards():
+    T = pytest.importorskip("transformers")
+    T.logging.set_verbosity_error()
+    from graphprune.calibrate import StageRunner
+
+    c = T.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+    torch.manual_seed(0)
+    model = T.LlamaForCausalLM(c).eval()
+    ids = torch.randint(0, 64, (6, 16), generator=torch.Generator().manual_seed(1))
+    G = graphprune.from_model(model, {"input_ids": ids[:1]})
+    batches = check_batches([{"input_ids": ids[:3]}, {"input_ids": ids[3:]}], owner="t")
+    units = [b for b in G.weight_blocks if b.param not in ("model.embed_tokens.weight", "lm_head.weight")]
+    fast = StageRunner(model, batches, owner="t")
+    fast.check(units)
+    slow = StageRunner(model, batches, owner="t", cache_layers=False)
+    assert fast.caches[id(model)] is not None and fast.caches[id(model)].prefix == "model.layers"
+    for stage in stages(G, units):
+        a, b = fast.gather(stage, gram=True), slow.gather(stage, gram=True)
+        for name in a:
+            assert torch.allclose(a[name].gram, b[name].gram, rtol=1e-10, atol=1e-10) and a[name].n == b[name].n
+        with torch.no_grad():  # prune between stages, as the driver does: the cache must see it
+            for blk in stage:
+                graphprune.calibrate.param_of(model, blk.param)[:, ::2] = 0

@@ -33,6 +33,9 @@ LM_METHODS = {
     "flow": ("flow", {}),
     "flow-none": ("flow", {"repair": "none"}),
     "flow-obs": ("flow", {"repair": "obs"}),
+    "flow-pruned": ("flow", {"target": "pruned"}),
+    "flow-erk": ("flow", {"allocation": "erk"}),
+    "sparsegpt-erk": ("sparsegpt", {"allocation": "erk"}),
 }
 
 #: Unstructured sparsities and the 2:4 pattern.

@@ -83,6 +83,7 @@ POST_METHODS = {
     "flow-none": ("flow", {"repair": "none"}),
     "flow-pruned": ("flow", {"target": "pruned"}),
     "flow-erk": ("flow", {"allocation": "erk"}),
+    "sparsegpt-erk": ("sparsegpt", {"allocation": "erk"}),
 }
 
 #: Calibration batches of the data-aware methods in the post arm (of 128 training examples each).

@@ -88,7 +88,7 @@ class CalibratedSparsifier(ScoreSparsifier):
         self._work = self.model if in_place else masked_copy(self.model, graph)[0]
         self.weights_ = {}
         self._runner = StageRunner(self._work, self._batches, owner=cls, reference=self._reference(in_place))
-        self._runner.check()  # the data fits the whole model before anything is written
+        self._runner.check(self.units(graph))  # the data fits the whole model before anything is written
 
     def _reference(self, in_place: bool):
         """A model run beside the working one on the same batches (``ctx.stats.cross``); None by default."""
@@ -337,7 +337,7 @@ def ls_repair(W: torch.Tensor, H: torch.Tensor, keep: torch.Tensor, *, damp: flo
             K = keep[r]
             idx = torch.nonzero(K)[:, 1].reshape(len(r), s)  # kept columns of each row, ascending
             Hs = H[idx.unsqueeze(2), idx.unsqueeze(1)]  # (r, s, s)
-            rhs = torch.einsum("rsc,rc->rs", B[idx], W[r])  # (H w)_S, or (X^T X_ref w)_S + lam w_S
+            rhs = torch.gather(W[r] @ B.T, 1, idx)  # (H w)_S, or (X^T X_ref w)_S + lam w_S
             v = torch.cholesky_solve(rhs.unsqueeze(2), torch.linalg.cholesky(Hs)).squeeze(2)
             out[r.unsqueeze(1), idx] = v
     return out
