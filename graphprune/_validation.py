@@ -45,6 +45,7 @@ SALIENCY_MODES = ("train", "eval")
 COMPARISONS = ("block", "row")
 REPAIRS = ("none", "ls", "obs")
 TARGETS = ("dense", "pruned")
+CRITERIA = ("leverage", "degree", "flow")
 
 
 # -- constraints ------------------------------------------------------------------------------------------------

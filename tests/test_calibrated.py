@@ -345,3 +345,14 @@ def test_cached_decoder_layers_give_the_statistics_of_whole_forwards():
         with torch.no_grad():  # prune between stages, as the driver does: the cache must see it
             for blk in stage:
                 graphprune.calibrate.param_of(model, blk.param)[:, ::2] = 0
+
+
+def test_flow_degree_and_flow_criteria_against_hand_formulas():
+    net, x = _mlp(), _x()
+    G = graphprune.from_model(net, x[:1])
+    n = np.sqrt((x.double().numpy() ** 2).sum(0))
+    A = np.abs(net[0].weight.detach().double().numpy()) * n[None, :]
+    deg = np.array([[A[i, j] * (1 / A[i, :].sum() + 1 / A[:, j].sum()) for j in range(8)] for i in range(12)])
+    for crit, ref in (("degree", deg), ("flow", A)):
+        m = graphprune.sparsify(G, "flow", sparsity=0.5, model=net, data=x, repair="none", criterion=crit)
+        assert np.array_equal(m["0.weight"].numpy(), _row_topk(ref, [4] * 12))

@@ -35,6 +35,8 @@ LM_METHODS = {
     "flow-obs": ("flow", {"repair": "obs"}),
     "flow-pruned": ("flow", {"target": "pruned"}),
     "flow-erk": ("flow", {"allocation": "erk"}),
+    "flow-degree": ("flow", {"criterion": "degree"}),
+    "flow-wanda": ("flow", {"criterion": "flow"}),
     "sparsegpt-erk": ("sparsegpt", {"allocation": "erk"}),
 }
 

@@ -83,6 +83,8 @@ POST_METHODS = {
     "flow-none": ("flow", {"repair": "none"}),
     "flow-pruned": ("flow", {"target": "pruned"}),
     "flow-erk": ("flow", {"allocation": "erk"}),
+    "flow-degree": ("flow", {"criterion": "degree"}),
+    "flow-wanda": ("flow", {"criterion": "flow"}),
     "sparsegpt-erk": ("sparsegpt", {"allocation": "erk"}),
 }
 

@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 import torch
 
-from .._validation import REPAIRS, TARGETS, Boolean, InstanceOf, Interval, Options
+from .._validation import CRITERIA, REPAIRS, TARGETS, Boolean, InstanceOf, Interval, Options
 from ..calibrate import (
     StageRunner,
     check_batches,
@@ -427,6 +427,10 @@ class FlowSparsifier(CalibratedSparsifier):
     ----------
     model, data
         As for :class:`CalibratedSparsifier`.
+    criterion : {"leverage", "degree", "flow"}, default "leverage"
+        How edges are ranked: ``"leverage"`` ``a_e R_e`` with exact effective resistances; ``"degree"`` its degree
+        approximation ``a_e (1/d_i + 1/d_j)`` (RIA's relative importance on the flow graph); ``"flow"`` the
+        conductance ``a_e`` alone (Wanda's score). The last two are there to measure what the resistances add.
     repair : {"ls", "obs", "none"}, default "ls"
         ``"ls"``: exact least squares of every row on its kept inputs (:func:`ls_repair`); ``"obs"``: SparseGPT's
         sweep with this mask fixed (:func:`obs_prune`, cheaper for wide layers); ``"none"``: masks only.
@@ -468,10 +472,13 @@ class FlowSparsifier(CalibratedSparsifier):
         "sampling": [Boolean()],
         "damp": [Interval(numbers.Real, 0, None, closed="neither")],
         "target": [Options(TARGETS)],
+        "criterion": [Options(CRITERIA)],
     }
 
-    def __init__(self, sparsity=None, *, repair="ls", sampling=False, damp=0.01, target="dense", **kwargs):
+    def __init__(self, sparsity=None, *, criterion="leverage", repair="ls", sampling=False, damp=0.01,
+                 target="dense", **kwargs):
         super().__init__(sparsity, **kwargs)
+        self.criterion = criterion
         self.repair = repair
         self.sampling = sampling
         self.damp = damp
@@ -495,9 +502,15 @@ class FlowSparsifier(CalibratedSparsifier):
 
         b = ctx.block
         A = to_matrix(b, ctx.weight.abs().to(torch.float64)) * column_scale(b, ctx.stats.norms)
-        A = A * to_matrix(b, ctx.available).to(A.dtype)
-        R = bipartite_resistance(A.cpu())
-        lev = torch.nan_to_num(A.cpu() * R, nan=0.0)
+        A = (A * to_matrix(b, ctx.available).to(A.dtype)).cpu()
+        if self.criterion == "leverage":
+            lev = torch.nan_to_num(A * bipartite_resistance(A), nan=0.0)
+        elif self.criterion == "degree":  # R_ij ~ 1/d_i + 1/d_j
+            d_out, d_in = A.sum(1, keepdim=True), A.sum(0, keepdim=True)
+            lev = A * (torch.where(d_out > 0, 1 / d_out.clamp_min(1e-300), 0.0)
+                       + torch.where(d_in > 0, 1 / d_in.clamp_min(1e-300), 0.0))
+        else:  # "flow": the conductance itself, |W_ij| ||X_j|| (Wanda's score)
+            lev = A
         if self.sampling:  # keys u^(1/p): log(u) / p, larger is kept first; p = 0 never before p > 0
             u = torch.from_numpy(ctx.rng.random(lev.shape))
             lev = torch.where(lev > 0, torch.log(u) / lev.clamp_min(1e-300), -1e300 + torch.log(u))
