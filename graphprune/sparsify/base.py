@@ -27,6 +27,7 @@ from .._validation import (
     Options,
     Seed,
     StrList,
+    check_graph,
     check_param,
     seed_sequence,
 )
@@ -282,13 +283,7 @@ class Sparsifier:
 
         The graph is not modified; combine with ``graph.with_masks(masks)``.
         """
-        from ..graph import MultipartiteGraph
-
-        if not isinstance(graph, MultipartiteGraph):
-            raise ParameterError(
-                f"{type(self).__name__}.sparsify needs a MultipartiteGraph (graphprune.from_model(model, x)). "
-                f"Got {type(graph).__name__} instead."
-            )
+        check_graph(graph, f"{type(self).__name__}.sparsify", "graph")
         d = self._validate()
         ss, units = self._start(graph)
         self.prepare(graph)
