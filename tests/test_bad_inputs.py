@@ -95,12 +95,6 @@ def _meta_model():
         return nn.Sequential(nn.Linear(3, 2))
 
 
-def _zero_graph():
-    w = torch.zeros(3, 4)
-    return MultipartiteGraph([Partition("in", 4, "input"), Partition("out", 3, "output")],
-                             [Block("fc", "in", "out", param="fc.weight", weight=w)])
-
-
 def _meta_graph():
     w = torch.empty(3, 4, device="meta")
     return MultipartiteGraph([Partition("in", 4, "input"), Partition("out", 3, "output")],
@@ -192,10 +186,6 @@ CASES = [
     ("spectral reweight int", lambda c: _sp(c, "spectral", reweight=1), E, "'reweight'"),
     ("spectral dtype f16", lambda c: _sp(c, "spectral", dtype=torch.float16), E, "'dtype'"),
     ("spectral dtype str", lambda c: _sp(c, "spectral", dtype="float64"), E, r"'dtype'.*torch\.float32"),
-    ("spectral zero block", lambda c: graphprune.sparsify(_zero_graph(), "spectral", sparsity=0.5), E,
-     "all-zero block"),
-    ("spectral paper zero block", lambda c: graphprune.sparsify(_zero_graph(), "spectral", sparsity=0.5,
-                                                                width="all"), E, "all-zero block"),
     ("spectral width", lambda c: _sp(c, "spectral", width="half"), E, r"'width'.*'auto', 'all'.*Got 'half'"),
     ("spectral graph scope needs all", lambda c: _sp(c, "spectral", scope="graph"), E,
      r"'scope' parameter of SpectralSparsifier can be 'graph' only with width='all'"),
