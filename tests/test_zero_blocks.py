@@ -169,8 +169,7 @@ def test_spectral_default_samples_a_zero_block_between_kept_nodes():
 
 def test_vision_transformer_zero_head_spectral_default():
     """torchvision's VisionTransformer initialises its head to zero: the default prunes it and says so."""
-    from torchvision.models import VisionTransformer
-
+    VisionTransformer = pytest.importorskip("torchvision.models").VisionTransformer
     torch.manual_seed(0)
     vit = VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32,
                             num_classes=10)

@@ -125,7 +125,8 @@ def build(key):
     fn, name = ZOO[key]
     torch.manual_seed(0)
     model, x = fn(name)
-    with torch.no_grad():  # zero-initialised heads (timm) have no spectrum to preserve: give them random values
+    with torch.no_grad():  # zero-initialised heads (timm): random values, so every block is sampled by its method
+        # (an all-zero block would take the shared uniform rule, tested in tests/test_zero_blocks.py)
         for p in model.parameters():
             if p.dim() >= 2 and not bool(p.any()):
                 p.normal_(0, 0.02)
