@@ -8,7 +8,8 @@ formatter writes every message::
 
 The allowed-value lists (views, resistance methods, allocations, tracers, datasets, ...) live here and nowhere
 else; the command line's ``choices`` come from them. This module sits at the bottom of the package: it imports
-nothing of graphprune's but :mod:`graphprune.errors`.
+nothing of graphprune's but :mod:`graphprune.errors` (and :mod:`graphprune.graph`, at call time, in
+:func:`check_graph`).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from .errors import MaskError, ParameterError
 __all__ = [
     "Interval", "Options", "Boolean", "InstanceOf", "StrList", "Seed", "Dtype", "Device", "PathLike", "Shape",
     "Callable", "check_param", "validate_params", "check_options", "seed_sequence", "numpy_rng", "torch_seed",
-    "check_mask", "check_mask_key", "VIEWS", "ALLOCATIONS", "RESISTANCE_METHODS", "BLOCK_RESISTANCE_METHODS",
-    "SAMPLINGS", "SCOPES", "TRACERS", "DATASETS", "ANALYSIS_BACKENDS", "SALIENCY_MODES",
+    "check_mask", "check_mask_key", "check_graph", "show_typed", "VIEWS", "ALLOCATIONS", "RESISTANCE_METHODS",
+    "BLOCK_RESISTANCE_METHODS", "SAMPLINGS", "SCOPES", "TRACERS", "DATASETS", "ANALYSIS_BACKENDS", "SALIENCY_MODES",
 ]
 
 # -- the allowed-value lists, in one place ----------------------------------------------------------------------
@@ -360,6 +361,42 @@ def validate_params(constraints: dict, *, owner: str | None = None):
         return wrapper
 
     return deco
+
+
+# -- the graph argument -----------------------------------------------------------------------------------------
+def _graph_fix(value) -> str:
+    """How to get a MultipartiteGraph from what was passed instead."""
+    if isinstance(value, torch.nn.Module):
+        return "Export the model first: G = graphprune.from_model(model, example_inputs), then pass G."
+    if isinstance(value, Mapping):
+        return ("A dict of masks is not a graph: pass the graph first and the masks by keyword, "
+                "e.g. f(G, masks=masks).")
+    return "Build one with graphprune.from_model(model, example_inputs)."
+
+
+def check_graph(value, owner: str, name: str = "G"):
+    """Raise ParameterError unless ``value`` is a :class:`~graphprune.MultipartiteGraph`; return ``value``.
+
+    The one check of the graph argument of every graph-first public function (analysers, converters, report,
+    sparsifiers). The message names the parameter, the owner, the type received and how to build a graph::
+
+        The 'G' parameter of node_status must be a MultipartiteGraph. Got 'layer' (str) instead. Build one with
+        graphprune.from_model(model, example_inputs).
+    """
+    from .graph import MultipartiteGraph  # graph.py imports this module: import at call time
+
+    if not isinstance(value, MultipartiteGraph):
+        raise ParameterError(f"The '{name}' parameter of {owner} must be a MultipartiteGraph. Got "
+                             f"{show_typed(value)} instead. {_graph_fix(value)}")
+    return value
+
+
+def show_typed(value) -> str:
+    """:func:`_show` that always names the type (``'layer' (str)``, ``5 (int)``, ``a Linear``)."""
+    text = _show(value)
+    if isinstance(value, (str, bool, int, float, type(None))):
+        text = f"{text} ({type(value).__name__})"
+    return text
 
 
 # -- seeds ------------------------------------------------------------------------------------------------------

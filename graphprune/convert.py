@@ -2,13 +2,15 @@
 
 Every backend is imported lazily, inside the function that needs it. Every converter respects masks: a masked
 edge is absent. Nodes are numbered globally (partition by partition, see
-:meth:`MultipartiteGraph.node_offset`); edges are directed from input to output.
+:meth:`MultipartiteGraph.node_offset`); edges are directed from input to output. A first argument that is not a
+MultipartiteGraph raises ParameterError naming the type received.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ._validation import check_graph
 from .errors import MissingDependencyError
 
 __all__ = ["to_networkx", "to_pyg", "to_graph_tool", "to_scipy", "edges_frame", "nodes_frame", "require"]
@@ -59,6 +61,7 @@ def to_networkx(G, *, multigraph: bool = True):
     >>> H.number_of_nodes(), H.number_of_edges(), len(nx.multipartite_layout(H))
     (5, 6, 5)
     """
+    check_graph(G, "to_networkx")
     nx = require("networkx")
     H = nx.MultiDiGraph() if multigraph else nx.DiGraph()
     part, local = _node_arrays(G)
@@ -87,6 +90,7 @@ def to_scipy(G, *, directed: bool = True, weighted: bool = True, include_identit
 
     Directed by default (``A[u, v]`` for u -> v); ``directed=False`` gives the symmetric adjacency.
     """
+    check_graph(G, "to_scipy")
     return G.adjacency(directed=directed, weighted=weighted, include_identity=include_identity)
 
 
@@ -98,6 +102,7 @@ def to_pyg(G, *, hetero: bool = False):
     (``num_nodes`` set) and one edge type ``(src, block name, dst)`` per block with ``edge_index`` (local ids)
     and ``edge_weight``.
     """
+    check_graph(G, "to_pyg")
     import torch
 
     pyg = require("torch_geometric.data")
@@ -135,6 +140,7 @@ def to_graph_tool(G):
     MissingDependencyError
         graph-tool is not importable (it is not on PyPI; the message says how to install it).
     """
+    check_graph(G, "to_graph_tool")
     gt = require("graph_tool")
     g = gt.Graph(directed=True)
     g.add_vertex(G.num_nodes)
@@ -163,6 +169,7 @@ def to_graph_tool(G):
 def edges_frame(G):
     """One row per kept edge: ``src``, ``dst`` (global), ``src_partition``, ``dst_partition``, ``src_index``,
     ``dst_index`` (local), ``block``, ``param``, ``param_index``, ``weight`` (|w|), ``value`` and ``kind``."""
+    check_graph(G, "edges_frame")
     pd = require("pandas")
     e = G.edge_arrays()
     part, local = _node_arrays(G)
@@ -185,6 +192,7 @@ def edges_frame(G):
 def nodes_frame(G):
     """One row per node: ``node`` (global id), ``partition``, ``subset``, ``index``, ``role``, ``in_degree``,
     ``out_degree`` (kept edges) and ``strength`` (sum of incident |w|)."""
+    check_graph(G, "nodes_frame")
     pd = require("pandas")
     part, local = _node_arrays(G)
     parts = G.partitions

@@ -40,13 +40,25 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+from collections.abc import Mapping
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import connected_components
 
-from ._validation import RESISTANCE_METHODS, VIEWS, Boolean, Dtype, Interval, Options, Seed, numpy_rng, validate_params
+from ._validation import (
+    RESISTANCE_METHODS,
+    VIEWS,
+    Boolean,
+    Dtype,
+    Interval,
+    Options,
+    Seed,
+    numpy_rng,
+    show_typed,
+    validate_params,
+)
 from .errors import ParameterError
 
 __all__ = ["effective_resistance", "bipartite_resistance", "laplacian_resistance", "degree_resistance",
@@ -75,11 +87,35 @@ def laplacian_from_biadjacency(B) -> np.ndarray:
     return L
 
 
-def _check_biadjacency(B, name="B"):
+def _check_biadjacency(B, name="B", owner=None, *, graph_ok=False):
+    """``B`` as a non-negative 2-D tensor, or ParameterError naming ``name``, what was received and the fix.
+
+    ``graph_ok``: the parameter also takes a MultipartiteGraph (effective_resistance's ``obj``), so messages say so.
+    """
+    of = f" of {owner}" if owner else ""
+    what = ("a MultipartiteGraph or a 2-D biadjacency matrix (torch.Tensor, numpy array or nested lists of "
+            "numbers)" if graph_ok else "a 2-D biadjacency matrix (torch.Tensor, numpy array or nested lists of "
+            "numbers)")
+    fix = (" Build a graph with graphprune.from_model(model, example_inputs), or pass a block's biadjacency "
+           "G.biadjacency(block)." if graph_ok else "")
+    given = B
     if not isinstance(B, torch.Tensor):
-        B = torch.as_tensor(np.asarray(B))
+        arr = None
+        if B is not None and not isinstance(B, (str, bytes, Mapping, torch.nn.Module)) and not sp.issparse(B):
+            try:
+                arr = np.asarray(B)
+            except (TypeError, ValueError):  # ragged nested lists and the like
+                arr = None
+            if arr is not None and arr.dtype.kind not in "biuf":  # strings, objects, complex numbers
+                arr = None
+        if arr is None:
+            dense = " (a scipy sparse matrix: pass B.toarray())" if sp.issparse(B) else ""
+            raise ParameterError(f"The '{name}' parameter{of} must be {what}. Got {show_typed(B)}{dense} "
+                                 f"instead.{fix}")
+        B = torch.as_tensor(arr)
     if B.dim() != 2:
-        raise ParameterError(f"The '{name}' parameter must be a 2-D biadjacency matrix. Got shape {tuple(B.shape)}.")
+        got = show_typed(given) if B.dim() == 0 else f"a {B.dim()}-D array of shape {tuple(B.shape)}"
+        raise ParameterError(f"The '{name}' parameter{of} must be {what}. Got {got} instead.{fix}")
     if B.numel() == 0:
         raise ParameterError(f"The '{name}' parameter is empty (shape {tuple(B.shape)}); nothing to compute.")
     if not B.dtype.is_floating_point:
@@ -581,7 +617,9 @@ def effective_resistance(obj, block=None, *, view: str = "channel", method: str 
     Raises
     ------
     ParameterError
-        Bad arguments, or ``method="exact"`` on a block whose exact engine would not fit in the memory available
+        ``obj`` is neither a MultipartiteGraph nor a 2-D array of real numbers (a str, None, a module, a ragged
+        list, ...: the message names the type received and how to build a graph), bad arguments, or
+        ``method="exact"`` on a block whose exact engine would not fit in the memory available
         now (raised before anything is allocated; the message names the block, the memory needed and the
         alternatives). ``"auto"`` falls back to the degree approximation instead and logs why.
 
@@ -607,7 +645,7 @@ def effective_resistance(obj, block=None, *, view: str = "channel", method: str 
         raise ParameterError(f"The 'method' parameter must be one of {METHODS}. Got {method!r} instead.")
     itemsize = torch.finfo(dtype).bits // 8 if dtype in (torch.float32, torch.float64) else 8
     if not isinstance(obj, MultipartiteGraph):
-        B = _check_biadjacency(obj, "obj")
+        B = _check_biadjacency(obj, "obj", "effective_resistance", graph_ok=True)
         chosen = _block_method(method, "the biadjacency", *B.shape, itemsize, B.device)
         if chosen == "jl":
             raise ParameterError("method='jl' applies to whole graphs; use 'exact' or 'degree' for a biadjacency.")

@@ -96,12 +96,6 @@ def _meta_model():
         return nn.Sequential(nn.Linear(3, 2))
 
 
-def _zero_graph():
-    w = torch.zeros(3, 4)
-    return MultipartiteGraph([Partition("in", 4, "input"), Partition("out", 3, "output")],
-                             [Block("fc", "in", "out", param="fc.weight", weight=w)])
-
-
 def _meta_graph():
     w = torch.empty(3, 4, device="meta")
     return MultipartiteGraph([Partition("in", 4, "input"), Partition("out", 3, "output")],
@@ -175,7 +169,8 @@ CASES = [
      "Unknown sparsifier 'nope'"),
     ("instance + options", lambda c: graphprune.sparsify(c.G, get_sparsifier("random")(sparsity=0.5), sparsity=0.1),
      E, "instance"),
-    ("graph str", lambda c: graphprune.sparsify("graph", "random", sparsity=0.5), E, "needs a MultipartiteGraph"),
+    ("graph str", lambda c: graphprune.sparsify("graph", "random", sparsity=0.5), E,
+     r"'graph' parameter of RandomSparsifier\.sparsify must be a MultipartiteGraph\. Got 'graph' \(str\)"),
     ("graph model", lambda c: graphprune.sparsify(c.model, "random", sparsity=0.5), E, "from_model"),
     ("degree global", lambda c: _sp(c, "degree", allocation="global"), E, "cannot be 'global'"),
     ("degree view", lambda c: _sp(c, "degree", view="diagonal"), E, "'view' parameter of DegreeSparsifier"),
@@ -192,10 +187,6 @@ CASES = [
     ("spectral reweight int", lambda c: _sp(c, "spectral", reweight=1), E, "'reweight'"),
     ("spectral dtype f16", lambda c: _sp(c, "spectral", dtype=torch.float16), E, "'dtype'"),
     ("spectral dtype str", lambda c: _sp(c, "spectral", dtype="float64"), E, r"'dtype'.*torch\.float32"),
-    ("spectral zero block", lambda c: graphprune.sparsify(_zero_graph(), "spectral", sparsity=0.5), E,
-     "all-zero block"),
-    ("spectral paper zero block", lambda c: graphprune.sparsify(_zero_graph(), "spectral", sparsity=0.5,
-                                                                width="all"), E, "all-zero block"),
     ("spectral width", lambda c: _sp(c, "spectral", width="half"), E, r"'width'.*'auto', 'all'.*Got 'half'"),
     ("spectral graph scope needs all", lambda c: _sp(c, "spectral", scope="graph"), E,
      r"'scope' parameter of SpectralSparsifier can be 'graph' only with width='all'"),
@@ -312,6 +303,15 @@ CASES = [
     ("R method", lambda c: graphprune.effective_resistance(c.G, "0", method="pinv"), E, "'method'"),
     ("R view", lambda c: graphprune.effective_resistance(c.G, "0", view="bogus"), E, "'view'"),
     ("R bogus kwarg", lambda c: graphprune.effective_resistance(c.G, "0", bogus=1), E, "Unknown option 'bogus'"),
+    ("R str", lambda c: graphprune.effective_resistance("layer"), E,
+     r"'obj' parameter of effective_resistance must be a MultipartiteGraph or a 2-D biadjacency.*Got 'layer' "
+     r"\(str\) instead\. Build a graph with graphprune\.from_model"),
+    ("R None", lambda c: graphprune.effective_resistance(None), E, r"'obj'.*Got None \(NoneType\)"),
+    ("R model", lambda c: graphprune.effective_resistance(c.model), E, r"'obj'.*Got a Sequential instead"),
+    ("R ragged", lambda c: graphprune.effective_resistance([[1.0, 2.0], [3.0]]), E, r"'obj'.*Got \[\[1\.0"),
+    ("R complex", lambda c: graphprune.effective_resistance(np.ones((2, 2), complex)), E, r"'obj'.*ndarray"),
+    ("R scalar", lambda c: graphprune.effective_resistance(5), E, r"'obj'.*Got 5 \(int\) instead"),
+    ("R 1-D", lambda c: graphprune.effective_resistance([1.0, 2.0]), E, r"'obj'.*1-D array of shape \(2,\)"),
     ("R unknown block", lambda c: graphprune.effective_resistance(c.G, "nope"), GraphPruneError, "No block"),
     ("R negative B", lambda c: graphprune.effective_resistance(torch.tensor([[-1.0, 2.0]])), E, "negative weights"),
     ("R jl on B", lambda c: graphprune.effective_resistance(torch.ones(2, 2), method="jl"), E, "whole graphs"),
@@ -672,3 +672,71 @@ def test_save_and_load_masks_dispatch_to_safetensors(ctx, tmp_path):
         graphprune.save_masks({"0.weight": torch.ones(2)}, tmp_path / "x.safetensors")
     with pytest.raises(ParameterError, match="'format' parameter of save_masks"):
         graphprune.save_masks(ctx.good, tmp_path / "y.pt", format="npz")
+
+
+# -- the graph argument: every graph-first public function refuses a non-graph the same way (issue 22) ------------
+def _graph_first():
+    from graphprune import analysis, convert
+
+    calls = {name: getattr(analysis, name) for name in (
+        "node_status", "degree_table", "removable_edges", "reachability", "effective_mask", "effective_sparsity",
+        "layer_collapse", "count_paths", "components", "articulation_points", "bridges", "report")}
+    calls.update({name: getattr(convert, name) for name in (
+        "to_networkx", "to_scipy", "to_pyg", "to_graph_tool", "edges_frame", "nodes_frame")})
+    calls["compare"] = lambda G: graphprune.compare({"a": {}}, G)
+    return calls
+
+
+NOT_GRAPHS = [("layer", r"'layer' \(str\) instead\. Build one with graphprune\.from_model"),
+              (5, r"5 \(int\) instead\. Build one"),
+              (None, r"None \(NoneType\) instead\. Build one"),
+              ("model", r"a Sequential instead\. Export the model first: G = graphprune\.from_model"),
+              ("masks", r"\(dict\) instead\. A dict of masks is not a graph: pass the graph first and the masks by "
+                        "keyword")]
+
+
+@pytest.mark.parametrize("value, needle", NOT_GRAPHS, ids=[str(v) for v, _ in NOT_GRAPHS])
+@pytest.mark.parametrize("name", sorted(_graph_first()))
+def test_graph_first_functions_refuse_a_non_graph(ctx, name, value, needle):
+    value = {"model": ctx.model, "masks": ctx.good}.get(value, value) if isinstance(value, str) else value
+    fn = _graph_first()[name]
+    if name == "compare" and value is None:  # compare's G is optional (candidates may be graphs): its own message
+        needle = None
+    before = _state(ctx)
+    match = (rf"(?s)The 'G' parameter of {name} must be a MultipartiteGraph\. Got .*?{needle}" if needle else
+             r"The 'G' parameter of compare is needed when the candidates are masks \(candidate 'a'\)")
+    with pytest.raises(ParameterError, match=match):
+        fn(value)
+    _assert_unchanged(before, _state(ctx))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda c: graphprune.spectral_similarity("layer", c.good), r"'dense' parameter of spectral_similarity must be "
+                                                                 r"a MultipartiteGraph\. Got 'layer' \(str\)"),
+    (lambda c: graphprune.analysis.algebraic_connectivity("layer"), r"'B' parameter of algebraic_connectivity must "
+                                                                     r"be a 2-D biadjacency.*Got 'layer' \(str\)"),
+    (lambda c: graphprune.analysis.block_spectrum_metrics(None), r"'B' parameter of block_spectrum_metrics.*None"),
+    (lambda c: graphprune.analysis.block_spectral_similarity(np.ones((2, 2)), c.model),
+     r"'sparse_B' parameter of block_spectral_similarity.*a Sequential"),
+    (lambda c: graphprune.analysis.algebraic_connectivity(np.ones(3)), r"'B' parameter.*2-D"),
+], ids=["spectral_similarity", "algebraic_connectivity", "block_spectrum_metrics", "block_spectral_similarity",
+        "algebraic_connectivity 1-D"])
+def test_spectral_functions_refuse_a_non_graph(ctx, call, match):
+    before = _state(ctx)
+    with pytest.raises(ParameterError, match=match):
+        call(ctx)
+    _assert_unchanged(before, _state(ctx))
+
+
+def test_biadjacency_functions_still_take_arrays_lists_and_sparse():
+    """The checks refuse only what is not a matrix: K_{2,2} from a list, an array and a scipy array alike."""
+    import scipy.sparse as sp
+
+    from graphprune.analysis import algebraic_connectivity
+
+    # K_{2,2} (a 4-cycle): Laplacian eigenvalues 0, 2, 2, 4, and every edge has R = 3/4 (a 1-ohm edge in parallel
+    # with a 3-ohm path)
+    for B in ([[1, 1], [1, 1]], np.ones((2, 2)), sp.csr_array(np.ones((2, 2))), torch.ones(2, 2)):
+        assert algebraic_connectivity(B) == pytest.approx(2.0)
+    for B in ([[1, 1], [1, 1]], np.ones((2, 2), dtype=np.int64), np.ones((2, 2), dtype=bool)):
+        assert torch.allclose(graphprune.effective_resistance(B), torch.full((2, 2), 0.75, dtype=torch.float64))

@@ -281,6 +281,40 @@ def test_indexed_packed_qkv(tracer):
     assert into == {("score", tuple(range(8))), ("score", tuple(range(8, 16))), ("feature", tuple(range(16, 24)))}
 
 
+class _ViewedScores(nn.Module):
+    """Attention whose scores are reshaped between q k^T and the softmax: ``"windows"`` splits the batch into
+    (batch, windows) to add a per-window mask and merges it back (Swin's shifted windows); ``"flat"`` merges the
+    query and key dims, which no score encoding follows."""
+
+    def __init__(self, how, E=8, H=2, W=2):
+        super().__init__()
+        self.qkv, self.proj, self.H, self.W, self.how = nn.Linear(E, 3 * E), nn.Linear(E, E), H, W, how
+        self.register_buffer("mask", torch.zeros(W, 1, 3, 3))
+
+    def forward(self, x):  # x: (B * W, N, C), N = 3 tokens per window
+        BW, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(BW, N, 3, self.H, C // self.H).permute(2, 0, 3, 1, 4).unbind(0)
+        att = q @ k.transpose(-2, -1)  # (B * W, H, N, N)
+        if self.how == "windows":
+            att = att.view(-1, self.W, self.H, N, N) + self.mask.unsqueeze(0)
+            att = att.view(-1, self.H, N, N)
+        else:
+            att = att.reshape(BW, self.H, N * N).reshape(BW, self.H, N, N)
+        return self.proj((att.softmax(-1) @ v).transpose(1, 2).reshape(BW, N, C))
+
+
+@pytest.mark.parametrize("tracer", ["fx", "export"])
+def test_a_reshape_of_the_scores_leading_dims_keeps_their_edges(tracer):
+    G = graphprune.from_model(_ViewedScores("windows"), torch.randn(4, 3, 8), tracer=tracer)
+    attn = G.block("proj").src
+    into = {(b.edge_kind, tuple(sorted(set(b.edge_index()[0].tolist())))) for b in G.blocks if b.dst == attn}
+    # by hand, as without the reshape: q is rows 0-7 of qkv, k rows 8-15 (score edges), v rows 16-23
+    assert into == {("score", tuple(range(8))), ("score", tuple(range(8, 16))), ("feature", tuple(range(16, 24)))}
+    with pytest.raises(UnsupportedOperationError, match=r"turns attention scores of shape \(4, 2, 3, 3\) into "
+                                                        r"\(4, 2, 9\)"):
+        graphprune.from_model(_ViewedScores("flat"), torch.randn(4, 3, 8), tracer=tracer)
+
+
 class _Shifts(nn.Module):
     def __init__(self):
         super().__init__()

@@ -137,7 +137,8 @@ def test_nan_weights_rejected_and_graph_unchanged():
 
 
 def test_not_a_graph():
-    with pytest.raises(ParameterError, match="needs a MultipartiteGraph"):
+    with pytest.raises(ParameterError, match=r"'graph' parameter of RandomSparsifier\.sparsify must be a "
+                                             r"MultipartiteGraph\. Got a Linear instead\. Export the model first"):
         graphprune.sparsify(torch.nn.Linear(2, 2), "random", sparsity=0.5)
 
 

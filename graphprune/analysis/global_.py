@@ -193,7 +193,7 @@ def _simple_undirected(H):
 def _bounded_simple(G, masks, mask, backend, max_edges, what):
     """Masked graph and its simple undirected edges, refusing graphs past ``max_edges`` (Python-speed backends)."""
     _check_backend(backend)
-    H = _masked(G, masks, mask, what)
+    H = _masked(G, masks, mask, what.replace(" ", "_"))
     u, v, mult = _simple_undirected(H)
     if u.size > max_edges:
         raise ParameterError(f"The graph has {u.size} distinct edges > max_edges={max_edges}; raise max_edges to "

@@ -1,9 +1,11 @@
 """Local connectivity: degrees, strength, isolated, sink and source nodes, removable edges.
 
 Every function takes the graph ``G`` first and ``masks`` (masks to apply, keyed by parameter name) as a keyword;
-the graph is never modified. Degrees count kept edges, identity edges included (a residual add keeps a node alive),
-and parallel convolution edges separately. Everything is computed from per-block reductions of the masks
-(:meth:`MultipartiteGraph.block_degrees`, :meth:`Block.broadcast_nodes`), never from per-edge index arrays.
+the graph is never modified. A first argument that is not a MultipartiteGraph raises ParameterError
+(:func:`graphprune._validation.check_graph`, the one check of every graph-first function). Degrees count kept
+edges, identity edges included (a residual add keeps a node alive), and parallel convolution edges separately.
+Everything is computed from per-block reductions of the masks (:meth:`MultipartiteGraph.block_degrees`,
+:meth:`Block.broadcast_nodes`), never from per-edge index arrays.
 
 ``mask=`` (the former name of ``masks=``) still works for one release, with a DeprecationWarning.
 """
@@ -14,10 +16,13 @@ import warnings
 
 import numpy as np
 
+from .._validation import check_graph
+
 __all__ = ["node_status", "degree_table", "removable_edges"]
 
 
 def _masked(G, masks=None, mask=None, owner="this function"):
+    check_graph(G, owner)
     if mask is not None:
         warnings.warn(f"The 'mask' keyword of {owner} is deprecated; use 'masks=' (same meaning). 'mask' will be "
                       "removed in the next release.", DeprecationWarning, stacklevel=3)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .._validation import check_graph
 from ..errors import ParameterError
 from .global_ import _topological_blocks
 from .glossary import SCHEMA_VERSION, block_columns, summary_items
@@ -404,15 +405,6 @@ def _write(path, text):
 # ---------------------------------------------------------------------------------------------------------------
 # entry points
 # ---------------------------------------------------------------------------------------------------------------
-def _check_graph(G, who, name="G"):
-    from ..graph import MultipartiteGraph
-
-    if not isinstance(G, MultipartiteGraph):
-        raise ParameterError(
-            f"The '{name}' parameter of {who} must be a MultipartiteGraph (build one with "
-            f"graphprune.from_model(model, example_inputs)). Got {type(G).__name__} instead.")
-
-
 def _check_masks(masks, who):
     from ..graph import MultipartiteGraph
 
@@ -488,7 +480,7 @@ def report(G, masks=None, reference=None, *, spectral: bool = True, view: str = 
 
     from ..graph import MultipartiteGraph
 
-    _check_graph(G, "report")
+    check_graph(G, "report")
     _check_masks(masks, "report")
     if reference is not None and not isinstance(reference, MultipartiteGraph):
         raise ParameterError("The 'reference' parameter of report must be a MultipartiteGraph or None. "
@@ -675,7 +667,7 @@ def compare(candidates, G=None, *, spectral: bool = True, **kwargs) -> Compariso
             "The 'candidates' parameter of compare must be a non-empty dict of name -> masks (or masked "
             f"MultipartiteGraph), e.g. compare({{'spectral': masks, 'random': masks2}}, G). Got {got} instead.")
     if G is not None:
-        _check_graph(G, "compare")
+        check_graph(G, "compare")
     reports = {}
     for name, cand in candidates.items():
         if isinstance(cand, MultipartiteGraph):

@@ -22,11 +22,14 @@ References
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from .._validation import check_graph, show_typed
 from ..errors import ParameterError
 
 __all__ = ["spectral_similarity", "block_spectral_similarity", "algebraic_connectivity", "block_spectrum_metrics"]
@@ -35,7 +38,24 @@ __all__ = ["spectral_similarity", "block_spectral_similarity", "algebraic_connec
 _DENSE_NODES = 400
 
 
-def _as_csr(B) -> sp.csr_array:
+def _as_csr(B, name="B", owner="this function") -> sp.csr_array:
+    """``B`` (dense or scipy sparse, 2-D, real) as a float64 CSR array; ParameterError naming ``name`` otherwise."""
+    given = B
+    if sp.issparse(B):
+        ok = B.ndim == 2 and B.dtype.kind in "biuf"
+    else:
+        try:
+            if hasattr(B, "detach") and hasattr(B, "cpu"):  # a torch.Tensor (torch is not imported here)
+                B = B.detach().cpu()
+            arr = None if isinstance(B, (str, bytes, Mapping)) or B is None else np.asarray(B)
+        except (TypeError, ValueError):
+            arr = None
+        ok = arr is not None and arr.ndim == 2 and arr.dtype.kind in "biuf"
+        B = arr
+    if not ok:
+        raise ParameterError(f"The '{name}' parameter of {owner} must be a 2-D biadjacency matrix of real numbers "
+                             "(numpy array, scipy sparse array or torch.Tensor; rows outputs, columns inputs), "
+                             f"e.g. G.biadjacency(block). Got {show_typed(given)} instead.")
     M = sp.csr_array(B, dtype=np.float64) if not sp.issparse(B) else sp.csr_array(B).astype(np.float64)
     M.eliminate_zeros()
     return M
@@ -178,7 +198,8 @@ def block_spectral_similarity(dense_B, sparse_B, *, max_nodes: int = 4096, _fact
     >>> block_spectral_similarity(B, np.eye(3, 4))["reason"]
     'the sparse block has 4 connected components where the dense one has 1'
     """
-    Bd, Bs = _as_csr(dense_B), _as_csr(sparse_B)
+    Bd = _as_csr(dense_B, "dense_B", "block_spectral_similarity")
+    Bs = _as_csr(sparse_B, "sparse_B", "block_spectral_similarity")
     if Bd.shape != Bs.shape:
         raise ParameterError(f"Dense and sparse biadjacencies differ in shape: {Bd.shape} vs {Bs.shape}.")
     deg = np.concatenate([np.diff(Bd.indptr), np.bincount(Bd.indices, minlength=Bd.shape[1])])
@@ -239,6 +260,7 @@ def spectral_similarity(dense, sparse, *, view: str = "channel", blocks=None, ma
 
     from ..graph import MultipartiteGraph
 
+    check_graph(dense, "spectral_similarity", "dense")
     if not isinstance(sparse, MultipartiteGraph):
         sparse = dense.with_masks(sparse)
     rows = []
@@ -295,7 +317,7 @@ def algebraic_connectivity(B, *, dense_limit: int = _DENSE_NODES, _factors=None)
     >>> round(algebraic_connectivity(np.ones((2, 3))), 8)  # K_{2,3}: Laplacian eigenvalues 0, 2, 2, 3, 5
     2.0
     """
-    Bs = _as_csr(B)
+    Bs = _as_csr(B, "B", "algebraic_connectivity")
     deg = np.concatenate([np.diff(Bs.indptr), np.bincount(Bs.indices, minlength=Bs.shape[1])])
     live = np.flatnonzero(deg > 0)
     if live.size < 2:
@@ -350,7 +372,7 @@ def block_spectrum_metrics(B, *, _factors=None) -> dict:
     >>> block_spectrum_metrics(np.eye(4))["reason"]
     'ramanujan gap undefined: average degree 1.00 < 3'
     """
-    Bw = _as_csr(B)
+    Bw = _as_csr(B, "B", "block_spectrum_metrics")
     Bu = Bw.copy()
     Bu.data[:] = 1.0
     reasons = []

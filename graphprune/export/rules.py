@@ -23,6 +23,8 @@ Encodings
   (identity edges), and output channel ``c`` also gets an identity edge from input channel ``c``.
 - A view that merges positions into the channel dim (Swin's patch merging, space-to-channel) is a partition of
   the merged size fed by one identity edge per output node, from the input channel it copies.
+- Attention scores keep their score edges through elementwise ops and through a reshape that only splits or merges
+  their leading (batch, window, head) dims, the query and key dims unchanged (Swin's shifted-window mask).
 """
 
 from __future__ import annotations
@@ -757,11 +759,34 @@ _VIEWS = ("view", "reshape", "_unsafe_view", "flatten", "unflatten", "squeeze", 
           "reflection_pad2d", "triu", "tril", "detach_")
 
 
+#: reshapes that keep every element in place (no copy of an element, no reorder): on attention scores they may
+#: split or merge the leading (batch, window, head) dims
+_RESHAPES = ("view", "reshape", "_unsafe_view", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as",
+             "reshape_as")
+
+
+def _rebatch_scores(s, shape):
+    """``s`` under a new ``shape`` when only its leading dims are split or merged: the last two dims (query and key
+    positions) and the number of elements unchanged. Swin's shifted windows view the scores ``(B * nW, heads, N, N)``
+    as ``(B, nW, heads, N, N)`` to add the window mask, then back: each score keeps its query and key, so its score
+    edges stay those of ``s``. None for any other shape."""
+    if not is_shape(shape) or len(shape) < 2 or len(s.shape) < 2:
+        return None
+    if tuple(shape[-2:]) != tuple(s.shape[-2:]) or int(np.prod(shape)) != int(np.prod(s.shape)):
+        return None
+    return Scores(s.q, s.k, tuple(shape), s.q_dim, s.k_dim, s.bias)
+
+
 @register_op_rule(*_VIEWS)
 def view(ctx, args, kwargs, shape):
-    """Views, pooling, padding, rolls and resizes: the shape rules of the builder find the channel dim."""
+    """Views, pooling, padding, rolls and resizes: the shape rules of the builder find the channel dim. On attention
+    scores, a reshape that only splits or merges their leading dims keeps them (:func:`_rebatch_scores`)."""
     x = args[0] if args else kwargs.get("input")
     if isinstance(x, Scores):
+        if ctx.op in _RESHAPES:
+            kept = _rebatch_scores(x, shape)
+            if kept is not None:
+                return kept
         return _on_scores(ctx, [x], [], shape)
     if is_shapes(shape) and isinstance(x, Val):  # max_pool with indices -> (out, indices)
         return tuple(ctx.builder.reshape(ctx.name, x, s) if i == 0 and x.part is not None else None

@@ -5,6 +5,17 @@ one method: either :meth:`Sparsifier.score` (keep the top-k scores) or :meth:`Sp
 that keeps exactly ``k`` of the available edges). The base class validates arguments, allocates the density over
 blocks, intersects with existing masks (masks only shrink), never prunes identity blocks and derives one random
 stream per block from ``seed``.
+
+All-zero blocks
+---------------
+A block with no non-zero available weight (torchvision's VisionTransformer initialises its head to zero) has
+nothing to rank: no magnitude, no saliency, no spectrum. Every sparsifier then keeps the block's budget of ``k``
+edges by one rule, :meth:`Sparsifier.zero_block_mask`: ``k`` of its available edges chosen uniformly at random
+from the block's own seed stream (the top ``k`` of i.i.d. uniform draws, so the same seed gives the same edges, and
+the edges :class:`~graphprune.sparsify.random.RandomSparsifier` would keep), and warns with a RuntimeWarning that
+names the block and the rule. The budget itself is the allocation's, as for any block. A sparsifier whose rule needs
+no weights keeps it (:class:`~graphprune.sparsify.degree.DegreeSparsifier`); the spectral default samples among the
+edges between kept nodes first. Blocks with any non-zero available weight never take this path.
 """
 
 from __future__ import annotations
@@ -12,6 +23,8 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import numbers
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -27,6 +40,7 @@ from .._validation import (
     Options,
     Seed,
     StrList,
+    check_graph,
     check_param,
     seed_sequence,
 )
@@ -146,6 +160,19 @@ class Sparsifier:
         if s is None:
             raise NotImplementedError(f"{type(self).__name__} must implement score() or compute_mask().")
         return topk_mask(s, ctx.available, k)
+
+    #: How :meth:`zero_block_mask` chooses, in the warning it comes with ("k of its n edges ...").
+    zero_block_rule: str = "chosen uniformly at random from the block's own seed stream"
+
+    def zero_block_mask(self, ctx: BlockContext, k: int) -> torch.Tensor:
+        """Keep exactly ``k`` of the available edges of a unit with no non-zero available weight (nothing to rank).
+
+        Called instead of :meth:`compute_mask`, with a RuntimeWarning naming the block, when ``0 <= k`` is below
+        the available edges. Default: ``k`` available edges uniformly at random from the unit's own stream (the
+        top ``k`` of i.i.d. uniform draws, ties by position): deterministic for a seed.
+        """
+        u = torch.from_numpy(ctx.rng.random(ctx.numel)).reshape(ctx.available.shape)
+        return topk_mask(u, ctx.available, k)
 
     # -- parameters (scikit-learn's get_params contract) ----------------------------------------------------------
     #: Constraints of this class's own constructor parameters (name -> list of accepted constraints); merged over
@@ -289,13 +316,7 @@ class Sparsifier:
 
         The graph is not modified; combine with ``graph.with_masks(masks)``.
         """
-        from ..graph import MultipartiteGraph
-
-        if not isinstance(graph, MultipartiteGraph):
-            raise ParameterError(
-                f"{type(self).__name__}.sparsify needs a MultipartiteGraph (graphprune.from_model(model, x)). "
-                f"Got {type(graph).__name__} instead."
-            )
+        check_graph(graph, f"{type(self).__name__}.sparsify", "graph")
         d = self._validate()
         ss, units = self._start(graph)
         self.prepare(graph)
@@ -406,8 +427,10 @@ class Sparsifier:
         jobs = [self._job(graph, b, seeds[b.name], "mask", k=int(ks[b.name]), use_global=self.allocation == "global")
                 for b in todo]
         show = self.progress if progress is None else progress
-        for i, (bits, scale) in self._run(jobs, graph, show, "blocks"):
+        for i, (bits, scale, zero) in self._run(jobs, graph, show, "blocks"):
             b = todo[i]
+            if zero:  # warned here, not in the worker (whose warnings would stay in its process)
+                _warn_zero_block(self, b, *zero)
             m = torch.from_numpy(np.unpackbits(bits, count=b.num_edges).astype(bool)).reshape(b.weight.shape)
             if scale is not None:
                 full = self.scales_.setdefault(b.param, torch.ones(graph.param_shapes[b.param], dtype=torch.float64))
@@ -430,13 +453,9 @@ class Sparsifier:
             ctx = self._context(graph, b, seeds[b.name])
             if self.allocation == "global":
                 self.score(ctx)  # the stream has drawn once for the threshold: keep the historical rng state
-            n_avail = count_true(ctx.available)
-            k = min(int(ks[b.name]), n_avail)
-            if k >= n_avail:
-                m = ctx.available
-            else:
-                m = self.compute_mask(ctx, k)
-                _check_result(self, b, m, ctx, k)
+            m, zero = _unit_mask(self, ctx, int(ks[b.name]))
+            if zero:
+                _warn_zero_block(self, b, *zero)
             self.block_done(b)
             del ctx
             yield b, m
@@ -612,6 +631,53 @@ def _check_weights(b):
         raise ParameterError(f"Parameter {b.param!r} (block {b.name!r}) is empty.")
 
 
+def has_nonzero(weight: torch.Tensor, available: torch.Tensor, *, chunk: int = 1 << 22) -> bool:
+    """Whether any available weight is non-zero, chunk by chunk on the weight's device (a usual block answers
+    from its first chunk, so the check costs one chunk, not a pass over the block)."""
+    wf, af = weight.detach().reshape(-1), available.reshape(-1)
+    for a in range(0, wf.numel(), chunk):
+        if bool(((wf[a : a + chunk] != 0) & af[a : a + chunk].to(wf.device)).any()):
+            return True
+    return False
+
+
+def _unit_mask(sp, ctx, k):
+    """``(mask, zero)``: one unit's mask of exactly ``min(k, available)`` edges. Every available edge when the
+    budget covers them; :meth:`Sparsifier.zero_block_mask` when no available weight is non-zero (``zero`` is then
+    ``(k, available)`` for the warning, or None when ``k == 0``: nothing was chosen); :meth:`compute_mask`
+    otherwise."""
+    n_avail = count_true(ctx.available)
+    k = min(int(k), n_avail)
+    if k >= n_avail:
+        return ctx.available, None
+    zero = None
+    if not has_nonzero(ctx.weight, ctx.available):
+        m = sp.zero_block_mask(ctx, k)
+        zero = (k, n_avail) if k > 0 else None
+    else:
+        m = sp.compute_mask(ctx, k)
+    _check_result(sp, ctx.block, m, ctx, k)
+    return m, zero
+
+
+def user_stacklevel() -> int:
+    """``stacklevel`` for :func:`warnings.warn` that points at the first frame outside graphprune (the user's
+    call), counted from the function that calls this one."""
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    f, level = sys._getframe(1), 1
+    while f is not None and f.f_code.co_filename.startswith(pkg):
+        f, level = f.f_back, level + 1
+    return level
+
+
+def _warn_zero_block(sp, b, k, n_avail):
+    cls = type(sp).__name__
+    warnings.warn(f"Block {b.name!r} ({b.param}) has no non-zero available weight (an all-zero block, such as a "
+                  f"zero-initialised classifier head): it has nothing to rank, so {cls} keeps its budget of {k} of "
+                  f"its {n_avail} edges {sp.zero_block_rule}. Initialise the block, or keep it dense with "
+                  f"keep_dense=[{b.param!r}], to choose otherwise.", RuntimeWarning, stacklevel=user_stacklevel())
+
+
 def _check_result(sp, b, m, ctx, k):
     if not isinstance(m, torch.Tensor) or m.dtype != torch.bool or tuple(m.shape) != tuple(ctx.weight.shape):
         raise GraphPruneError(f"{type(sp).__name__}.compute_mask must return a bool tensor of shape "
@@ -667,15 +733,9 @@ def _block_job(job):
         ctx = sp._context(G, block, job["seed"])
         if job["extra"]["use_global"]:
             sp.score(ctx)  # the serial path draws once for the threshold: the same stream state here
-        n_avail = count_true(ctx.available)
-        k = min(job["extra"]["k"], n_avail)
-        if k >= n_avail:
-            m = ctx.available
-        else:
-            m = sp.compute_mask(ctx, k)
-            _check_result(sp, block, m, ctx, k)
+        m, zero = _unit_mask(sp, ctx, job["extra"]["k"])
         scale = getattr(sp, "scales_", {}).get(b["param"]) if getattr(sp, "reweight", False) else None
-        return np.packbits(m.reshape(-1).cpu().numpy()), scale
+        return np.packbits(m.reshape(-1).cpu().numpy()), scale, zero
     finally:
         sp.release()
 

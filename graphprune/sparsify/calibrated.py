@@ -31,7 +31,7 @@ from ..calibrate import (
     to_matrix,
 )
 from ..errors import ParameterError
-from .base import BlockContext, _check_result, _progress, count_true
+from .base import BlockContext, _progress, _unit_mask, _warn_zero_block
 from .registry import register
 from .score import ScoreSparsifier, nm_mask, row_shares, select
 
@@ -109,14 +109,9 @@ class CalibratedSparsifier(ScoreSparsifier):
             for b in stage:
                 ctx = self._context(graph, b, seeds[b.name])
                 ctx.stats = stats.pop(b.name)
-                ctx.repaired = None
-                n_avail = count_true(ctx.available)
-                k = min(int(ks[b.name]), n_avail)
-                if k >= n_avail and ctx.repaired is None:
-                    m = ctx.available
-                else:
-                    m = self.compute_mask(ctx, k)
-                    _check_result(self, b, m, ctx, k)
+                m, zero = _unit_mask(self, ctx, int(ks[b.name]))
+                if zero:
+                    _warn_zero_block(self, b, *zero)
                 self._write(b, m, ctx.repaired)
                 del ctx
                 yield b, m

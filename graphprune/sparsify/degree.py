@@ -20,7 +20,9 @@ class DegreeSparsifier(Sparsifier):
     ``[k_0 + ... + k_{i-1}, ... + k_i)`` and map slot ``t`` to input node ``perm[t mod n_src]``. Consecutive slots
     give distinct inputs (``k_i <= n_src``), and every input receives ``floor`` or ``ceil`` of ``k / n_src`` slots.
     On a partly masked block each output node keeps its share of its available edges, drawing inputs with the
-    fewest kept edges first (random tie-break), which keeps input degrees as even as the mask allows.
+    fewest kept edges first (random tie-break), which keeps input degrees as even as the mask allows. The rule needs
+    no weights, so an all-zero block is pruned by it too (with the RuntimeWarning every sparsifier gives for such a
+    block, see :mod:`graphprune.sparsify.base`).
 
     Parameters
     ----------
@@ -42,6 +44,11 @@ class DegreeSparsifier(Sparsifier):
         self.view = view
 
     _parameter_constraints = {"view": [Options(VIEWS)]}
+
+    zero_block_rule = "by its usual degree-preserving rule (which needs no weights)"
+
+    def zero_block_mask(self, ctx: BlockContext, k: int) -> torch.Tensor:
+        return self.compute_mask(ctx, k)  # degrees need no weights: an all-zero block is like any other
 
     def compute_mask(self, ctx: BlockContext, k: int) -> torch.Tensor:
         b = ctx.block

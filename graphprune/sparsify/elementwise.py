@@ -39,7 +39,10 @@ class ElementwiseSparsifier(Sparsifier):
     Notes
     -----
     Sampling uses Efraimidis-Spirakis keys ``log(u) / p_e`` (top-k), so exactly ``k`` distinct entries are kept
-    in one pass; an entry with ``p_e = 0`` is only kept when the budget exceeds the non-zero entries.
+    in one pass; an entry with ``p_e = 0`` is only kept when the budget exceeds the non-zero entries. A block with
+    no non-zero available entry keeps ``k`` entries uniformly at random from its own seed stream, with a
+    RuntimeWarning (:meth:`~graphprune.sparsify.Sparsifier.zero_block_mask`; its scales stay 1); a constant block
+    (all ``|w|`` equal) is sampled uniformly by the rule itself.
     Complexity ``O(n)`` per block of ``n`` weights (a partial sort).
 
     References

@@ -14,7 +14,9 @@ class RandomSparsifier(Sparsifier):
 
     The score of each edge is an independent uniform draw from the block's own stream; the top ``k`` of iid
     uniforms is a uniform ``k``-subset, and with ``allocation="global"`` the same scores give a global random
-    pruning. With ``allocation="erk"`` this is the ERK random baseline of Evci et al. 2020.
+    pruning. With ``allocation="erk"`` this is the ERK random baseline of Evci et al. 2020. An all-zero block gets
+    the same edges as any other (the shared rule for such blocks is this one), with the RuntimeWarning every
+    sparsifier gives for it (see :mod:`graphprune.sparsify.base`).
 
     Examples
     --------

@@ -3,6 +3,13 @@
 Each computes one score per parameter element on a private copy of the model (with the graph's current masks
 applied), so the shared density allocation (global by default, as in the papers) and the shared masks-back path
 serve them like any other sparsifier. SNIP and GraSP need a data loader; SynFlow needs only the input shape.
+
+A block with no non-zero weight (a zero-initialised head) scores 0 on every edge. Its budget is the allocation's
+(under the default global allocation, what its scores of 0 earn against the other blocks' scores, often nothing);
+the edges it keeps are chosen uniformly at random from its own seed stream, with a RuntimeWarning naming it (the
+shared rule of :mod:`graphprune.sparsify.base`). A zero block also zeroes every gradient that flows through it,
+so the other blocks' scores can be 0 too (SynFlow's product over paths always is, with a zero head): they are then
+ranked by position, as any ties.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from .._validation import (
 from ..errors import ParameterError
 from ..resistance import effective_resistance
 from . import width as _width
-from .base import BlockContext, Sparsifier, top_indices
+from .base import BlockContext, Sparsifier, has_nonzero, top_indices, topk_mask
 from .registry import register
 
 
@@ -110,12 +110,15 @@ class SpectralSparsifier(Sparsifier):
 
     Notes
     -----
-    ``p_e = w_e R_e / sum(w R)``; on a connected block ``sum(w R) = N - 1`` (Foster's theorem). Existing masks
-    are respected: resistances are those of the currently kept graph. An all-zero block cannot be sampled and
-    raises ParameterError. With ``width="auto"`` the blocks run as independent jobs on an ``executor`` when no
-    node is removed (the usual case at LLM densities); when nodes are removed the choice is over the whole graph
-    and the blocks run serially. Cost: with nodes removed, two exact resistance computations per block (full and
-    induced).
+    ``p_e = w_e R_e / sum(w R)``; on a connected block ``sum(w R) = N - 1`` (Foster's theorem). Existing
+    masks are respected: resistances are those of the currently kept graph. A block with no non-zero available
+    weight (a zero-initialised head) has no spectrum: its leverage is 0 and it keeps its budget of ``k`` edges
+    chosen uniformly at random from its own seed stream (with ``width="auto"``, among the edges between kept nodes
+    first), with a RuntimeWarning naming it (:meth:`zero_block_mask`); with ``reweight=True`` its scales stay 1. A
+    block whose ``|w|`` are all equal is sampled as any other (its resistances are defined). With ``width="auto"``
+    the blocks run as independent jobs on an ``executor`` when no node is removed (the usual case at LLM densities);
+    when nodes are removed the choice is over the whole graph and the blocks run serially. Cost: with nodes removed,
+    two exact resistance computations per block (full and induced).
 
     References
     ----------
@@ -280,10 +283,12 @@ class SpectralSparsifier(Sparsifier):
             return self._cache[b.name]
         w = ctx.weight
         avail = ctx.available.to(w.device)
-        if not bool(((w != 0) & avail).any()):
-            raise ParameterError(f"Block {b.name!r} ({b.param}) has no non-zero available weight: an all-zero "
-                                 "block has no spectrum to preserve. Keep it dense (keep_dense=[...]) or "
-                                 "initialise the model first.")
+        if not has_nonzero(w, ctx.available):  # no spectrum: leverage 0 (its edges come from zero_block_mask)
+            if self._graph_R is not None:
+                self._graph_R.pop(b.name, None)
+            lev = torch.zeros(w.shape, dtype=torch.float64)
+            self._cache[b.name] = lev
+            return lev
         if self.scope == "graph":
             R = self._graph_R.pop(b.name)  # each block's resistances are read once, then dropped
         else:
@@ -304,6 +309,21 @@ class SpectralSparsifier(Sparsifier):
 
     def block_done(self, block):
         self._cache.pop(block.name, None)  # the leverage of one block at a time (all blocks only for "global")
+
+    zero_block_rule = ("chosen uniformly at random from the block's own seed stream (with width='auto', among the "
+                       "edges between kept nodes first)")
+
+    def zero_block_mask(self, ctx: BlockContext, k: int) -> torch.Tensor:
+        """An all-zero block has no spectrum: ``k`` available edges uniformly at random from the block's stream;
+        with ``width="auto"`` the edges between kept nodes come first (uniformly among them), so no budget is spent
+        on edges of removed nodes while such edges remain."""
+        if self.width != "auto" or self._kept is None:
+            return super().zero_block_mask(ctx, k)
+        b = ctx.block
+        s, t = b.edge_index("channel")
+        induced = self._kept[b.src][s] & self._kept[b.dst][t]
+        u = ctx.rng.random(ctx.numel) + induced  # induced edges in [1, 2), the others in [0, 1)
+        return topk_mask(torch.from_numpy(u).reshape(ctx.available.shape), ctx.available, k)
 
     def compute_mask(self, ctx: BlockContext, k: int) -> torch.Tensor:
         if self.width == "auto":

@@ -15,7 +15,6 @@ import math
 import numpy as np
 import torch
 
-from ..errors import ParameterError
 from ..resistance import effective_resistance
 
 __all__ = ["leverage", "choose_width", "fitted_budgets", "mask_within", "edge_cover"]
@@ -140,9 +139,6 @@ def mask_within(sp, ctx, k, kept) -> torch.Tensor:
     else:
         s, t = b.edge_index("channel")
         induced = avail & kept[b.src][s] & kept[b.dst][t]
-    if not bool((ctx.weight.abs().reshape(-1)[torch.from_numpy(avail)] > 0).any()):
-        raise ParameterError(f"Block {b.name!r} ({b.param}) has no non-zero available weight: an all-zero block "
-                             "has no spectrum to preserve. Keep it dense (keep_dense=[...]).")
     keep = np.zeros(avail.size, dtype=bool)
     n_induced = int(np.count_nonzero(induced))
     if n_induced <= k:
