@@ -137,8 +137,6 @@ def apply_masks(model: nn.Module, graph=None, masks: Mapping | None = None, *,
     every module touched is rolled back (parameters, buffers, hooks and scaled weights) before the error is
     re-raised, so the model is exactly as it was.
 
-    Notes
-    -----
     Between forward passes the masked ``weight`` attribute is kept detached (a forward hook), so
     ``copy.deepcopy(model)`` works; inside a forward pass it carries gradients to ``weight_orig`` as usual.
 

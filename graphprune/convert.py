@@ -97,7 +97,7 @@ def to_scipy(G, *, directed: bool = True, weighted: bool = True, include_identit
 def to_pyg(G, *, hetero: bool = False):
     """A ``torch_geometric.data.Data`` (or ``HeteroData`` with ``hetero=True``).
 
-    Data: ``edge_index`` (2, E) global ids, ``edge_weight`` (|w|), ``edge_block`` (block id), ``param_index``,
+    Data: ``edge_index`` (2, E) global ids, ``edge_weight`` (``|w|``), ``edge_block`` (block id), ``param_index``,
     ``partition`` and ``local_index`` per node, ``num_nodes``. HeteroData: one node type per partition
     (``num_nodes`` set) and one edge type ``(src, block name, dst)`` per block with ``edge_index`` (local ids)
     and ``edge_weight``.
@@ -168,7 +168,7 @@ def to_graph_tool(G):
 
 def edges_frame(G):
     """One row per kept edge: ``src``, ``dst`` (global), ``src_partition``, ``dst_partition``, ``src_index``,
-    ``dst_index`` (local), ``block``, ``param``, ``param_index``, ``weight`` (|w|), ``value`` and ``kind``."""
+    ``dst_index`` (local), ``block``, ``param``, ``param_index``, ``weight`` (``|w|``), ``value`` and ``kind``."""
     check_graph(G, "edges_frame")
     pd = require("pandas")
     e = G.edge_arrays()
@@ -191,7 +191,7 @@ def edges_frame(G):
 
 def nodes_frame(G):
     """One row per node: ``node`` (global id), ``partition``, ``subset``, ``index``, ``role``, ``in_degree``,
-    ``out_degree`` (kept edges) and ``strength`` (sum of incident |w|)."""
+    ``out_degree`` (kept edges) and ``strength`` (sum of incident ``|w|``)."""
     check_graph(G, "nodes_frame")
     pd = require("pandas")
     part, local = _node_arrays(G)

@@ -1,7 +1,7 @@
 r"""Laplacians and effective-resistance engines: exact (Schur complement / Cholesky), degree and JL approximations.
 
 The effective resistance of an edge ``(u, v)`` is :math:`R_{uv} = (e_u - e_v)^T L^+ (e_u - e_v)`; its leverage
-:math:`w_{uv} R_{uv}` is the sampling importance of spectral sparsification (Spielman & Srivastava 2011).
+:math:`w_{uv} R_{uv}` is the sampling importance of spectral sparsification (Spielman & Srivastava 2011 [1]_).
 
 Exact engine for a bipartite block
 ----------------------------------
@@ -14,7 +14,7 @@ For the edge :math:`(i, j)` solve :math:`L x = e_i - e_j`. The first block row g
 .. math:: S x_V = -e_j + B^T D_U^{-1} e_i = r_i - e_j, \qquad S = D_V - B^T D_U^{-1} B,
 
 with :math:`r_i = B_{i,:}^T / d_i` (the :math:`i`-th row of :math:`P = D_U^{-1} B`). :math:`S`, the Schur
-complement of :math:`D_U`, is itself the :math:`n \times n` Laplacian of a graph on :math:`V`, and
+complement [2]_ of :math:`D_U`, is itself the :math:`n \times n` Laplacian of a graph on :math:`V`, and
 :math:`r_i - e_j \perp 1`. Then :math:`R_{ij} = x_U[i] - x_V[j] = 1/d_i + (r_i - e_j)^T S^+ (r_i - e_j)`.
 Because the right-hand side is orthogonal to :math:`1`, :math:`S^+` may be replaced by
 :math:`(S + \alpha 11^T)^{-1} = S^+ + 11^T/(\alpha n^2)` for any :math:`\alpha > 0` on a connected graph: the

@@ -1,5 +1,8 @@
 """Global connectivity: effective mask and sparsity, layer collapse, input-output paths, components, bridges.
 
+The effective mask and effective sparsity follow Vysogorets & Kempe [1]_; the weighted path count is SynFlow's
+objective [2]_.
+
 References
 ----------
 .. [1] A. Vysogorets, J. Kempe. "Connectivity Matters: Neural Network Pruning Through the Lens of Effective

@@ -5,12 +5,12 @@ For Laplacians :math:`L_d` (dense) and :math:`L_s` (sparse) of the same node set
 :math:`\lambda_{\min} L_d \preceq L_s \preceq \lambda_{\max} L_d`. The relative condition number
 :math:`\kappa = \lambda_{\max}/\lambda_{\min}` is scale-free (a pruned, un-reweighted block has
 :math:`L_s \approx (\text{density}) L_d`); the best scaling :math:`c` gives a :math:`(1 \pm \epsilon)`
-spectral approximation with :math:`\epsilon = (\kappa - 1)/(\kappa + 1)`. A sparse block that disconnects a
+spectral approximation [1]_ with :math:`\epsilon = (\kappa - 1)/(\kappa + 1)`. A sparse block that disconnects a
 component of the dense one has :math:`\lambda_{\min} = 0` and :math:`\kappa = \infty`.
 
 Cost: only the extreme eigenvalues are needed, so no full eigendecomposition is made. The null space of a
 Laplacian (one indicator vector per connected component) is lifted by a rank-``c`` term, the lifted matrix is
-factored once (Cholesky, :math:`N^3/3` flops) and ARPACK finds the one largest eigenvalue of the whitened pencil
+factored once (Cholesky, :math:`N^3/3` flops) and ARPACK [2]_ finds the one largest eigenvalue of the whitened pencil
 (a few dozen :math:`O(N^2)` solves). Blocks of at most ``_DENSE_NODES`` nodes use dense eigenvalue solvers.
 
 References

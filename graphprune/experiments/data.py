@@ -1,6 +1,6 @@
 """Offline data for the study: MNIST-1D generated locally by the ``mnist1d`` package, and a synthetic task.
 
-Nothing is downloaded. MNIST-1D is generated with ``mnist1d.data.make_dataset`` (a few seconds) and cached under
+Nothing is downloaded. MNIST-1D [1]_ is generated with ``mnist1d.data.make_dataset`` (a few seconds) and cached under
 ``data/`` as an ``.npz`` with a SHA-256 checksum next to it; a cache whose checksum does not match is regenerated.
 
 References
