@@ -4,7 +4,7 @@ VENV      := .venv
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 
-.PHONY: setup test demo lint bench clean
+.PHONY: setup test demo docs lint bench clean
 
 setup: $(STAMP)
 
@@ -41,8 +41,12 @@ test: setup
 demo: setup
 	$(PY) examples/demo.py
 
+# The documentation site (Sphinx + numpydoc) in docs/_build/html; any warning fails the build.
+docs: setup
+	$(PY) -m sphinx -W --keep-going -b html docs/source docs/_build/html
+
 lint: setup
-	$(VENV)/bin/ruff check graphprune tests examples benchmarks
+	$(VENV)/bin/ruff check graphprune tests examples benchmarks docs/source
 
 bench: setup
 	$(PY) benchmarks/bench_export.py
@@ -52,4 +56,4 @@ bench: setup
 	$(PY) benchmarks/bench_report.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info docs/_build
