@@ -13,8 +13,14 @@ tensor; so do an MLP's gate and up projections); stages run in the graph's topol
 calibration batches go through the model with a forward pre-hook on every module of the stage, and the forward
 stops as soon as all of them have seen their input (nothing downstream runs). The stage's masks are then written
 into the model before the next stage gathers, so the inputs of a layer come from the layers before it already
-pruned (and repaired), as in SparseGPT and Wanda. Memory: one stage's statistics (``in^2`` floats per unit with a
-Gram matrix, ``in`` without); no activation of the whole model is ever stored.
+pruned (and repaired), as in SparseGPT [1]_ and Wanda [2]_. Memory: one stage's statistics (``in^2`` floats
+per unit with a Gram matrix, ``in`` without); no activation of the whole model is ever stored.
+
+**Layer stacks.** When the model runs an ``nn.ModuleList`` of layers in order (a transformer's decoder layers),
+checked on the first batch, a stage inside layer ``l`` runs layer ``l`` alone from its cached inputs, and the cache
+moves to layer ``l + 1`` through the layer's pruned weights: the papers' layer-by-layer loop, with the inputs of one
+layer for every calibration batch in memory (``batches x tokens x hidden``). Other models run the whole forward up
+to each stage.
 
 This module knows the model and the graph's blocks; it imports nothing above the graph.
 

@@ -50,7 +50,7 @@ KEEP_DENSE = ["model.embed_tokens.weight", "lm_head.weight"]
 COLUMNS = ["method", "sparsity", "seed", "perplexity", "dense_perplexity", "density", "mask_seconds"]
 
 
-def _one(method: str, sparsity: str, seed: int) -> dict:
+def _one(method: str, sparsity: str, seed: int, model_path=None) -> dict:
     import torch
 
     import graphprune
@@ -59,7 +59,7 @@ def _one(method: str, sparsity: str, seed: int) -> dict:
 
     name, opts = LM_METHODS[method]
     cls = graphprune.get_sparsifier(name)
-    model = lm.load_lm()
+    model = lm.load_lm(model_path) if model_path else lm.load_lm()
     _, test = lm.splits()
     calib = lm.calibration_batches(seed=seed, **CALIBRATION)
     kw = dict(opts)
@@ -79,23 +79,24 @@ def _one(method: str, sparsity: str, seed: int) -> dict:
     total = sum(masks[n].numel() for n in masks if n not in KEEP_DENSE)
     with torch.no_grad():
         ppl = lm.perplexity(model, test)
-    return dict(method=method, sparsity=sparsity, seed=seed, perplexity=ppl, dense_perplexity=_dense_ppl(),
+    return dict(method=method, sparsity=sparsity, seed=seed, perplexity=ppl, dense_perplexity=_dense_ppl(model_path),
                 density=kept / total, mask_seconds=seconds)
 
 
 _DENSE = {}
 
 
-def _dense_ppl() -> float:
+def _dense_ppl(model_path=None) -> float:
     from . import lm
 
-    if "ppl" not in _DENSE:
-        _DENSE["ppl"] = lm.perplexity(lm.load_lm(), lm.splits()[1])
-    return _DENSE["ppl"]
+    if model_path not in _DENSE:
+        model = lm.load_lm(model_path) if model_path else lm.load_lm()
+        _DENSE[model_path] = lm.perplexity(model, lm.splits()[1])
+    return _DENSE[model_path]
 
 
 def run_lm_study(methods=None, sparsities=SPARSITIES, seeds=(0, 1, 2), *, out_dir: str = "data/results",
-                 progress: bool = True):
+                 model_path=None, progress: bool = True):
     """Run every (method, sparsity, seed) not yet in ``<out_dir>/study_lm.csv``, appending rows as they finish.
 
     One torch and BLAS thread (the seconds compare across methods). Returns the whole frame.
@@ -109,7 +110,7 @@ def run_lm_study(methods=None, sparsities=SPARSITIES, seeds=(0, 1, 2), *, out_di
     todo = [(m, s, sd) for s in sparsities for m in methods for sd in seeds if (m, s, sd) not in done]
     with limited_threads(1):
         for i, (m, s, sd) in enumerate(todo):
-            row = _one(m, s, sd)
+            row = _one(m, s, sd, model_path)
             if row is None:
                 row = dict(method=m, sparsity=s, seed=sd, perplexity=math.nan, dense_perplexity=math.nan,
                            density=math.nan, mask_seconds=math.nan)
@@ -176,9 +177,11 @@ def main(argv=None) -> int:
     p.add_argument("--sparsities", default=",".join(SPARSITIES))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out", default="data/results")
+    p.add_argument("--model", default=None, help="weights file (default: the committed data/lm/tiny_llama)")
     a = p.parse_args(argv)
+    os.makedirs(a.out, exist_ok=True)
     frame = run_lm_study(a.methods.split(","), tuple(a.sparsities.split(",")),
-                         tuple(int(s) for s in a.seeds.split(",")), out_dir=a.out)
+                         tuple(int(s) for s in a.seeds.split(",")), out_dir=a.out, model_path=a.model)
     md = lm_table(frame)
     with open(os.path.join(a.out, "study_lm.md.tmp"), "w") as f:
         f.write(md + "\n")
