@@ -44,7 +44,7 @@ DATASETS = ("mnist1d", "synthetic")
 ANALYSIS_BACKENDS = ("scipy", "networkx", "graph-tool")
 SALIENCY_MODES = ("train", "eval")
 COMPARISONS = ("block", "row")
-REPAIRS = ("none", "ls", "obs")
+REPAIRS = ("auto", "ls", "obs", "none")
 TARGETS = ("dense", "pruned")
 CRITERIA = ("leverage", "degree", "flow")
 

@@ -340,6 +340,7 @@ class _LayerCache:
                 if c > count:
                     best, count = (name, mod), c
         if best is None:
+            runner._run(0, batch, model)  # the caller counts on this forward to check the batch
             return None
         name, layers = best
         calls = []
@@ -411,26 +412,25 @@ class StageRunner:
 
     def check(self, units=()) -> None:
         """One whole forward pass of every distinct batch shape: wrong keys, shapes or dtypes fail here. With
-        ``units``, also look for a layer stack to cache (:class:`_LayerCache`) in the model and the reference."""
+        ``units``, the first of them also looks for a layer stack to cache (:class:`_LayerCache`); the reference
+        model, of the same architecture, caches the same stack."""
         shapes = set()
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.no_grad():
+                if self.cache_layers and units:
+                    cache = _LayerCache.find(self.model, units, self.batches[0], self)  # runs batch 0
+                    shapes.add(_signature(self.batches[0]))
+                    self.caches[id(self.model)] = cache
+                    if cache is not None and self.reference is not None:
+                        self.caches[id(self.reference)] = _LayerCache(
+                            self.reference, cache.prefix, self.reference.get_submodule(cache.prefix))
                 for i, x in enumerate(self.batches):
                     sig = _signature(x)
                     if sig not in shapes:
                         shapes.add(sig)
                         self._run(i, x)
-                if self.cache_layers and units:
-                    for model in (self.model, self.reference):
-                        if model is not None:
-                            was = model.training
-                            model.eval()
-                            try:
-                                self.caches[id(model)] = _LayerCache.find(model, units, self.batches[0], self)
-                            finally:
-                                model.train(was)
         finally:
             self.model.train(was_training)
 

@@ -13,7 +13,7 @@ from torch import nn
 import graphprune
 from graphprune.calibrate import check_batches, stages
 from graphprune.errors import ParameterError
-from graphprune.sparsify.calibrated import ls_repair, obs_prune
+from graphprune.sparsify.calibrated import dense_target, ls_repair, obs_prune
 from graphprune.sparsify.score import row_shares
 
 
@@ -310,8 +310,9 @@ def test_ls_repair_towards_a_reference_solves_the_cross_normal_equations():
     X = Xd + 0.3 * rng.normal(size=(60, 6))  # the pruned model's input drifted from the dense one
     W = rng.normal(size=(3, 6))
     keep = np.array([[1, 0, 1, 1, 0, 1], [1, 1, 1, 0, 0, 0], [0, 1, 1, 1, 1, 1]], dtype=bool)
-    out = ls_repair(torch.from_numpy(W), torch.from_numpy(X.T @ X), torch.from_numpy(keep),
-                    cross=torch.from_numpy(X.T @ Xd)).numpy()
+    H = torch.from_numpy(X.T @ X)
+    v0 = dense_target(torch.from_numpy(W), H, torch.from_numpy(X.T @ Xd))
+    out = ls_repair(v0, H, torch.from_numpy(keep)).numpy()
     lam = 0.01 * np.mean(np.diag(X.T @ X))
     for r in range(3):
         S = np.flatnonzero(keep[r])
@@ -356,3 +357,13 @@ def test_flow_degree_and_flow_criteria_against_hand_formulas():
     for crit, ref in (("degree", deg), ("flow", A)):
         m = graphprune.sparsify(G, "flow", sparsity=0.5, model=net, data=x, repair="none", criterion=crit)
         assert np.array_equal(m["0.weight"].numpy(), _row_topk(ref, [4] * 12))
+
+
+def test_flow_auto_repair_is_least_squares_on_small_layers_and_the_sweep_on_7b_shapes():
+    sp = graphprune.get_sparsifier("flow")(sparsity=0.5)
+    small = torch.zeros(344, 128, dtype=torch.bool)  # the study's gate projection at 50%
+    small[:, :64] = True
+    assert sp._repair(small) == "ls"  # 344 * 64^3 / 3 <= 8 * (128^3 + 344 * 128^2)
+    big = torch.zeros(4096, 4096, dtype=torch.bool)
+    big[:, :2048] = True
+    assert sp._repair(big) == "obs"  # 4096 * 2048^3 / 3 > 8 * (2 * 4096^3)
