@@ -329,12 +329,12 @@ def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, com
         rows_iter = tqdm(rows_iter, total=len(todo), desc=f"study {model}", unit="run")
     for row in rows_iter:
         _append_row(csv, row)
-    frame = pd.read_csv(csv)
-    frame = frame[frame.method.isin(methods)]
+    frame = pd.read_csv(csv)  # the outputs describe every run of the study, not only this call's methods
+    frame = frame[frame.method.isin(table)]
     plot = plot_study(frame, stem + ".png", title=f"{model} on {dataset}" + (", pruned after training, fine-tuned"
                                                                                if arm == "post" else ""))
     md = markdown_table(frame)
-    if spectral_metrics and "median_kappa" in frame and frame.median_kappa.notna().any():
+    if "median_kappa" in frame and frame.median_kappa.notna().any():
         corr = plot_spectrum_vs_accuracy(frame, stem + "_spectrum.png", title=f"{model} on {dataset}")
         md += "\nRank correlation with test accuracy (Spearman, over runs where defined): " + "; ".join(
             f"{k} rho = {v['spearman_rho']:.2f} (p = {v['p_value']:.2g}, {v['runs']} runs)" for k, v in corr.items())
@@ -342,8 +342,9 @@ def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, com
     if arm == "post":
         md = ("After a short fine-tune (" + f"{finetune.epochs} epochs, lr {finetune.lr:g}):\n\n" + md
               + "\nWith no fine-tuning:\n\n" + markdown_table(frame, "test_acc_pruned"))
-    with open(stem + ".md", "w") as f:
+    with open(stem + ".md.tmp", "w") as f:
         f.write(md)
+    os.replace(stem + ".md.tmp", stem + ".md")  # atomic, like the CSV rows
     return {"frame": frame, "csv": csv, "plot": plot, "markdown": stem + ".md", "ran": len(todo)}
 
 
@@ -487,7 +488,8 @@ def plot_study(frame, path, *, title=""):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path + ".tmp.png", dpi=110)
+    os.replace(path + ".tmp.png", path)
     plt.close(fig)
     return path
 
