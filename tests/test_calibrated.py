@@ -261,6 +261,7 @@ def test_llama_stages_group_q_k_v_and_gate_up_and_prune_runs():
     ([torch.zeros(0, 8)], "empty tensor"),
     (torch.randn(4, 7), r"does not fit the model: the forward pass on calibration batch 0 failed"),
     ({"inputs": torch.randn(4, 8)}, r"does not fit the model"),
+    (torch.ones(4, 8, dtype=torch.long), r"does not fit the model"),  # wrong dtype
     ([[1, 2]], "is a int, not a tensor"),
 ])
 def test_bad_calibration_data_is_refused_before_any_weight_is_touched(data, match):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from .base import BlockContext, Sparsifier
+from .base import BlockContext
 from .registry import register
+from .score import ScoreSparsifier
 
 
 @register
-class RandomSparsifier(Sparsifier):
+class RandomSparsifier(ScoreSparsifier):
     """Keep a uniformly random subset of exactly ``k`` edges per block.
 
     The score of each edge is an independent uniform draw from the block's own stream; the top ``k`` of iid

@@ -22,8 +22,9 @@ import torch
 from .._validation import SALIENCY_MODES, InstanceOf, Interval, Options, Shape, torch_seed
 from ..calibrate import check_model, masked_copy, param_of
 from ..errors import ParameterError
-from .base import BlockContext, Sparsifier
+from .base import BlockContext
 from .registry import register
+from .score import ScoreSparsifier
 
 __all__ = ["SNIPSparsifier", "GraSPSparsifier", "SynFlowSparsifier"]
 
@@ -31,7 +32,7 @@ __all__ = ["SNIPSparsifier", "GraSPSparsifier", "SynFlowSparsifier"]
 _param = param_of
 
 
-class _Saliency(Sparsifier):
+class _Saliency(ScoreSparsifier):
     needs_data = False
     distributable = False  # scores come from the whole model's forward and backward passes
 
