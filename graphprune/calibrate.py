@@ -224,6 +224,16 @@ def _columns(module, block, x: torch.Tensor) -> torch.Tensor:
     _refuse(block, f"its module {type(module).__name__} has no known input unfolding")
 
 
+def _shared_key(a):
+    """Units whose statistics are equal: Linear-like blocks fed the very same input tensors (q, k and v)."""
+    if a.block.layout != "linear" or a.block.param_slice is not None or not a.pending:
+        return None
+    def ident(t):  # the hooks hold detached views: compare storage, not objects (all are alive here)
+        return t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t.device
+
+    return tuple(map(ident, a.pending)) + ("ref",) + tuple(map(ident, a.pending_ref)) + (a.want_gram,)
+
+
 def _mha_input(block, args, kwargs):
     """The q, k or v input of a MultiheadAttention call for a sliced in_proj block."""
     names = ("query", "key", "value")
@@ -243,6 +253,24 @@ class _Accumulator:
         self.cross = None
         self.pending, self.pending_ref = [], []
 
+    def begin_batch(self):
+        """Start recording this batch's contributions (so another unit reading the same tensors can copy them)."""
+        self.batch = []
+
+    def copy_batch(self, other: _Accumulator):
+        """Add the contributions ``other`` recorded for this batch (the same input tensors)."""
+        self.batch = None
+        for n, sq, G, C in other.batch:
+            self._accumulate(n, sq, G, C)
+
+    def _accumulate(self, n, sq, G, C):
+        self.n += n
+        self.sq = sq.clone() if self.sq is None else self.sq + sq
+        if G is not None:
+            self.gram = G.clone() if self.gram is None else self.gram.add_(G)
+        if C is not None:
+            self.cross = C.clone() if self.cross is None else self.cross.add_(C)
+
     def add(self, x: torch.Tensor, ref: torch.Tensor | None = None):
         b = self.block
         x = x.detach()
@@ -252,15 +280,12 @@ class _Accumulator:
             self.sq = counts if self.sq is None else self.sq + counts
             return  # one-hot rows: the Gram matrix is diag(counts), never formed (gram stays None)
         X = _columns(self.module, b, x).to(torch.float64)
-        self.n += X.shape[0]
         sq = (X * X).sum(0).cpu()
-        self.sq = sq if self.sq is None else self.sq + sq
-        if self.want_gram:
-            G = (X.T @ X).cpu()
-            self.gram = G if self.gram is None else self.gram.add_(G)
-        if ref is not None:
-            C = (X.T @ _columns(self.module, b, ref.detach()).to(torch.float64)).cpu()
-            self.cross = C if self.cross is None else self.cross.add_(C)
+        G = (X.T @ X).cpu() if self.want_gram else None
+        C = (X.T @ _columns(self.module, b, ref.detach()).to(torch.float64)).cpu() if ref is not None else None
+        if getattr(self, "batch", None) is not None:
+            self.batch.append((X.shape[0], sq, G, C))
+        self._accumulate(X.shape[0], sq, G, C)
 
     def result(self) -> InputStats:
         if self.sq is None:
@@ -502,11 +527,20 @@ class StageRunner:
                             self._pass(i, x, seen, by_module, run)
                         finally:
                             self.model = saved
+                    shared = {}  # q, k and v (gate and up) read the same tensor: its statistics once
                     for a in accs.values():
-                        refs = a.pending_ref if self.reference is not None else [None] * len(a.pending)
-                        for xa, xr in zip(a.pending, refs):
-                            a.add(xa, xr)
-                        a.pending, a.pending_ref = [], []
+                        key = _shared_key(a)
+                        if key is not None and key in shared:
+                            a.copy_batch(shared[key])
+                        else:
+                            a.begin_batch()
+                            refs = a.pending_ref if self.reference is not None else [None] * len(a.pending)
+                            for xa, xr in zip(a.pending, refs):
+                                a.add(xa, xr)
+                            if key is not None:
+                                shared[key] = a
+                    for a in accs.values():
+                        a.pending, a.pending_ref, a.batch = [], [], None
         finally:
             for _, _, handles, _, _ in hooked:
                 for h in handles:

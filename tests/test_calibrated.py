@@ -368,3 +368,24 @@ def test_flow_auto_repair_is_least_squares_on_small_layers_and_the_sweep_on_7b_s
     big = torch.zeros(4096, 4096, dtype=torch.bool)
     big[:, :2048] = True
     assert sp._repair(big) == "obs"  # 4096 * 2048^3 / 3 > 8 * (2 * 4096^3)
+
+
+def test_units_reading_one_tensor_share_statistics_equal_to_a_hooked_forward():
+    T = pytest.importorskip("transformers")
+    T.logging.set_verbosity_error()
+    c = T.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+    torch.manual_seed(0)
+    model = T.LlamaForCausalLM(c).eval()
+    ids = torch.randint(0, 64, (3, 16), generator=torch.Generator().manual_seed(2))
+    G = graphprune.from_model(model, {"input_ids": ids[:1]})
+    seen = []
+    h = model.model.layers[1].self_attn.v_proj.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    with torch.no_grad():
+        model(input_ids=ids)
+    h.remove()
+    X = seen[0].reshape(-1, 32).double()
+    stage = [G.block(f"model.layers.1.self_attn.{p}_proj") for p in "qkv"]
+    st = graphprune.calibrate.gather(model, stage, [{"input_ids": ids}], gram=True)
+    for name in st:
+        assert torch.allclose(st[name].gram, X.T @ X) and torch.allclose(st[name].sq_norms, (X * X).sum(0))

@@ -64,8 +64,8 @@ def _one(method: str, sparsity: str, seed: int, model_path=None) -> dict:
     calib = lm.calibration_batches(seed=seed, **CALIBRATION)
     kw = dict(opts)
     if sparsity.count(":"):
-        if "nm" not in cls._get_param_names():
-            return None  # no N:M form (spectral samples; it has no scores to compare in groups)
+        if "nm" not in cls._get_param_names() or kw.get("allocation", "uniform") != "uniform":
+            return None  # no N:M form (spectral samples; an N:M pattern fixes every block's density)
         kw["nm"] = sparsity
     else:
         kw["sparsity"] = float(sparsity)
