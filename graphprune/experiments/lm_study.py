@@ -54,10 +54,10 @@ KEEP_DENSE = ["model.embed_tokens.weight", "lm_head.weight"]
 COLUMNS = ["method", "sparsity", "seed", "perplexity", "dense_perplexity", "density", "mask_seconds"]
 
 
-#: The weights the committed study ran on: ``lm.train_lm(seed=0, steps=600)`` with hidden size 128, SwiGLU width
-#: 344, 4 layers, 4 query and 2 key/value heads, batch 32 x 128 bytes, AdamW lr 3e-3 (warm-up 100, cosine to 10%,
-#: weight decay 0.1), 236 s on one thread; held-out perplexity 3.391 per byte. The file carries its config.
-STUDY_MODEL = os.path.join(os.path.dirname(__file__), "..", "..", "data", "lm", "study_llama.safetensors")
+#: The weights the committed study ran on: :data:`graphprune.experiments.lm.DEFAULT_PATH` (the committed byte-level
+#: Llama, ``python -m graphprune.experiments.lm train``; its recipe in data/lm/README.md). The file carries its
+#: config, so :func:`load_model` reads any file :func:`graphprune.experiments.lm.save_lm` wrote.
+STUDY_MODEL = os.path.join(os.path.dirname(__file__), "..", "..", "data", "lm", "tiny_llama.safetensors")
 
 
 def load_model(path=None):
@@ -214,7 +214,7 @@ def main(argv=None) -> int:
     p.add_argument("--sparsities", default=",".join(SPARSITIES))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out", default="data/results")
-    p.add_argument("--model", default=None, help="weights file (default: data/lm/study_llama.safetensors)")
+    p.add_argument("--model", default=None, help="weights file (default: data/lm/tiny_llama.safetensors)")
     a = p.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     frame = run_lm_study(a.methods.split(","), tuple(a.sparsities.split(",")),
