@@ -426,14 +426,8 @@ class StageRunner:
         self.caches = {}
 
     def _run(self, i, x, model=None):
-        try:
-            _call(self.model if model is None else model, x)
-        except (_Stop, GraphPruneError):
-            raise
-        except Exception as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ParameterError(f"The 'data' parameter of {self.owner} does not fit the model: the forward pass "
-                                 f"on calibration batch {i} failed with {type(exc).__name__}: {first}") from exc
+        m = self.model if model is None else model
+        _guarded(self.owner, i, "the forward pass", lambda: _call(m, x))
 
     def check(self, units=()) -> None:
         """One whole forward pass of every distinct batch shape: wrong keys, shapes or dtypes fail here. With
@@ -550,18 +544,20 @@ class StageRunner:
         return {name: a.result() for name, a in accs.items()}
 
 
-def _bind(runner, i, layer, args, kwargs):
-    def run():
-        try:
-            layer(*args, **kwargs)
-        except (_Stop, GraphPruneError):
-            raise
-        except Exception as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ParameterError(f"The 'data' parameter of {runner.owner} does not fit the model: a layer's forward "
-                                 f"on calibration batch {i} failed with {type(exc).__name__}: {first}") from exc
+def _guarded(owner, i, what, fn):
+    """Run ``fn``; a failure of the user's model on the user's data becomes a ParameterError naming the batch."""
+    try:
+        fn()
+    except (_Stop, GraphPruneError):
+        raise
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ParameterError(f"The 'data' parameter of {owner} does not fit the model: {what} on calibration batch "
+                             f"{i} failed with {type(exc).__name__}: {first}") from exc
 
-    return run
+
+def _bind(runner, i, layer, args, kwargs):
+    return lambda: _guarded(runner.owner, i, "a layer's forward", lambda: layer(*args, **kwargs))
 
 
 def gather(model, stage, batches, *, gram: bool = False, owner: str = "gather") -> dict:
