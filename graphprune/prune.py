@@ -10,6 +10,7 @@ from .errors import ParameterError
 from .export import from_model
 from .masks import PackedMasks
 from .sparsify import Sparsifier, resolve
+from .sparsify.calibrated import CalibratedSparsifier
 
 __all__ = ["prune"]
 
@@ -93,17 +94,24 @@ def prune(model: nn.Module, example_inputs, method=None, *, sparsity=None, densi
     if calibration is not None:
         options = _with_calibration(method, model, calibration, options)
     sp = _sparsifier(method, sparsity, density, seed, progress, options)
+    if isinstance(sp, CalibratedSparsifier) and sp.model is not None and sp.model is not model:
+        raise ParameterError(f"The 'model' of the {type(sp).__name__} instance passed to prune is not the model "
+                             "being pruned: its calibration runs on that model and its repairs are written there. "
+                             "Build the sparsifier with model=<the model passed to prune>.")
     d = sp._validate()  # argument errors before the (possibly long) export
     G = from_model(model, example_inputs, **(export_options or {}))
-    sp._in_place = permanent  # data-aware methods gather their statistics on the model itself while it is pruned
     if not permanent:
         masks = sp.sparsify(G)
         _write_weights(model, getattr(sp, "weights_", None))
         apply_masks(model, masks=masks)
         return masks
-    if not sp._streams():  # several rounds over the whole graph: the masks first, then zero block by block
-        return _zero_all_in_place(G, sp.sparsify(G))
-    return _prune_in_place(sp, G, d)
+    sp._in_place = True  # data-aware methods gather their statistics on the model itself while it is pruned
+    try:
+        if not sp._streams():  # several rounds over the whole graph: the masks first, then zero block by block
+            return _zero_all_in_place(G, sp.sparsify(G))
+        return _prune_in_place(sp, G, d)
+    finally:
+        del sp._in_place  # a later sparsify() with the same instance works on a copy again
 
 
 def _with_calibration(method, model, calibration, options) -> dict:

@@ -387,3 +387,14 @@ def test_units_reading_one_tensor_share_statistics_equal_to_a_hooked_forward():
     st = graphprune.calibrate.gather(model, stage, [{"input_ids": ids}], gram=True)
     for name in st:
         assert torch.allclose(st[name].gram, X.T @ X) and torch.allclose(st[name].sq_norms, (X * X).sum(0))
+
+
+def test_an_instance_used_by_prune_in_place_prunes_a_copy_in_sparsify_afterwards():
+    net, x = _mlp(), _x()
+    sp = graphprune.get_sparsifier("sparsegpt")(sparsity=0.5, model=net, data=x)
+    with pytest.raises(ParameterError, match="is not the model being pruned"):
+        graphprune.prune(copy.deepcopy(net), x[:1], sp, permanent=True, progress=False)
+    graphprune.prune(net, x[:1], sp, permanent=True, progress=False)
+    before = copy.deepcopy(net.state_dict())
+    graphprune.sparsify(graphprune.from_model(net, x[:1]), sp)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
