@@ -233,7 +233,10 @@ def test_a_stage_stops_the_forward_after_its_modules():
     assert calls == []
 
 
-def _llama(T, layers):
+def _llama(layers):
+    """A tiny random Llama (GQA 4/2) in eval mode; skips without transformers."""
+    T = pytest.importorskip("transformers")
+    T.logging.set_verbosity_error()
     c = T.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=layers,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
     torch.manual_seed(0)
@@ -241,9 +244,7 @@ def _llama(T, layers):
 
 
 def test_llama_stages_group_q_k_v_and_gate_up_and_prune_runs():
-    T = pytest.importorskip("transformers")
-    T.logging.set_verbosity_error()
-    model = _llama(T, 2)
+    model = _llama(2)
     ids = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
     G = graphprune.from_model(model, {"input_ids": ids[:1]})
     keep = ["model.embed_tokens.weight", "lm_head.weight"]
@@ -328,11 +329,9 @@ def test_ls_repair_towards_a_reference_solves_the_cross_normal_equations():
 
 
 def test_cached_decoder_layers_give_the_statistics_of_whole_forwards():
-    T = pytest.importorskip("transformers")
-    T.logging.set_verbosity_error()
     from graphprune.calibrate import StageRunner
 
-    model = _llama(T, 3)
+    model = _llama(3)
     ids = torch.randint(0, 64, (6, 16), generator=torch.Generator().manual_seed(1))
     G = graphprune.from_model(model, {"input_ids": ids[:1]})
     batches = check_batches([{"input_ids": ids[:3]}, {"input_ids": ids[3:]}], owner="t")
@@ -372,9 +371,7 @@ def test_flow_auto_repair_is_least_squares_on_small_layers_and_the_sweep_on_7b_s
 
 
 def test_units_reading_one_tensor_share_statistics_equal_to_a_hooked_forward():
-    T = pytest.importorskip("transformers")
-    T.logging.set_verbosity_error()
-    model = _llama(T, 2)
+    model = _llama(2)
     ids = torch.randint(0, 64, (3, 16), generator=torch.Generator().manual_seed(2))
     G = graphprune.from_model(model, {"input_ids": ids[:1]})
     seen = []
