@@ -9,6 +9,7 @@ from __future__ import annotations
 from . import errors
 from .analysis import ConnectivityReport, compare, report, spectral_similarity
 from .apply import apply_masks, load_masks, make_permanent, save_masks
+from .checkpoint import prune_checkpoint
 from .errors import GraphPruneError
 from .export import from_model, register_adapter
 from .graph import Block, MultipartiteGraph, Partition
@@ -24,5 +25,5 @@ __all__ = [
     "register", "get_sparsifier", "available_sparsifiers", "apply_masks", "make_permanent", "save_masks",
     "load_masks", "GraphPruneError", "errors", "effective_resistance", "spectral_similarity", "check_sparsifier",
     "report", "compare", "ConnectivityReport",
-    "prune", "PackedMasks", "save_masks_safetensors", "load_masks_safetensors",
+    "prune", "prune_checkpoint", "PackedMasks", "save_masks_safetensors", "load_masks_safetensors",
 ]

@@ -181,9 +181,35 @@ def _executor(args):
     return "ray"
 
 
+def cmd_prune_checkpoint(args):
+    """``graphprune prune DIR --out NEW_DIR``: a model directory (config + safetensors) pruned shard by shard."""
+    import graphprune
+
+    if not args.out:
+        raise _Fail("--out is required when the model is a checkpoint directory: the new directory to write")
+    for flag in ("weights", "input_shape", "data", "report", "save_model"):
+        if getattr(args, flag):
+            raise _Fail(f"--{flag.replace('_', '-')} does not apply to a checkpoint directory (it is pruned from "
+                        "disk into --out)")
+    options = {}
+    if args.allocation is not None:
+        options["allocation"] = args.allocation
+    if args.width is not None:
+        options["width"] = args.width
+    table = graphprune.prune_checkpoint(args.model, args.out, args.sparsifier, sparsity=args.sparsity,
+                                        seed=args.seed, executor=_executor(args), progress=not args.quiet,
+                                        **options)
+    s = 1 - table.kept.sum() / table.total.sum()
+    print(f"{args.sparsifier}: sparsity {s:.4f} over {len(table)} parameters (per parameter "
+          f"{table.sparsity.min():.4f} to {table.sparsity.max():.4f}); pruned checkpoint written to {args.out}")
+
+
 def cmd_prune(args):
     import graphprune
 
+    if os.path.isdir(args.model):
+        return cmd_prune_checkpoint(args)
+    args.out = args.out or "masks.pt"
     model, G = _graph(args)
     options = _sparsifier_options(args, model)
     if args.allocation is not None:
@@ -285,7 +311,8 @@ def build_parser():
     sub.required = True
 
     def common(sp):
-        sp.add_argument("model", help="torchvision model name (random init) or package.module:factory")
+        sp.add_argument("model", help="torchvision model name (random init) or package.module:factory; for prune "
+                        "also a Hugging Face checkpoint directory (config.json + safetensors), pruned from disk")
         sp.add_argument("--weights", help="state dict to load (torch.load(weights_only=True))")
         sp.add_argument("--input-shape", type=_shape, help="example input shape, e.g. 1,3,224,224 (the default "
                         "for torchvision models)")
@@ -318,7 +345,9 @@ def build_parser():
     pr.add_argument("--batch-size", type=int, default=128, help="batch size for a --data dataset name")
     pr.add_argument("--executor", default="local", choices=("local", "ray"), help="local: blocks in this process; "
                     "ray: one Ray task per block on the cluster named by RAY_ADDRESS (or a local one)")
-    pr.add_argument("--out", default="masks.pt", help="masks file (loads with torch.load(weights_only=True))")
+    pr.add_argument("--out", help="masks file (default masks.pt; loads with torch.load(weights_only=True)); for a "
+                    "checkpoint directory (config.json + safetensors) as the model: the new pruned checkpoint "
+                    "directory")
     pr.add_argument("--report", help="also write a report (.html, .md or .json)")
     pr.add_argument("--no-spectral", action="store_true", help="skip the spectral metrics in the report")
     pr.add_argument("--save-model", help="also write the pruned model's state dict")

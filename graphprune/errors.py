@@ -72,3 +72,7 @@ class UnknownSparsifierError(GraphPruneError, KeyError):
 
     def __str__(self):  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""
+
+
+class CheckpointError(GraphPruneError, ValueError):
+    """A checkpoint directory is missing files, has a bad index or header, or does not match the model."""

@@ -117,8 +117,20 @@ def from_model(model: nn.Module, example_inputs=None, *, leaf_modules=(), skip_u
     for flag, value in (("skip_unsupported", skip_unsupported), ("validate", validate)):
         if not isinstance(value, bool):
             raise ParameterError(f"The '{flag}' parameter of from_model must be a bool. Got {value!r} instead.")
+    return _export(model, example_inputs, leaf_modules, skip_unsupported, validate, tracer, input_kwargs)
+
+
+def _export(model, example_inputs, leaf_modules, skip_unsupported, validate, tracer, input_kwargs, *,
+            structure_only: bool = False):
+    """:func:`from_model` once its options are checked. ``structure_only``: a model on the meta device is
+    exported from its shapes alone (no weight values; :func:`graphprune.prune_checkpoint` reads the weights from
+    disk block by block); the example inputs are then moved to the meta device too."""
     meta = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
-    if meta:
+    if structure_only and meta:
+        example_inputs = map_aggregate(example_inputs, lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t)
+        input_kwargs = {k: map_aggregate(v, lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t)
+                        for k, v in input_kwargs.items()}
+    elif meta:
         raise ParameterError(
             f"The 'model' parameter of from_model is on the meta device ({len(meta)} tensors, e.g. '{meta[0]}'): "
             "it has no values to export. Materialise it first, e.g. model.to_empty(device='cpu') then load or "

@@ -1,0 +1,500 @@
+"""Checkpoint to checkpoint: prune a model stored as (sharded) safetensors without loading it.
+
+:func:`prune_checkpoint` builds the architecture on the meta device (no weight in memory), exports its graph from
+the shapes alone, plans the sparsifier (budgets and one seed stream per block, exactly as
+:func:`graphprune.prune` does) and then goes shard by shard: the shard file is copied under a temporary name, each
+pruned parameter is read from it, its blocks' masks are computed and the pruned weights are zeroed in the file's
+own bytes, and the file is renamed into place. A pruned shard therefore has the source's header, tensor order and
+metadata byte for byte; only the zeroed weights differ. Memory is one parameter and one block's working set at a
+time, whatever the model's size.
+
+The output directory appears under its final name only when every shard is written (the work goes into
+``<dst>.partial``, renamed at the end); an interrupted run resumes from the last finished shard. With an
+``executor`` each shard is one job: the worker reads its blocks from the shard and writes the pruned shard itself,
+so no weight travels between machines (they must see the same file system).
+
+Safetensors layout (https://github.com/huggingface/safetensors): an 8-byte little-endian header length, a JSON
+header mapping each tensor to its dtype, shape and ``data_offsets`` (relative to the end of the header), then the
+data, little-endian and C-contiguous.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import struct
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import CheckpointError, GraphPruneError, MissingDependencyError, ParameterError
+
+__all__ = ["prune_checkpoint", "CheckpointError"]
+
+log = logging.getLogger("graphprune")
+
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+PROGRESS = ".graphprune-progress.json"
+
+#: safetensors dtype names of the floating types a pruned parameter may have.
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+# -- reading a checkpoint --------------------------------------------------------------------------------------------
+def read_header(path: str) -> tuple[dict, int]:
+    """``(header, data_start)`` of a safetensors file: the JSON header (tensor name -> dtype, shape, data_offsets;
+    ``__metadata__``) and the byte offset where the data starts. CheckpointError if it is not a safetensors file."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise ValueError("shorter than 8 bytes")
+            (n,) = struct.unpack("<Q", raw)
+            if n > size - 8 or n > 100_000_000:
+                raise ValueError(f"header length {n} does not fit the file of {size} bytes")
+            header = json.loads(f.read(n))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        for name, e in header.items():
+            if name == "__metadata__":
+                continue
+            begin, end = e["data_offsets"]
+            if not (0 <= begin <= end <= size - 8 - n):
+                raise ValueError(f"tensor {name!r} has data_offsets {e['data_offsets']} beyond the file")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}). Re-download or re-save the "
+                              "shard.") from None
+    return header, 8 + n
+
+
+class Checkpoint:
+    """A checkpoint directory: its shards, their headers, and where each tensor lives.
+
+    Parameters
+    ----------
+    path : str
+        A directory with ``model.safetensors``, or ``model.safetensors.index.json`` and the shards it names.
+    """
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        if not os.path.isdir(self.path):
+            raise CheckpointError(f"The 'src' checkpoint {self.path!r} is not a directory. Give the directory "
+                                  f"holding {SINGLE} or {INDEX} (and config.json).")
+        index = os.path.join(self.path, INDEX)
+        if os.path.exists(index):
+            try:
+                with open(index) as f:
+                    wm = json.load(f)["weight_map"]
+                if not isinstance(wm, dict) or not all(isinstance(v, str) for v in wm.values()):
+                    raise TypeError("weight_map is not a mapping of tensor names to file names")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise CheckpointError(f"The index {index} is not a valid safetensors index ({exc}): it must be a "
+                                      "JSON object with a 'weight_map' of tensor name -> shard file.") from None
+            self.shards = sorted(set(wm.values()))
+            self.index_file = INDEX
+        elif os.path.exists(os.path.join(self.path, SINGLE)):
+            wm, self.shards, self.index_file = None, [SINGLE], None
+        else:
+            raise CheckpointError(f"The 'src' checkpoint {self.path!r} has neither {INDEX} nor {SINGLE}: only "
+                                  "safetensors checkpoints are read (save with save_pretrained(..., "
+                                  "safe_serialization=True)).")
+        bad = [s for s in self.shards if os.path.basename(s) != s or not os.path.isfile(os.path.join(self.path, s))]
+        if bad:
+            raise CheckpointError(f"The checkpoint {self.path!r} is missing {len(bad)} shard(s) named by its index: "
+                                  f"{', '.join(bad[:5])}. Complete the download (every shard of {INDEX}).")
+        self.headers, self.data_start, self.where = {}, {}, {}
+        for s in self.shards:
+            header, start = read_header(os.path.join(self.path, s))
+            self.headers[s], self.data_start[s] = header, start
+            for name in header:
+                if name != "__metadata__":
+                    self.where[name] = s
+        if wm is not None:
+            for name, s in wm.items():
+                if self.where.get(name) != s:
+                    raise CheckpointError(f"The index {INDEX} of {self.path!r} puts {name!r} in {s}, but that "
+                                          "shard does not hold it. The index and the shards are from different "
+                                          "saves: re-download the checkpoint.")
+
+    def entry(self, name) -> dict:
+        return self.headers[self.where[name]][name]
+
+    def shape(self, name) -> tuple:
+        return tuple(self.entry(name)["shape"])
+
+    def fingerprint(self) -> dict:
+        """What identifies the source (shard names, sizes and modification times), for resuming."""
+        out = {}
+        for s in self.shards:
+            st = os.stat(os.path.join(self.path, s))
+            out[s] = [st.st_size, st.st_mtime_ns]
+        return out
+
+
+def _meta_model(src):
+    """The architecture of a Hugging Face model directory, built on the meta device from its config.json."""
+    try:
+        import transformers
+    except ImportError:
+        raise MissingDependencyError("prune_checkpoint builds the model from config.json with transformers: pip "
+                                     "install 'graphprune[hf]', or pass model= (the architecture).") from None
+    if not os.path.exists(os.path.join(src, "config.json")):
+        raise CheckpointError(f"The checkpoint {src!r} has no config.json to build the architecture from. Pass "
+                              "model= (an nn.Module of the architecture, on the meta device) instead.")
+    try:
+        config = transformers.AutoConfig.from_pretrained(src)
+    except Exception as exc:  # noqa: BLE001 - any failure of the config is one clear error
+        raise CheckpointError(f"config.json of {src!r} cannot be read by transformers: {exc}") from None
+    names = getattr(config, "architectures", None) or []
+    cls = next((getattr(transformers, n) for n in names if hasattr(transformers, n)), None)
+    with torch.device("meta"):
+        if cls is not None:
+            return cls._from_config(config)
+        return transformers.AutoModelForCausalLM.from_config(config)
+
+
+def _aliases(model) -> dict:
+    """Parameter name -> every name it has in the model (tied parameters have several)."""
+    by_id, out = {}, {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        by_id.setdefault(id(p), []).append(name)
+    for names in by_id.values():
+        for n in names:
+            out[n] = names
+    return out
+
+
+def _locate(ckpt, model) -> dict:
+    """Parameter name -> its tensor name in the checkpoint (tied parameters may be stored under any of their
+    names); CheckpointError naming the first missing or mismatched parameter."""
+    aliases = _aliases(model)
+    out = {}
+    for name, p in model.named_parameters():
+        key = next((a for a in aliases[name] if a in ckpt.where), None)
+        if key is None:
+            raise CheckpointError(f"The checkpoint {ckpt.path!r} has no tensor for the model's parameter {name!r} "
+                                  f"(shape {tuple(p.shape)}). The config and the shards do not match: check the "
+                                  "config.json, or pass the right model=.")
+        if ckpt.shape(key) != tuple(p.shape):
+            raise CheckpointError(f"The checkpoint's {key!r} has shape {ckpt.shape(key)}, but the model's parameter "
+                                  f"{name!r} has shape {tuple(p.shape)}. The config and the shards do not match.")
+        out[name] = key
+    return out
+
+
+# -- one shard's work (runs in any process) ---------------------------------------------------------------------------
+def _read(f, start, entry) -> torch.Tensor:
+    dtype = _DTYPES[entry["dtype"]]
+    begin, end = entry["data_offsets"]
+    buf = bytearray(end - begin)
+    f.seek(start + begin)
+    if f.readinto(buf) != len(buf):
+        raise CheckpointError("a shard ended before its tensor's data")
+    t = torch.frombuffer(buf, dtype=torch.uint8) if len(buf) else torch.zeros(0, dtype=torch.uint8)
+    return t.view(dtype).reshape(entry["shape"])
+
+
+def _write(f, start, entry, t: torch.Tensor) -> None:
+    f.seek(start + entry["data_offsets"][0])
+    f.write(memoryview(t.contiguous().view(torch.uint8).numpy()))
+
+
+def _shard_job(job) -> dict:
+    """Copy one shard to its temporary name, zero the pruned weights of its blocks in the copy's bytes, and rename
+    it into place. Returns ``{parameter: kept}`` and the zero-block warnings ``[(block, k, available)]``."""
+    from .sparsify.base import _block_job
+
+    src, dst = job["src"], job["dst"]
+    tmp = dst + ".tmp"
+    shutil.copyfile(src, tmp)
+    kept, zero_blocks = {}, []
+    bar = _bar(job["blocks"], job["progress"], os.path.basename(src))
+    by_key = {}
+    for blk in job["blocks"]:
+        by_key.setdefault(blk["key"], []).append(blk)
+    with open(tmp, "r+b") as f:
+        for key, blocks in by_key.items():
+            entry = job["entries"][key]
+            t = _read(f, job["data_start"], entry)
+            if not bool(torch.isfinite(t.sum(dtype=torch.float32))) and not bool(torch.isfinite(t).all()):
+                raise CheckpointError(f"The checkpoint's {key!r} ({os.path.basename(src)}) holds NaN or inf "
+                                      "weights; fix the checkpoint before pruning.")
+            full = torch.ones(t.shape, dtype=torch.bool)
+            for blk in blocks:
+                s = blk["param_slice"]
+                w = t[s[0] : s[1]] if s is not None else t
+                b = blk["block"]
+                bits, _scale, zero = _block_job(dict(
+                    kind="mask", cls=job["cls"], params=job["params"], seed=blk["seed"],
+                    extra=dict(k=blk["k"], use_global=False), block=dict(b, weight=w),
+                    available=np.packbits(np.ones(w.numel(), dtype=bool)), shape=tuple(w.shape)))
+                m = torch.from_numpy(np.unpackbits(bits, count=w.numel()).astype(bool)).reshape(w.shape)
+                w.masked_fill_(~m, 0)
+                (full[s[0] : s[1]] if s is not None else full).copy_(m)
+                if zero:
+                    zero_blocks.append((b["name"], *zero))
+                bar.update(1)
+            _write(f, job["data_start"], entry, t)
+            kept[blocks[0]["param"]] = int(np.count_nonzero(full.numpy()))
+            del t, full
+        f.flush()
+        os.fsync(f.fileno())
+    bar.close()
+    os.replace(tmp, dst)
+    return {"kept": kept, "zero": zero_blocks}
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _bar(blocks, enabled, desc):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=len(blocks), desc=desc, unit="block")
+
+
+def _describe(job) -> str:
+    return f"shard {os.path.basename(job['src'])!r}"
+
+
+# -- the driver -------------------------------------------------------------------------------------------------------
+def prune_checkpoint(src, dst, method=None, *, sparsity=None, density=None, seed=0, model=None,
+                     example_inputs=None, executor=None, resume: bool = True, progress: bool = True, **options):
+    """Prune a safetensors checkpoint into a new checkpoint directory, one shard at a time.
+
+    Parameters
+    ----------
+    src : str or os.PathLike
+        A Hugging Face model directory: ``config.json`` and ``model.safetensors``, or sharded safetensors with
+        ``model.safetensors.index.json``. Read only.
+    dst : str or os.PathLike
+        The new directory; it must not exist. It receives the pruned shards (same names, headers and index), and a
+        copy of every other file of ``src`` (config, tokenizer, generation config). ``from_pretrained(dst)`` loads
+        it.
+    method : str, Sparsifier subclass or instance, optional
+        Default ``"spectral"``. Methods whose masks depend on one block at a time (magnitude, random, the
+        spectral family while it removes no node, ...) run from disk. Data-aware methods, SNIP/GraSP/SynFlow and
+        spectral budgets that remove nodes need the whole model: they are refused with the in-memory route to
+        take.
+    sparsity, density : float
+        Exactly one: the fraction of prunable weights to remove, or to keep.
+    seed : int, default 0
+        The same seed gives the same masks as :func:`graphprune.prune` on the loaded model, byte for byte.
+    model : torch.nn.Module, optional
+        The architecture, ideally on the meta device (its values are never read); its parameter names must match
+        the checkpoint's tensors. Default: built from ``config.json`` by transformers, on the meta device.
+    example_inputs : tensor, tuple or dict, optional
+        Inputs for the shape-only export. Default: ``{"input_ids": zeros(1, 8)}`` (a language model).
+    executor : None, "ray" or concurrent.futures.Executor, optional
+        One job per shard; each worker reads its shard and writes the pruned shard itself (the workers must see
+        ``src`` and ``dst``). The output is byte-identical whatever the executor.
+    resume : bool, default True
+        An earlier run interrupted on the same ``src``, ``dst`` and parameters left ``<dst>.partial``: its
+        finished shards are kept and the run goes on from there. False starts over (the partial directory is
+        removed).
+    progress : bool, default True
+        A bar over each shard's blocks.
+    **options
+        The sparsifier's constructor options (``allocation``, ``keep_dense``, ``dtype`` ...).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per pruned parameter: ``shard``, ``shape``, ``kept``, ``total``, ``sparsity``.
+
+    Raises
+    ------
+    CheckpointError
+        Missing shards, a bad index or header, tensors that do not match the architecture (all before anything
+        is written), or ``dst`` already exists.
+    ParameterError
+        Bad method or options, or a method that needs the whole model in memory.
+
+    Examples
+    --------
+    >>> import os, tempfile, torch, graphprune
+    >>> from safetensors.torch import save_file
+    >>> net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    >>> root = tempfile.mkdtemp()
+    >>> os.mkdir(os.path.join(root, "src"))
+    >>> save_file(dict(net.state_dict()), os.path.join(root, "src", "model.safetensors"))
+    >>> table = graphprune.prune_checkpoint(os.path.join(root, "src"), os.path.join(root, "dst"), "magnitude",
+    ...                                     sparsity=0.5, model=net, example_inputs=torch.zeros(1, 8),
+    ...                                     progress=False)
+    >>> table[["kept", "total"]].sum().tolist()
+    [96, 192]
+    """
+    import pandas as pd
+
+    from .export import _export
+    from .prune import _sparsifier
+    from .sparsify.base import make_rng
+    from .sparsify.calibrated import CalibratedSparsifier
+
+    if not isinstance(resume, bool):
+        raise ParameterError(f"The 'resume' parameter of prune_checkpoint must be True or False. Got {resume!r}.")
+    src, dst = os.fspath(src), os.fspath(dst).rstrip(os.sep)
+    if method is None:
+        method = "spectral"
+    sp = _sparsifier(method, sparsity, density, seed, False, options)
+    if isinstance(sp, CalibratedSparsifier) or "data" in sp._get_param_names() or "model" in sp._get_param_names():
+        raise ParameterError(f"prune_checkpoint cannot run {type(sp).__name__} from disk yet: it needs the model "
+                             "(and calibration data) in memory. Load the model, call graphprune.prune(model, "
+                             "inputs, method, calibration=..., permanent=True) and save_pretrained it.")
+    d = sp._validate()
+    ckpt = Checkpoint(src)
+    if os.path.exists(dst):
+        raise CheckpointError(f"The 'dst' directory {dst!r} already exists; prune_checkpoint writes a new "
+                              "checkpoint. Choose another path or remove it.")
+    parent = os.path.dirname(os.path.abspath(dst))
+    if not os.path.isdir(parent):
+        raise CheckpointError(f"The parent directory of 'dst' ({parent!r}) does not exist. Create it first.")
+    if model is None:
+        model = _meta_model(src)
+    elif not isinstance(model, nn.Module):
+        raise ParameterError(f"The 'model' parameter of prune_checkpoint must be a torch.nn.Module (the "
+                             f"architecture). Got {type(model).__name__} instead.")
+    keys = _locate(ckpt, model)
+    if example_inputs is None:
+        example_inputs = {"input_ids": torch.zeros(1, 8, dtype=torch.long)}
+    G = _export(model, example_inputs, (), False, True, "auto", {}, structure_only=True)
+
+    units = sp.units(G)
+    if not units:
+        raise GraphPruneError("The model has no prunable (weight) block: nothing to prune.")
+    sp._check_names(G, units)
+    for b in units:
+        e = ckpt.entry(keys[b.param])
+        if e["dtype"] not in _DTYPES:
+            raise CheckpointError(f"The checkpoint's {keys[b.param]!r} has dtype {e['dtype']}; pruned parameters "
+                                  f"must be floating ({', '.join(_DTYPES)}). Keep it dense with "
+                                  f"keep_dense=[{b.param!r}].")
+    try:
+        sp.prepare(G)
+    except GraphPruneError:
+        raise
+    except Exception as exc:  # the meta graph has no values: a method that reads weights up front cannot run
+        raise ParameterError(f"prune_checkpoint cannot run {type(sp).__name__} from disk with these options: "
+                             f"{sp._why_serial()}, so it needs the whole model's weights at once "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0]}). Use a per-block setting (for "
+                             "spectral: width='all', or a density that removes no node), or load the model and use "
+                             "graphprune.prune(..., permanent=True).") from None
+    try:
+        if not sp._distributable():
+            raise ParameterError(f"prune_checkpoint cannot run {type(sp).__name__} from disk with these options: "
+                                 f"{sp._why_serial()}, so it needs the whole model's weights at once. Use a "
+                                 "per-block setting (for spectral: width='all' or a density that removes no "
+                                 "node), or load the model and use graphprune.prune(..., permanent=True).")
+        if sp.allocation == "global":
+            raise ParameterError("prune_checkpoint does not support allocation='global' yet (one threshold over "
+                                 "every block's scores needs two passes over the shards). Use 'uniform', 'erk' "
+                                 "or a dict.")
+        ks = sp.allocate(G, units, d)
+    finally:
+        sp.release()
+    seeds = dict(zip([b.name for b in units], make_rng(sp.seed, owner=type(sp).__name__).spawn(len(units))))
+    todo = [b for b in units if not sp._kept_dense(b)]
+
+    params = {k: v for k, v in sp.get_params().items() if k not in ("executor", "progress")}
+    fingerprint = {"src": os.path.abspath(src), "shards": ckpt.fingerprint(), "method": type(sp).__name__,
+                   "params": repr(sorted(params.items()))}
+    partial = dst + ".partial"
+    done = _resume(partial, fingerprint, ckpt, resume)
+    jobs = []
+    for s in ckpt.shards:
+        blocks = [b for b in todo if ckpt.where[keys[b.param]] == s]
+        entries = {keys[b.param]: ckpt.entry(keys[b.param]) for b in blocks}
+        jobs.append(dict(
+            src=os.path.join(src, s), dst=os.path.join(partial, s), data_start=ckpt.data_start[s], entries=entries,
+            cls=type(sp), params=params, progress=progress and executor is None,
+            blocks=[dict(key=keys[b.param], param=b.param, param_slice=b.param_slice, k=int(ks[b.name]),
+                         seed=seeds[b.name], block=dict(name=b.name, param=b.param, layout=b.layout,
+                                                        groups=b.groups, n_src=b.n_src, n_dst=b.n_dst))
+                    for b in blocks]))
+    os.makedirs(partial, exist_ok=True)
+    _save_progress(partial, fingerprint, done)
+    todo_jobs = [j for j in jobs if os.path.basename(j["dst"]) not in done]
+    for s, result in _run(todo_jobs, executor, progress):
+        done[s] = result["kept"]
+        _save_progress(partial, fingerprint, done)
+        for name, k, n in result["zero"]:
+            from .sparsify.base import _warn_zero_block
+
+            _warn_zero_block(sp, next(b for b in todo if b.name == name), k, n)
+    for name in sorted(os.listdir(src)):  # config, tokenizer, generation config, the index: copied as they are
+        path = os.path.join(src, name)
+        if name in ckpt.shards or not os.path.isfile(path):
+            continue
+        shutil.copyfile(path, os.path.join(partial, name + ".tmp"))
+        os.replace(os.path.join(partial, name + ".tmp"), os.path.join(partial, name))
+    os.remove(os.path.join(partial, PROGRESS))
+    os.rename(partial, dst)  # the finished checkpoint appears under its name at once
+
+    rows = []
+    for b in todo:
+        if any(r["parameter"] == b.param for r in rows):
+            continue
+        s = ckpt.where[keys[b.param]]
+        total = int(np.prod(ckpt.shape(keys[b.param])))
+        kept = done[s][b.param]
+        rows.append(dict(parameter=b.param, shard=s, shape=ckpt.shape(keys[b.param]), kept=kept, total=total,
+                         sparsity=1.0 - kept / total if total else 0.0))
+    table = pd.DataFrame(rows, columns=["parameter", "shard", "shape", "kept", "total", "sparsity"])
+    if len(table):
+        log.info("prune_checkpoint %s -> %s: %s at sparsity %.4f over %d parameters (per parameter %.4f to %.4f)",
+                 src, dst, type(sp).__name__, 1 - table.kept.sum() / table.total.sum(), len(table),
+                 table.sparsity.min(), table.sparsity.max())
+    return table
+
+
+def _run(jobs, executor, progress):
+    """Yield ``(shard name, result)`` per shard job: in this process (every core) or on ``executor``."""
+    if executor is None:
+        for job in jobs:
+            yield os.path.basename(job["dst"]), _shard_job(job)
+        return
+    from ._executor import run_jobs
+
+    for i, result in run_jobs(_shard_job, jobs, executor=executor, describe=_describe, owner="prune_checkpoint"):
+        yield os.path.basename(jobs[i]["dst"]), result
+
+
+def _resume(partial, fingerprint, ckpt, resume) -> dict:
+    """Finished shards of an earlier run into ``partial`` (shard -> kept per parameter), or {} (starting over)."""
+    if not os.path.exists(partial):
+        return {}
+    if not resume:
+        shutil.rmtree(partial)
+        return {}
+    try:
+        with open(os.path.join(partial, PROGRESS)) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        state = None
+    if not state or state.get("fingerprint") != fingerprint:
+        raise CheckpointError(f"{partial!r} holds an earlier run of prune_checkpoint with another source or other "
+                              "parameters. Remove it, or pass resume=False to start over.")
+    done = {s: kept for s, kept in state["done"].items() if os.path.isfile(os.path.join(partial, s))}
+    if done:
+        log.info("prune_checkpoint resumes: %d of %d shards already written", len(done), len(ckpt.shards))
+    return done
+
+
+def _save_progress(partial, fingerprint, done) -> None:
+    path = os.path.join(partial, PROGRESS)
+    with open(path + ".tmp", "w") as f:
+        json.dump({"fingerprint": fingerprint, "done": done}, f)
+    os.replace(path + ".tmp", path)
