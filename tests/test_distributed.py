@@ -238,3 +238,22 @@ def test_cli_prune_on_ray_matches_local(ray_cluster, tmp_path):
             torch.manual_seed(0)  # the factory initialises the model from the global RNG: the same model twice
             assert main(args + ["--out", str(tmp_path / out), *extra]) == 0
     assert _same(graphprune.load_masks(tmp_path / "a.pt"), graphprune.load_masks(tmp_path / "b.pt"))
+
+
+@needs_ray
+def test_prune_checkpoint_on_ray_workers_writes_the_same_bytes(ray_cluster, tmp_path):
+    """Each Ray worker reads its shard and writes the pruned shard itself: the files equal the serial run's."""
+    T = pytest.importorskip("transformers")
+    T.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    cfg = T.LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    T.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "src", max_shard_size="30KB")
+    shards = sorted(n for n in os.listdir(tmp_path / "src") if n.endswith(".safetensors"))
+    assert len(shards) >= 2
+    graphprune.prune_checkpoint(tmp_path / "src", tmp_path / "serial", sparsity=0.5, seed=1, progress=False)
+    graphprune.prune_checkpoint(tmp_path / "src", tmp_path / "ray", sparsity=0.5, seed=1, progress=False,
+                                executor="ray")
+    for name in os.listdir(tmp_path / "src"):
+        with open(tmp_path / "serial" / name, "rb") as f, open(tmp_path / "ray" / name, "rb") as g:
+            assert f.read() == g.read(), name
