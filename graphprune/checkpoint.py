@@ -205,42 +205,67 @@ def _write(f, start, entry, t: torch.Tensor) -> None:
     f.write(memoryview(t.contiguous().view(torch.uint8).numpy()))
 
 
+def _block(job, blk, w, kind, **extra):
+    """:func:`graphprune.sparsify.base._block_job` on one block of a shard (``w``: its weight, read from the file)."""
+    from .sparsify.base import _block_job
+
+    return _block_job(dict(kind=kind, cls=job["cls"], params=job["params"], seed=blk["seed"], extra=extra,
+                           block=dict(blk["block"], weight=w), shape=tuple(w.shape),
+                           available=np.packbits(np.ones(w.numel(), dtype=bool))))
+
+
+def _weights(f, job):
+    """Yield ``(key, tensor, blocks)`` for every pruned parameter of the shard open in ``f``, read one at a time."""
+    by_key = {}
+    for blk in job["blocks"]:
+        by_key.setdefault(blk["key"], []).append(blk)
+    for key, blocks in by_key.items():
+        t = _read(f, job["data_start"], job["entries"][key])
+        if not bool(torch.isfinite(t.sum(dtype=torch.float32))) and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"The checkpoint's {key!r} ({os.path.basename(job['src'])}) holds NaN or inf "
+                                  "weights; fix the checkpoint before pruning.")
+        yield key, t, blocks
+
+
+def _rows(t, blk):
+    s = blk["param_slice"]
+    return t[s[0] : s[1]] if s is not None else t
+
+
+def _score_job(job) -> list:
+    """One round of ``allocation="global"`` over a shard, read only: per block, the histogram of its score keys
+    (``kind="hist"``) or its count above the threshold's bin and the keys inside it (``kind="count"``)."""
+    out = []
+    with open(job["src"], "rb") as f:
+        for _key, t, blocks in _weights(f, job):
+            for blk in blocks:
+                out.append((blk["block"]["name"], _block(job, blk, _rows(t, blk), job["kind"], **job["extra"])))
+    return out
+
+
 def _shard_job(job) -> dict:
     """Copy one shard to its temporary name, zero the pruned weights of its blocks in the copy's bytes, and rename
     it into place. Returns ``{parameter: kept}`` and the zero-block warnings ``[(block, k, available)]``."""
-    from .sparsify.base import _block_job
-
+    if job.get("kind", "mask") != "mask":
+        return _score_job(job)
     src, dst = job["src"], job["dst"]
     tmp = dst + ".tmp"
     shutil.copyfile(src, tmp)
     kept, zero_blocks = {}, []
     bar = _bar(job["blocks"], job["progress"], os.path.basename(src))
-    by_key = {}
-    for blk in job["blocks"]:
-        by_key.setdefault(blk["key"], []).append(blk)
     with open(tmp, "r+b") as f:
-        for key, blocks in by_key.items():
-            entry = job["entries"][key]
-            t = _read(f, job["data_start"], entry)
-            if not bool(torch.isfinite(t.sum(dtype=torch.float32))) and not bool(torch.isfinite(t).all()):
-                raise CheckpointError(f"The checkpoint's {key!r} ({os.path.basename(src)}) holds NaN or inf "
-                                      "weights; fix the checkpoint before pruning.")
+        for key, t, blocks in _weights(f, job):
             full = torch.ones(t.shape, dtype=torch.bool)
             for blk in blocks:
-                s = blk["param_slice"]
-                w = t[s[0] : s[1]] if s is not None else t
-                b = blk["block"]
-                bits, _scale, zero = _block_job(dict(
-                    kind="mask", cls=job["cls"], params=job["params"], seed=blk["seed"],
-                    extra=dict(k=blk["k"], use_global=False), block=dict(b, weight=w),
-                    available=np.packbits(np.ones(w.numel(), dtype=bool)), shape=tuple(w.shape)))
+                w = _rows(t, blk)
+                bits, _scale, zero = _block(job, blk, w, "mask", k=blk["k"], use_global=job["use_global"])
                 m = torch.from_numpy(np.unpackbits(bits, count=w.numel()).astype(bool)).reshape(w.shape)
                 w.masked_fill_(~m, 0)
-                (full[s[0] : s[1]] if s is not None else full).copy_(m)
+                _rows(full, blk).copy_(m)
                 if zero:
-                    zero_blocks.append((b["name"], *zero))
+                    zero_blocks.append((blk["block"]["name"], *zero))
                 bar.update(1)
-            _write(f, job["data_start"], entry, t)
+            _write(f, job["data_start"], job["entries"][key], t)
             kept[blocks[0]["param"]] = int(np.count_nonzero(full.numpy()))
             del t, full
         f.flush()
@@ -286,9 +311,9 @@ def prune_checkpoint(src, dst, method=None, *, sparsity=None, density=None, seed
         it.
     method : str, Sparsifier subclass or instance, optional
         Default ``"spectral"``. Methods whose masks depend on one block at a time (magnitude, random, the
-        spectral family while it removes no node, ...) run from disk. Data-aware methods, SNIP/GraSP/SynFlow and
-        spectral budgets that remove nodes need the whole model: they are refused with the in-memory route to
-        take.
+        spectral family while it removes no node, ...) run from disk, with any allocation (``"global"`` reads
+        the shards twice more for its threshold). Data-aware methods, SNIP/GraSP/SynFlow and spectral budgets
+        that remove nodes need the whole model: they are refused with the in-memory route to take.
     sparsity, density : float
         Exactly one: the fraction of prunable weights to remove, or to keep.
     seed : int, default 0
@@ -398,10 +423,6 @@ def prune_checkpoint(src, dst, method=None, *, sparsity=None, density=None, seed
                                  f"{sp._why_serial()}, so it needs the whole model's weights at once. Use a "
                                  "per-block setting (for spectral: width='all' or a density that removes no "
                                  "node), or load the model and use graphprune.prune(..., permanent=True).")
-        if sp.allocation == "global":
-            raise ParameterError("prune_checkpoint does not support allocation='global' yet (one threshold over "
-                                 "every block's scores needs two passes over the shards). Use 'uniform', 'erk' "
-                                 "or a dict.")
         ks = sp.allocate(G, units, d)
     finally:
         sp.release()
@@ -409,6 +430,7 @@ def prune_checkpoint(src, dst, method=None, *, sparsity=None, density=None, seed
     todo = [b for b in units if not sp._kept_dense(b)]
 
     params = {k: v for k, v in sp.get_params().items() if k not in ("executor", "progress")}
+    glob = sp.allocation == "global"
     fingerprint = {"src": os.path.abspath(src), "shards": ckpt.fingerprint(), "method": type(sp).__name__,
                    "params": repr(sorted(params.items()))}
     partial = dst + ".partial"
@@ -419,14 +441,19 @@ def prune_checkpoint(src, dst, method=None, *, sparsity=None, density=None, seed
         entries = {keys[b.param]: ckpt.entry(keys[b.param]) for b in blocks}
         jobs.append(dict(
             src=os.path.join(src, s), dst=os.path.join(partial, s), data_start=ckpt.data_start[s], entries=entries,
-            cls=type(sp), params=params, progress=progress and executor is None,
+            cls=type(sp), params=params, progress=progress and executor is None, use_global=glob,
             blocks=[dict(key=keys[b.param], param=b.param, param_slice=b.param_slice, k=int(ks[b.name]),
                          seed=seeds[b.name], block=dict(name=b.name, param=b.param, layout=b.layout,
                                                         groups=b.groups, n_src=b.n_src, n_dst=b.n_dst))
                     for b in blocks]))
+    todo_jobs = [j for j in jobs if os.path.basename(j["dst"]) not in done]
+    if glob and todo_jobs:  # one threshold over every block's scores: two read-only rounds over the shards first
+        counts = _global_counts(jobs, todo, round(d * sum(b.num_edges for b in todo)), executor)
+        for job in jobs:
+            for blk in job["blocks"]:
+                blk["k"] = counts[blk["block"]["name"]]
     os.makedirs(partial, exist_ok=True)
     _save_progress(partial, fingerprint, done)
-    todo_jobs = [j for j in jobs if os.path.basename(j["dst"]) not in done]
     for s, result in _run(todo_jobs, executor, progress):
         done[s] = result["kept"]
         _save_progress(partial, fingerprint, done)
@@ -458,6 +485,33 @@ def prune_checkpoint(src, dst, method=None, *, sparsity=None, density=None, seed
                  src, dst, type(sp).__name__, 1 - table.kept.sum() / table.total.sum(), len(table),
                  table.sparsity.min(), table.sparsity.max())
     return table
+
+
+def _global_counts(jobs, todo, K, executor) -> dict:
+    """Edges kept per block under one threshold over all blocks' scores, from two read-only rounds of shard jobs:
+    per-block histograms of the scores' sort keys, then per-block counts above the threshold's bin and the keys
+    inside it. The split equals :meth:`Sparsifier._global_counts` (ties to the earlier block in graph order)."""
+    from .sparsify.base import _NBINS
+
+    if K <= 0:
+        return {b.name: 0 for b in todo}
+    hist = np.zeros(_NBINS, dtype=np.int64)
+    for _, result in _run([dict(j, kind="hist", extra={}) for j in jobs], executor, False):
+        for _name, (bins, counts) in result:
+            hist[bins] += counts
+    above = np.cumsum(hist[::-1])
+    j = int(np.searchsorted(above, K))
+    edge = _NBINS - 1 - j
+    need = K - (int(above[j - 1]) if j > 0 else 0)
+    n_above, inside = {}, {}
+    for _, result in _run([dict(job, kind="count", extra={"edge": edge}) for job in jobs], executor, False):
+        for name, (count, keys) in result:
+            n_above[name], inside[name] = count, keys
+    order = [b.name for b in todo]  # graph order, as the in-memory threshold breaks ties
+    keys = np.concatenate([inside[n] for n in order])
+    unit = np.concatenate([np.full(inside[n].size, i, dtype=np.int64) for i, n in enumerate(order)])
+    extra = np.bincount(unit[np.argsort(~keys, kind="stable")[:need]], minlength=len(order))
+    return {n: n_above[n] + int(extra[i]) for i, n in enumerate(order)}
 
 
 def _run(jobs, executor, progress):

@@ -107,6 +107,24 @@ def test_headers_other_files_and_untouched_tensors_are_byte_identical(src, tmp_p
         assert float(w[kept].min()) >= float(w[~kept].max())
 
 
+@pytest.mark.parametrize("method", ["magnitude", "random"])
+def test_global_allocation_reads_the_shards_twice_and_equals_memory(src, tmp_path, method):
+    table = graphprune.prune_checkpoint(src, tmp_path / "dst", method, sparsity=0.6, seed=5, allocation="global",
+                                        progress=False)
+    ref = _in_memory(src, method=method, sparsity=0.6, seed=5, allocation="global")
+    out = T.LlamaForCausalLM.from_pretrained(tmp_path / "dst")
+    assert all(torch.equal(v, out.state_dict()[k]) for k, v in ref.state_dict().items())
+    assert table.kept.sum() == round(0.4 * table.total.sum())  # one threshold: the total is exact ...
+    assert table.sparsity.max() - table.sparsity.min() > 0.05  # ... and the layers differ
+    if method == "magnitude":  # the threshold is global: every kept |w| >= every pruned |w| across all shards
+        kept_min, pruned_max = float("inf"), 0.0
+        for row in table.itertuples():
+            w = safetensors_torch.load_file(os.path.join(src, row.shard))[row.parameter].float().abs()
+            k = safetensors_torch.load_file(os.path.join(tmp_path / "dst", row.shard))[row.parameter] != 0
+            kept_min, pruned_max = min(kept_min, float(w[k].min())), max(pruned_max, float(w[~k].max()))
+        assert kept_min >= pruned_max
+
+
 def test_tied_embeddings_and_a_single_file(tmp_path):
     torch.manual_seed(1)
     model = T.LlamaForCausalLM(_config(tied=True, layers=1))
@@ -235,9 +253,6 @@ def test_refusals_name_the_way_out(src, tmp_path):
         graphprune.prune_checkpoint(tmp_path / "nowhere", tmp_path / "d1", sparsity=0.5, progress=False)
     with pytest.raises(ParameterError, match="calibration"):
         graphprune.prune_checkpoint(src, tmp_path / "d2", "wanda", sparsity=0.5, progress=False)
-    with pytest.raises(ParameterError, match="global"):
-        graphprune.prune_checkpoint(src, tmp_path / "d3", "magnitude", sparsity=0.5, allocation="global",
-                                    progress=False)
     with pytest.raises(ParameterError, match="whole model"):  # spectral at a density that removes nodes
         graphprune.prune_checkpoint(src, tmp_path / "d4", "spectral", sparsity=0.995, progress=False)
     with pytest.raises(ParameterError, match="sparsity"):
