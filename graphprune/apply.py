@@ -255,11 +255,16 @@ def save_masks(masks: Mapping, path: str | os.PathLike, *, format: str = "auto")
     if packed:
         out = {k: masks[k] for k in masks}
     payload = {"format": _FORMAT, "version": _VERSION, "masks": out}
+    tmp = os.fspath(path) + ".tmp"
     try:
-        torch.save(payload, path)
+        torch.save(payload, tmp)
+        os.replace(tmp, path)  # atomic: an interrupted write never leaves half a file under the name
     except OSError as exc:
         raise ParameterError(f"The 'path' parameter of save_masks: cannot write {os.fspath(path)!r} "
                              f"({exc.strerror or exc}).") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def load_masks(path: str | os.PathLike, *, format: str = "auto"):

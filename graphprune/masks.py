@@ -182,11 +182,17 @@ def save_masks_safetensors(masks: Mapping, path: str | os.PathLike) -> None:
                               "shapes": json.dumps(shapes)}
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for _, _, bits in _entries(masks):
-            f.write(np.ascontiguousarray(bits).tobytes())
+    tmp = os.fspath(path) + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(raw)))
+            f.write(raw)
+            for _, _, bits in _entries(masks):
+                f.write(np.ascontiguousarray(bits).tobytes())
+        os.replace(tmp, path)  # atomic: an interrupted write never leaves half a file under the name
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def load_masks_safetensors(path: str | os.PathLike) -> PackedMasks:

@@ -120,6 +120,38 @@ def test_save_and_load_masks(tmp_path):
         graphprune.load_masks(tmp_path / "junk.pt")
 
 
+@pytest.mark.parametrize("name", ["masks.pt", "masks.safetensors"])
+def test_an_interrupted_save_leaves_the_earlier_file_whole(tmp_path, monkeypatch, name):
+    """Files are written atomically: a write that dies half-way keeps the previous file, and no temporary."""
+    import numpy as np
+
+    model, _ = build("lenet5")
+    first, second = _random_masks(model), _random_masks(model, seed=3)
+    path = tmp_path / name
+    graphprune.save_masks(first, path)
+    before = path.read_bytes()
+
+    def dies(*a, **k):  # the writer dies after it has started writing (disk full, killed)
+        raise OSError(28, "No space left on device")
+
+    if name.endswith(".pt"):
+        monkeypatch.setattr(torch, "save", lambda obj, f: (open(f, "wb").write(b"half"), dies()))
+        with pytest.raises(graphprune.errors.ParameterError, match="cannot write"):
+            graphprune.save_masks(second, path)
+    else:
+        real = np.ascontiguousarray
+        calls = []
+        monkeypatch.setattr(np, "ascontiguousarray", lambda a: (calls.append(1), dies() if len(calls) > 1 else
+                                                               real(a))[1])
+        with pytest.raises(OSError, match="No space"):
+            graphprune.save_masks(second, path)
+        assert calls  # it did start writing
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    back = graphprune.load_masks(path)
+    assert all(torch.equal(back[k], first[k]) for k in first)
+
+
 def test_training_after_apply_updates_only_kept_weights():
     model, x = build("mlp")
     masks = _random_masks(model, seed=2)
