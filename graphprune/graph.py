@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ._validation import VIEWS as _VIEWS
 from ._validation import Boolean, check_mask, check_mask_key, check_param
 from .errors import GraphValidationError, MaskError, ParameterError
 
@@ -24,7 +25,7 @@ __all__ = ["Partition", "Block", "MultipartiteGraph", "ROLES", "LAYOUTS"]
 
 ROLES = ("input", "hidden", "output")
 LAYOUTS = ("linear", "embedding", "conv", "conv_transpose")
-VIEWS = ("channel", "rolled")
+VIEWS = _VIEWS
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,14 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import breadth_first_order, connected_components
 
+from .._validation import ANALYSIS_BACKENDS
 from ..errors import ParameterError
 from .local import _masked
 
 __all__ = ["reachability", "effective_mask", "effective_sparsity", "layer_collapse", "count_paths",
            "components", "articulation_points", "bridges", "BACKENDS"]
 
-BACKENDS = ("scipy", "networkx", "graph_tool")
+BACKENDS = ANALYSIS_BACKENDS
 
 
 def _role_nodes(G, role):

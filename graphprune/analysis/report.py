@@ -15,15 +15,13 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .._validation import check_graph
+from .._validation import VIEWS, check_graph
 from ..errors import ParameterError
 from .global_ import _topological_blocks
 from .glossary import SCHEMA_VERSION, block_columns, summary_items
 from .spectral import block_spectral_similarity, block_spectrum_metrics
 
 __all__ = ["ConnectivityReport", "Comparison", "report", "compare", "layer_label"]
-
-VIEWS = ("channel", "rolled")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.fx.node import map_aggregate
 
+from .._validation import TRACERS as _TRACERS
 from ..errors import ParameterError, TracingError, UnsupportedOperationError
 from ..graph import MultipartiteGraph
 from ._builder import Builder, Val
@@ -34,8 +35,8 @@ from .walk import check_modules, walk_graph
 __all__ = ["from_model", "register_adapter", "register_op_rule", "ADAPTERS", "OP_RULES", "prunable_weights",
            "TRACERS"]
 
-#: Allowed values of ``from_model(tracer=...)``.
-TRACERS = ("auto", "fx", "export")
+#: Allowed values of ``from_model(tracer=...)`` (the list lives in :mod:`graphprune._validation`).
+TRACERS = _TRACERS
 
 
 def from_model(model: nn.Module, example_inputs=None, *, leaf_modules=(), skip_unsupported: bool = False,
