@@ -16,13 +16,9 @@ import contextlib
 import numbers
 
 from ._validation import Interval, check_param
-from .errors import GraphPruneError, MissingDependencyError, ParameterError
+from .errors import GraphPruneError, JobError, MissingDependencyError, ParameterError
 
 __all__ = ["run_jobs", "check_executor", "limited_threads", "JobError"]
-
-
-class JobError(GraphPruneError, RuntimeError):
-    """A job failed in a worker (or in this process); the message names the job and the worker's error."""
 
 
 def check_executor(executor, owner: str):

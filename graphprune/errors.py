@@ -17,6 +17,9 @@ __all__ = [
     "TracingError",
     "MissingDependencyError",
     "UnknownSparsifierError",
+    "CheckpointError",
+    "JobError",
+    "SparsifierCheckError",
 ]
 
 
@@ -76,3 +79,11 @@ class UnknownSparsifierError(GraphPruneError, KeyError):
 
 class CheckpointError(GraphPruneError, ValueError):
     """A checkpoint directory is missing files, has a bad index or header, or does not match the model."""
+
+
+class JobError(GraphPruneError, RuntimeError):
+    """A job failed in a worker (or in this process); the message names the job and the worker's error."""
+
+
+class SparsifierCheckError(GraphPruneError, AssertionError):
+    """A sparsifier breaks the protocol (:func:`graphprune.check_sparsifier`); the message names the property."""

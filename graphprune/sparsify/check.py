@@ -6,15 +6,11 @@ import copy
 
 import torch
 
-from ..errors import GraphPruneError, ParameterError
+from ..errors import ParameterError, SparsifierCheckError
 from ..graph import Block, MultipartiteGraph, Partition
 from .base import Sparsifier
 
 __all__ = ["check_sparsifier", "SparsifierCheckError"]
-
-
-class SparsifierCheckError(GraphPruneError, AssertionError):
-    """A sparsifier breaks the protocol; the message names the property."""
 
 
 def _default_graphs():
