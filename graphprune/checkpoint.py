@@ -20,6 +20,7 @@ data, little-endian and C-contiguous.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -42,6 +43,9 @@ PROGRESS = ".graphprune-progress.json"
 
 #: safetensors dtype names of the floating types a pruned parameter may have.
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+#: ... and of every type a tensor of the model may have.
+_ALL_DTYPES = {**_DTYPES, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+               "U8": torch.uint8, "BOOL": torch.bool}
 
 
 # -- reading a checkpoint --------------------------------------------------------------------------------------------
@@ -138,7 +142,8 @@ class Checkpoint:
 
 
 def _meta_model(src):
-    """The architecture of a Hugging Face model directory, built on the meta device from its config.json."""
+    """The architecture of a Hugging Face model directory, from its config.json: parameters on the meta device,
+    buffers computed on the CPU (:func:`params_on_meta`)."""
     try:
         import transformers
     except ImportError:
@@ -153,10 +158,29 @@ def _meta_model(src):
         raise CheckpointError(f"config.json of {src!r} cannot be read by transformers: {exc}") from None
     names = getattr(config, "architectures", None) or []
     cls = next((getattr(transformers, n) for n in names if hasattr(transformers, n)), None)
-    with torch.device("meta"):
+    with params_on_meta():
         if cls is not None:
             return cls._from_config(config)
         return transformers.AutoModelForCausalLM.from_config(config)
+
+
+@contextlib.contextmanager
+def params_on_meta():
+    """Inside the block, every parameter a module registers goes to the meta device as it is registered (its
+    initialisation then costs nothing), while buffers stay where they are built: computed ones, such as rotary
+    frequencies, keep their values. The architecture of a large model in a second and a few MB."""
+    register = nn.Module.register_parameter
+
+    def on_meta(self, name, param):
+        if param is not None and not param.is_meta:
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(self, name, param)
+
+    nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
 
 
 def _aliases(model) -> dict:
@@ -190,7 +214,7 @@ def _locate(ckpt, model) -> dict:
 
 # -- one shard's work (runs in any process) ---------------------------------------------------------------------------
 def _read(f, start, entry) -> torch.Tensor:
-    dtype = _DTYPES[entry["dtype"]]
+    dtype = _ALL_DTYPES[entry["dtype"]]
     begin, end = entry["data_offsets"]
     buf = bytearray(end - begin)
     f.seek(start + begin)
@@ -296,7 +320,7 @@ def _describe(job) -> str:
 
 
 # -- the driver -------------------------------------------------------------------------------------------------------
-def prune_checkpoint(src, dst, method=None, *, sparsity=None, density=None, seed=0, model=None,
+def prune_checkpoint(src, dst, method=None, *, sparsity=None, density=None, seed=0, calibration=None, model=None,
                      example_inputs=None, executor=None, resume: bool = True, progress: bool = True, **options):
     """Prune a safetensors checkpoint into a new checkpoint directory, one shard at a time.
 
@@ -310,17 +334,25 @@ def prune_checkpoint(src, dst, method=None, *, sparsity=None, density=None, seed
         copy of every other file of ``src`` (config, tokenizer, generation config). ``from_pretrained(dst)`` loads
         it.
     method : str, Sparsifier subclass or instance, optional
-        Default ``"spectral"``. Methods whose masks depend on one block at a time (magnitude, random, the
-        spectral family while it removes no node, ...) run from disk, with any allocation (``"global"`` reads
-        the shards twice more for its threshold). Data-aware methods, SNIP/GraSP/SynFlow and spectral budgets
-        that remove nodes need the whole model: they are refused with the in-memory route to take.
+        Default ``"spectral"``, or ``"flow"`` with ``calibration``. Two routes, the same result:
+
+        - *block by block* (methods whose masks depend on one block at a time: magnitude, random, the spectral
+          family while it removes no node, ...): shard jobs, resumable, on ``executor`` if given; any allocation
+          (``"global"`` reads the shards twice more for its threshold);
+        - *mapped* (data-aware methods, SNIP/GraSP/SynFlow, spectral budgets that remove nodes): the whole model
+          runs over memory-mapped copies of the shards, so its weights live in the page cache (the operating
+          system reads and evicts them as needed) and the method's writes go straight to the copies; flow's
+          dense target maps the source read-only. In this process, and an interrupted run starts over.
     sparsity, density : float
         Exactly one: the fraction of prunable weights to remove, or to keep.
     seed : int, default 0
         The same seed gives the same masks as :func:`graphprune.prune` on the loaded model, byte for byte.
+    calibration : tensor, dict of tensors or iterable of batches, optional
+        Calibration inputs for a data-aware method, as for :func:`graphprune.prune`.
     model : torch.nn.Module, optional
         The architecture, ideally on the meta device (its values are never read); its parameter names must match
-        the checkpoint's tensors. Default: built from ``config.json`` by transformers, on the meta device.
+        the checkpoint's tensors; buffers that the checkpoint does not store (rotary frequencies) must hold their
+        values. Never modified. Default: built from ``config.json`` by transformers with :func:`params_on_meta`.
     example_inputs : tensor, tuple or dict, optional
         Inputs for the shape-only export. Default: ``{"input_ids": zeros(1, 8)}`` (a language model).
     executor : None, "ray" or concurrent.futures.Executor, optional
@@ -346,7 +378,8 @@ def prune_checkpoint(src, dst, method=None, *, sparsity=None, density=None, seed
         Missing shards, a bad index or header, tensors that do not match the architecture (all before anything
         is written), or ``dst`` already exists.
     ParameterError
-        Bad method or options, or a method that needs the whole model in memory.
+        Bad method or options (a data-aware method without ``calibration``; ``executor`` with a method of the
+        mapped route).
 
     Examples
     --------
@@ -362,24 +395,15 @@ def prune_checkpoint(src, dst, method=None, *, sparsity=None, density=None, seed
     >>> table[["kept", "total"]].sum().tolist()
     [96, 192]
     """
-    import pandas as pd
-
-    from .export import _export
-    from .prune import _sparsifier
-    from .sparsify.base import make_rng
+    from .prune import DEFAULT_CALIBRATED_METHOD, DEFAULT_METHOD, _sparsifier, _with_calibration
+    from .sparsify import resolve
     from .sparsify.calibrated import CalibratedSparsifier
 
     if not isinstance(resume, bool):
         raise ParameterError(f"The 'resume' parameter of prune_checkpoint must be True or False. Got {resume!r}.")
     src, dst = os.fspath(src), os.fspath(dst).rstrip(os.sep)
     if method is None:
-        method = "spectral"
-    sp = _sparsifier(method, sparsity, density, seed, False, options)
-    if isinstance(sp, CalibratedSparsifier) or "data" in sp._get_param_names() or "model" in sp._get_param_names():
-        raise ParameterError(f"prune_checkpoint cannot run {type(sp).__name__} from disk yet: it needs the model "
-                             "(and calibration data) in memory. Load the model, call graphprune.prune(model, "
-                             "inputs, method, calibration=..., permanent=True) and save_pretrained it.")
-    d = sp._validate()
+        method = DEFAULT_METHOD if calibration is None else DEFAULT_CALIBRATED_METHOD
     ckpt = Checkpoint(src)
     if os.path.exists(dst):
         raise CheckpointError(f"The 'dst' directory {dst!r} already exists; prune_checkpoint writes a new "
@@ -395,45 +419,88 @@ def prune_checkpoint(src, dst, method=None, *, sparsity=None, density=None, seed
     keys = _locate(ckpt, model)
     if example_inputs is None:
         example_inputs = {"input_ids": torch.zeros(1, 8, dtype=torch.long)}
-    G = _export(model, example_inputs, (), False, True, "auto", {}, structure_only=True)
+    if calibration is not None:
+        options = _with_calibration(method, model, calibration, options)
+    elif isinstance(method, (str, type)) and issubclass(resolve(method, owner="prune_checkpoint"),
+                                                        CalibratedSparsifier):
+        raise ParameterError(f"The method {method!r} of prune_checkpoint needs calibration data: pass "
+                             "calibration=<model inputs> (token ids for a language model).")
+    sp = _sparsifier(method, sparsity, density, seed, progress, options)
+    d = sp._validate()
+    G, blockwise = _plan_route(sp, model, example_inputs, executor)
+    for b in sp.units(G):
+        e = ckpt.entry(keys[b.param])
+        if e["dtype"] not in _DTYPES and not sp._kept_dense(b):
+            raise CheckpointError(f"The checkpoint's {keys[b.param]!r} has dtype {e['dtype']}; pruned parameters "
+                                  f"must be floating ({', '.join(_DTYPES)}). Keep it dense with "
+                                  f"keep_dense=[{b.param!r}].")
+    partial = dst + ".partial"
+    if blockwise:
+        kept = _prune_blocks(sp, G, d, ckpt, keys, src, partial, executor, resume, progress)
+    else:
+        pruned = {b.param for b in sp.units(G) if not sp._kept_dense(b)}
+        kept = _prune_mapped(sp, model, example_inputs, ckpt, keys, partial, progress, pruned)
+    for name in sorted(os.listdir(src)):  # config, tokenizer, generation config, the index: copied as they are
+        path = os.path.join(src, name)
+        if name in ckpt.shards or not os.path.isfile(path):
+            continue
+        shutil.copyfile(path, os.path.join(partial, name + ".tmp"))
+        os.replace(os.path.join(partial, name + ".tmp"), os.path.join(partial, name))
+    if os.path.exists(os.path.join(partial, PROGRESS)):
+        os.remove(os.path.join(partial, PROGRESS))
+    os.rename(partial, dst)  # the finished checkpoint appears under its name at once
+    return _table(kept, ckpt, keys, src, dst, sp)
 
+
+def _plan_route(sp, model, example_inputs, executor):
+    """``(graph, blockwise)``: the shape-only graph, and whether the method runs block by block from the shards
+    (else the whole model is mapped from the files: data-aware methods, methods that need the model or every
+    weight up front)."""
+    import copy
+
+    from .export import _export
+    from .sparsify.calibrated import CalibratedSparsifier
+
+    shapes = copy.deepcopy(model).to("meta")  # parameters and buffers: shapes only (the model keeps its buffers)
+    G = _export(shapes, example_inputs, (), False, True, "auto", {}, structure_only=True)
     units = sp.units(G)
     if not units:
         raise GraphPruneError("The model has no prunable (weight) block: nothing to prune.")
     sp._check_names(G, units)
-    for b in units:
-        e = ckpt.entry(keys[b.param])
-        if e["dtype"] not in _DTYPES:
-            raise CheckpointError(f"The checkpoint's {keys[b.param]!r} has dtype {e['dtype']}; pruned parameters "
-                                  f"must be floating ({', '.join(_DTYPES)}). Keep it dense with "
-                                  f"keep_dense=[{b.param!r}].")
+    if isinstance(sp, CalibratedSparsifier) or "model" in sp._get_param_names():
+        blockwise = False
+    else:
+        try:
+            sp.prepare(G)
+            blockwise = sp._distributable()
+        except GraphPruneError:
+            raise
+        except Exception:  # it reads weights up front (the meta graph has none): the mapped route
+            blockwise = False
+        finally:
+            sp.release()
+    if not blockwise and executor is not None:
+        raise ParameterError(f"{type(sp).__name__} with these options needs the whole model at once "
+                             f"({sp._why_serial()}), so prune_checkpoint runs it in this process: drop executor=.")
+    return G, blockwise
+
+
+def _prune_blocks(sp, G, d, ckpt, keys, src, partial, executor, resume, progress) -> dict:
+    """The block-by-block route: shard jobs (resumable); returns shard -> {parameter: kept}."""
+    from .sparsify.base import _warn_zero_block, make_rng
+
+    units = sp.units(G)
+    sp.prepare(G)
     try:
-        sp.prepare(G)
-    except GraphPruneError:
-        raise
-    except Exception as exc:  # the meta graph has no values: a method that reads weights up front cannot run
-        raise ParameterError(f"prune_checkpoint cannot run {type(sp).__name__} from disk with these options: "
-                             f"{sp._why_serial()}, so it needs the whole model's weights at once "
-                             f"({type(exc).__name__}: {str(exc).splitlines()[0]}). Use a per-block setting (for "
-                             "spectral: width='all', or a density that removes no node), or load the model and use "
-                             "graphprune.prune(..., permanent=True).") from None
-    try:
-        if not sp._distributable():
-            raise ParameterError(f"prune_checkpoint cannot run {type(sp).__name__} from disk with these options: "
-                                 f"{sp._why_serial()}, so it needs the whole model's weights at once. Use a "
-                                 "per-block setting (for spectral: width='all' or a density that removes no "
-                                 "node), or load the model and use graphprune.prune(..., permanent=True).")
         ks = sp.allocate(G, units, d)
     finally:
         sp.release()
     seeds = dict(zip([b.name for b in units], make_rng(sp.seed, owner=type(sp).__name__).spawn(len(units))))
     todo = [b for b in units if not sp._kept_dense(b)]
-
     params = {k: v for k, v in sp.get_params().items() if k not in ("executor", "progress")}
     glob = sp.allocation == "global"
     fingerprint = {"src": os.path.abspath(src), "shards": ckpt.fingerprint(), "method": type(sp).__name__,
                    "params": repr(sorted(params.items()))}
-    partial = dst + ".partial"
     done = _resume(partial, fingerprint, ckpt, resume)
     jobs = []
     for s in ckpt.shards:
@@ -441,7 +508,7 @@ def prune_checkpoint(src, dst, method=None, *, sparsity=None, density=None, seed
         entries = {keys[b.param]: ckpt.entry(keys[b.param]) for b in blocks}
         jobs.append(dict(
             src=os.path.join(src, s), dst=os.path.join(partial, s), data_start=ckpt.data_start[s], entries=entries,
-            cls=type(sp), params=params, progress=progress and executor is None, use_global=glob,
+            cls=type(sp), params=params, progress=bool(sp.progress) and executor is None, use_global=glob,
             blocks=[dict(key=keys[b.param], param=b.param, param_slice=b.param_slice, k=int(ks[b.name]),
                          seed=seeds[b.name], block=dict(name=b.name, param=b.param, layout=b.layout,
                                                         groups=b.groups, n_src=b.n_src, n_dst=b.n_dst))
@@ -458,33 +525,124 @@ def prune_checkpoint(src, dst, method=None, *, sparsity=None, density=None, seed
         done[s] = result["kept"]
         _save_progress(partial, fingerprint, done)
         for name, k, n in result["zero"]:
-            from .sparsify.base import _warn_zero_block
-
             _warn_zero_block(sp, next(b for b in todo if b.name == name), k, n)
-    for name in sorted(os.listdir(src)):  # config, tokenizer, generation config, the index: copied as they are
-        path = os.path.join(src, name)
-        if name in ckpt.shards or not os.path.isfile(path):
-            continue
-        shutil.copyfile(path, os.path.join(partial, name + ".tmp"))
-        os.replace(os.path.join(partial, name + ".tmp"), os.path.join(partial, name))
-    os.remove(os.path.join(partial, PROGRESS))
-    os.rename(partial, dst)  # the finished checkpoint appears under its name at once
+    return done
+
+
+def _table(kept, ckpt, keys, src, dst, sp):
+    """One row per pruned parameter (in the checkpoint's order of shards) and one log line."""
+    import pandas as pd
 
     rows = []
-    for b in todo:
-        if any(r["parameter"] == b.param for r in rows):
-            continue
-        s = ckpt.where[keys[b.param]]
-        total = int(np.prod(ckpt.shape(keys[b.param])))
-        kept = done[s][b.param]
-        rows.append(dict(parameter=b.param, shard=s, shape=ckpt.shape(keys[b.param]), kept=kept, total=total,
-                         sparsity=1.0 - kept / total if total else 0.0))
+    for s in ckpt.shards:
+        for param, k in kept.get(s, {}).items():
+            shape = ckpt.shape(keys[param])
+            total = int(np.prod(shape))
+            rows.append(dict(parameter=param, shard=s, shape=shape, kept=int(k), total=total,
+                             sparsity=1.0 - k / total if total else 0.0))
     table = pd.DataFrame(rows, columns=["parameter", "shard", "shape", "kept", "total", "sparsity"])
     if len(table):
         log.info("prune_checkpoint %s -> %s: %s at sparsity %.4f over %d parameters (per parameter %.4f to %.4f)",
                  src, dst, type(sp).__name__, 1 - table.kept.sum() / table.total.sum(), len(table),
                  table.sparsity.min(), table.sparsity.max())
     return table
+
+
+# -- the mapped route: the whole model over memory-mapped copies of the shards ----------------------------------------
+def _map_params(model, ckpt, keys, files: dict, *, writable: bool) -> list:
+    """Make every parameter of ``model`` (on the meta device) a view of its bytes in ``files`` (shard -> path),
+    memory-mapped: the weights live in the page cache, and writes (pruning, repairs) go to the file. Returns the
+    open maps (to flush and close). Tied parameters stay one tensor."""
+    import mmap
+
+    maps, views = {}, {}
+    for s, path in files.items():
+        with open(path, "r+b" if writable else "rb") as f:
+            maps[s] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_COPY)
+    aliases = _aliases(model)
+    for name in [n for n, _ in model.named_parameters()]:
+        key = keys[name]
+        s, e = ckpt.where[key], ckpt.entry(key)
+        begin, end = e["data_offsets"]
+        dtype = _ALL_DTYPES.get(e["dtype"])
+        if dtype is None:
+            raise CheckpointError(f"The checkpoint's {key!r} has dtype {e['dtype']}, which torch cannot map.")
+        if (ckpt.data_start[s] + begin) % torch.empty(0, dtype=dtype).element_size() or end == begin:
+            t = _read_file(files[s], ckpt.data_start[s], e)  # an unaligned (or empty) tensor: a copy in memory
+        else:
+            t = torch.frombuffer(maps[s], dtype=torch.uint8, count=end - begin, offset=ckpt.data_start[s] + begin)
+            t = t.view(dtype).reshape(e["shape"])
+        views[name] = nn.Parameter(t, requires_grad=False)
+        for alias in aliases[name]:
+            mod_name, _, attr = alias.rpartition(".")
+            model.get_submodule(mod_name)._parameters[attr] = views[name]
+    for name in [n for n, _ in model.named_buffers()]:  # persistent buffers in the checkpoint (BN statistics)
+        if name in ckpt.where:
+            mod_name, _, attr = name.rpartition(".")
+            model.get_submodule(mod_name)._buffers[attr] = _read_file(files[ckpt.where[name]],
+                                                                      ckpt.data_start[ckpt.where[name]],
+                                                                      ckpt.entry(name))
+    meta = [n for n, b in model.named_buffers() if b.is_meta]
+    if meta:
+        raise ParameterError(f"The 'model' of prune_checkpoint has buffers on the meta device ({', '.join(meta[:5])})"
+                             ": they hold values the checkpoint does not store. Build the architecture with its "
+                             "parameters on the meta device but its buffers on the CPU (the default builds it so "
+                             "from config.json).")
+    return list(maps.values())
+
+
+def _read_file(path, start, entry):
+    with open(path, "rb") as f:
+        return _read(f, start, entry)
+
+
+def _prune_mapped(sp, model, example_inputs, ckpt, keys, partial, progress, pruned) -> dict:
+    """The whole-model route: graphprune.prune(..., permanent=True) on the model mapped over copies of the shards
+    (its writes go to the copies), with the dense reference a read-only mapping of the source (flow). Not
+    resumable: an interrupted run starts over."""
+    import copy
+    import gc
+
+    from .prune import prune
+
+    if os.path.exists(partial):
+        shutil.rmtree(partial)  # the mapped route cannot resume: every shard may change until the end
+    os.makedirs(partial)
+    files = {}
+    for s in ckpt.shards:
+        files[s] = os.path.join(partial, s + ".tmp")
+        shutil.copyfile(os.path.join(ckpt.path, s), files[s])
+    work = copy.deepcopy(model)  # the caller's architecture stays as it was; meta parameters copy for free
+    reference = copy.deepcopy(model)  # mapped over the source, read only: the dense model (flow's target)
+    if "model" in sp._get_param_names():
+        sp.model = work
+    maps = _map_params(work, ckpt, keys, files, writable=True)
+    maps += _map_params(reference, ckpt, keys, {s: os.path.join(ckpt.path, s) for s in ckpt.shards},
+                        writable=False)
+    sp._dense_reference = reference
+    try:
+        masks = prune(work, example_inputs, sp, permanent=True, progress=progress)
+    finally:
+        del sp._dense_reference
+    kept = {}
+    for name in masks:
+        if name in pruned:
+            kept.setdefault(ckpt.where[keys[name]], {})[name] = int(masks[name].sum())
+    if "model" in sp._get_param_names():
+        sp.model = model
+    del masks, reference, work  # the views go before the maps close
+    gc.collect()
+    for mm in maps:
+        mm.flush()
+        try:
+            mm.close()
+        except BufferError:  # a view is still alive somewhere: the map closes with it
+            pass
+    for s, tmp in files.items():
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(partial, s))
+    return kept
 
 
 def _global_counts(jobs, todo, K, executor) -> dict:

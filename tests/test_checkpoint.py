@@ -253,8 +253,9 @@ def test_refusals_name_the_way_out(src, tmp_path):
         graphprune.prune_checkpoint(tmp_path / "nowhere", tmp_path / "d1", sparsity=0.5, progress=False)
     with pytest.raises(ParameterError, match="calibration"):
         graphprune.prune_checkpoint(src, tmp_path / "d2", "wanda", sparsity=0.5, progress=False)
-    with pytest.raises(ParameterError, match="whole model"):  # spectral at a density that removes nodes
-        graphprune.prune_checkpoint(src, tmp_path / "d4", "spectral", sparsity=0.995, progress=False)
+    with pytest.raises(ParameterError, match="drop executor"):  # the mapped route runs in this process
+        graphprune.prune_checkpoint(src, tmp_path / "d4", "wanda", sparsity=0.5, progress=False,
+                                    calibration=torch.zeros(2, 8, dtype=torch.long), executor=cf.ThreadPoolExecutor(1))
     with pytest.raises(ParameterError, match="sparsity"):
         graphprune.prune_checkpoint(src, tmp_path / "d5", "magnitude", sparsity=1.5, progress=False)
     assert sorted(os.listdir(tmp_path)) == ["exists"]
@@ -283,3 +284,48 @@ def test_cli_prunes_a_model_directory(src, tmp_path, capsys):
     assert all(torch.equal(v, out.state_dict()[k]) for k, v in ref.state_dict().items())
     assert main(["prune", src, "--sparsity", "0.5", "--out", dst, "--quiet"]) == 2  # dst exists now
     assert "already exists" in capsys.readouterr().err
+
+
+def _ids(n=4, t=16, seed=0):
+    return torch.randint(0, 96, (n, t), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("method, options", [
+    ("wanda", {}), ("sparsegpt", {}), ("flow", {}), ("spectral", {"sparsity": 0.995}),
+])
+def test_whole_model_methods_run_mapped_and_equal_memory(src, tmp_path, method, options):
+    """Data-aware methods (flow's dense target included) and spectral budgets that remove nodes run on the model
+    mapped over copies of the shards: the result equals pruning the loaded model in memory, byte for byte."""
+    sparsity = options.get("sparsity", 0.5)
+    calib = None if method == "spectral" else _ids()
+    table = graphprune.prune_checkpoint(src, tmp_path / "dst", method, sparsity=sparsity, seed=0,
+                                        calibration=calib, progress=False)
+    ref = _in_memory(src, method=method, sparsity=sparsity, **({} if calib is None else {"calibration": calib}))
+    out = T.LlamaForCausalLM.from_pretrained(tmp_path / "dst")
+    a, b = ref.state_dict(), out.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    changed = [k for k in a if not torch.equal(a[k], T.LlamaForCausalLM.from_pretrained(src).state_dict()[k])]
+    assert changed  # something was pruned (and, for the repairing methods, rewritten)
+    assert sorted(os.listdir(tmp_path / "dst")) == sorted(os.listdir(src))
+    for row in table.itertuples():
+        t = safetensors_torch.load_file(os.path.join(tmp_path / "dst", row.shard))[row.parameter]
+        assert row.kept >= int((t != 0).sum())  # kept weights repaired to exactly 0 are rare, never more
+
+
+def test_mapped_cnn_reads_batchnorm_statistics_from_the_checkpoint(tmp_path):
+    torch.manual_seed(0)
+
+    def net():
+        return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
+
+    trained = net().eval()
+    trained[1].running_mean.uniform_(-1, 1)  # statistics a fresh model does not have
+    trained[1].running_var.uniform_(0.5, 2)
+    (tmp_path / "src").mkdir()
+    safetensors_torch.save_file(dict(trained.state_dict()), str(tmp_path / "src" / "model.safetensors"))
+    x = torch.randn(16, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+    graphprune.prune_checkpoint(tmp_path / "src", tmp_path / "dst", "sparsegpt", sparsity=0.5, model=net().eval(),
+                                example_inputs=x[:1], calibration=x, progress=False)
+    graphprune.prune(trained, x[:1], "sparsegpt", sparsity=0.5, calibration=x, permanent=True, progress=False)
+    out = safetensors_torch.load_file(str(tmp_path / "dst" / "model.safetensors"))
+    assert all(torch.equal(v, out[k]) for k, v in trained.state_dict().items())

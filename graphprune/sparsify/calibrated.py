@@ -501,7 +501,8 @@ class FlowSparsifier(CalibratedSparsifier):
         if in_place:  # the model is pruned as we go: keep a dense copy to aim at
             import copy
 
-            return copy.deepcopy(self.model)
+            given = getattr(self, "_dense_reference", None)  # prune_checkpoint maps the source read-only
+            return given if given is not None else copy.deepcopy(self.model)
         return self.model  # sparsify() prunes a copy; the model itself stays dense
 
     @property
