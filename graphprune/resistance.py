@@ -27,6 +27,8 @@ Cost: :math:`mn^2` (SYRK for :math:`B^T D_U^{-1} B`) :math:`+ n^3/3` (POTRF) :ma
 diagonal of :math:`M`) :math:`+ 2mn^2` (two TRSM), i.e. :math:`3mn^2 + \tfrac{2}{3}n^3` flops and
 :math:`O(mn)` memory, against :math:`O((m+n)^3)` for a pseudo-inverse of the whole Laplacian. Disconnected
 blocks (zero weights, dead neurons, masked edges) are solved per connected component; isolated nodes are dropped.
+Star components (one row or one column, e.g. the one-edge components of a depthwise convolution, one per channel)
+are trees: every edge is a bridge, :math:`R_e = 1/w_e`, set for all of them in one vectorised step.
 
 References
 ----------
@@ -37,6 +39,7 @@ References
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import numbers
@@ -135,7 +138,12 @@ def _check_biadjacency(B, name="B", owner=None, *, graph_ok=False):
 
 
 def _components(B: torch.Tensor):
-    """Connected components of the bipartite graph of ``B`` as lists of (row index, column index) arrays."""
+    """Connected components of the bipartite graph of ``B`` as lists of (row index, column index) arrays.
+
+    Star components (one row or one column: trees, whose every edge is a bridge) are not listed one by one: they
+    come back as one entry ``("stars", edges)``, ``edges`` a bool array shaped like ``B`` flagging their edges, first
+    in the list. A depthwise convolution has one such component per channel.
+    """
     m, n = B.shape
     if B.device.type != "cpu" and bool((B != 0).all()):  # decide on the device before any transfer
         return [(None, None)]
@@ -150,14 +158,23 @@ def _components(B: torch.Tensor):
     deg = np.zeros(m + n, dtype=np.int64)
     np.add.at(deg, rows, 1)
     np.add.at(deg, cols + m, 1)
+    live = deg > 0
+    n_rows = np.bincount(lab[:m][live[:m]], minlength=k)  # nodes of each component on each side
+    n_cols = np.bincount(lab[m:][live[m:]], minlength=k)
+    star = (n_rows == 1) | (n_cols == 1)  # a tree: R_e = 1 / w_e on every edge
     out = []
+    if star.any():
+        edges = np.zeros((m, n), dtype=bool)
+        on = star[lab[rows]]
+        edges[rows[on], cols[on]] = True
+        out.append(("stars", edges))
+    if star.all():
+        return out
     order = np.argsort(lab, kind="stable")
     bounds = np.searchsorted(lab[order], np.arange(k + 1))
-    for c in range(k):
+    for c in np.flatnonzero(~star & (n_rows > 0)):
         members = order[bounds[c] : bounds[c + 1]]
-        members = members[deg[members] > 0]
-        if members.size == 0:
-            continue
+        members = members[live[members]]
         r = members[members < m]
         q = members[members >= m] - m
         out.append((r, q))
@@ -198,17 +215,29 @@ def _check_exact_fits(name, m, n, itemsize, device):
             "that fits), or free memory.")
 
 
+_BLAS_CONTROLLER = None
+
+
 def blas_threads():
     """A context limiting the BLAS/LAPACK thread pools to ``torch.get_num_threads()``, so that scipy's engine and
     torch use the same number of cores (no oversubscription when the caller lowered torch's threads); a no-op
-    without threadpoolctl."""
+    without threadpoolctl.
+
+    The loaded libraries are looked up once per process (threadpoolctl reads ``/proc/self/maps``, about 2 ms):
+    a block with thousands of components (a depthwise convolution) enters this context once, not per component.
+    """
+    global _BLAS_CONTROLLER
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency
         import contextlib
 
         return contextlib.nullcontext()
-    return threadpool_limits(limits=torch.get_num_threads(), user_api="blas")
+    if _BLAS_CONTROLLER is None:
+        import scipy.linalg  # noqa: F401  (scipy's BLAS/LAPACK are loaded before the pools are looked up)
+
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER.limit(limits=torch.get_num_threads(), user_api="blas")
 
 
 def _connected_by_a_full_line(nz: np.ndarray) -> bool:
@@ -334,26 +363,31 @@ def bipartite_resistance(B, *, dtype=torch.float64, backend: str = "auto") -> to
     def solve(sub):
         flip = sub.shape[1] > sub.shape[0]
         sub = sub.T if flip else sub
-        if use_scipy:
-            with blas_threads():
-                R = torch.from_numpy(_solve_connected_cpu(np.ascontiguousarray(sub.cpu().numpy()))).to(device)
+        if use_scipy:  # inside one blas_threads() context for the whole block (below)
+            R = torch.from_numpy(_solve_connected_cpu(np.ascontiguousarray(sub.cpu().numpy()))).to(device)
         else:
             R = _solve_connected_torch(sub.contiguous())
         return R.T if flip else R
 
     comps = _components(B)
-    if comps and comps[0][0] is None:  # complete bipartite block (a dense layer): no indexing, no copies
-        out = solve(B)
-    elif comps and isinstance(comps[0][0], str):  # connected with some zeros: no indexing, NaN off the edges
-        out = solve(B)
-        out.masked_fill_(B == 0, float("nan"))
-    else:
-        out = torch.full(B.shape, float("nan"), dtype=dtype, device=device)
-        for rows, cols in comps:
-            ri = torch.as_tensor(rows, device=device)
-            ci = torch.as_tensor(cols, device=device)
-            out[ri[:, None], ci[None, :]] = solve(B[ri][:, ci])
-        out.masked_fill_(B == 0, float("nan"))
+    first = comps[0][0] if comps else ()
+    with blas_threads() if use_scipy else contextlib.nullcontext():
+        if first is None:  # complete bipartite block (a dense layer): no indexing, no copies
+            out = solve(B)
+        elif isinstance(first, str) and first == "all":  # connected with some zeros: no indexing, NaN off the edges
+            out = solve(B)
+            out.masked_fill_(B == 0, float("nan"))
+        else:
+            out = torch.full(B.shape, float("nan"), dtype=dtype, device=device)
+            for rows, cols in comps:
+                if isinstance(rows, str):  # every star at once: each edge is a bridge, R = 1 / w exactly
+                    on = torch.from_numpy(cols).to(device)
+                    out[on] = 1.0 / B[on]
+                    continue
+                ri = torch.as_tensor(rows, device=device)
+                ci = torch.as_tensor(cols, device=device)
+                out[ri[:, None], ci[None, :]] = solve(B[ri][:, ci])
+            out.masked_fill_(B == 0, float("nan"))
     return out.T if transposed else out
 
 

@@ -184,3 +184,30 @@ def test_edge_cover_matches_the_plain_greedy():
         k = int(rng.integers(0, e.size + 2))
         got = set(np.flatnonzero(edge_cover(induced, lev, s, t, k)).tolist())
         assert got == _naive_cover(induced, lev, s, t, k)
+
+
+@pytest.mark.parametrize("sparsity", [0.9, 0.5])
+def test_depthwise_masks_are_those_of_pinv_resistances(monkeypatch, sparsity):
+    """A depthwise-separable net (a depthwise convolution is hundreds of single-edge components, solved in one
+    vectorised step): the default's masks equal, byte for byte, those it gives when every block's resistances come
+    from numpy.linalg.pinv of the block's whole Laplacian (an independent engine, patched in)."""
+    import graphprune.resistance as res
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3), torch.nn.ReLU(), torch.nn.Conv2d(32, 32, 3, groups=32),
+                              torch.nn.ReLU(), torch.nn.Conv2d(32, 64, 1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(64, 64, 3, groups=16), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(64 * 4 * 4, 10))
+    G = graphprune.from_model(net, torch.randn(1, 3, 10, 10))
+    ours = graphprune.sparsify(G, "spectral", sparsity=sparsity, seed=0)
+
+    def reference(B, *, dtype=torch.float64, backend="auto"):
+        return torch.from_numpy(pinv_reference(B.detach().double().numpy())).to(dtype)
+
+    monkeypatch.setattr(res, "bipartite_resistance", reference)
+    ref = graphprune.sparsify(G, "spectral", sparsity=sparsity, seed=0)
+    assert ours.keys() == ref.keys()
+    for k in ours:
+        assert torch.equal(ours[k], ref[k]), k
+    kept, total = sum(int(m.sum()) for m in ours.values()), sum(m.numel() for m in ours.values())
+    assert abs(kept - (1 - sparsity) * total) <= len(ours)  # the density is hit (each block rounds once)
