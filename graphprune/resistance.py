@@ -249,10 +249,12 @@ def _connected_by_a_full_line(nz: np.ndarray) -> bool:
     return bool(nz.all(axis=1).any() or nz.all(axis=0).any())
 
 
-def _solve_connected_cpu(B: np.ndarray) -> np.ndarray:
+def _solve_connected_cpu(B: np.ndarray, overwrite: bool = False) -> np.ndarray:
     """Exact resistances of a connected bipartite graph, ``n <= m`` (LAPACK/BLAS through scipy).
 
-    Working memory: one ``m x n`` buffer (H, then P^T, then Z, then Y in place) plus ``n x n`` factors.
+    Working memory: one ``m x n`` buffer (H, then P^T, then Z, then Y in place) plus ``n x n`` factors; with
+    ``overwrite`` that buffer is ``B`` itself (a C-ordered array the caller gives up), so the only ``m x n`` array
+    is the input, which comes back holding the result.
     """
     from scipy.linalg import blas, lapack
 
@@ -262,7 +264,13 @@ def _solve_connected_cpu(B: np.ndarray) -> np.ndarray:
     potrf, trtri = getattr(lapack, f + "potrf"), getattr(lapack, f + "trtri")
     d = B.sum(1)
     dv = B.sum(0)
-    X = np.multiply(B, (1.0 / np.sqrt(d)).astype(B.dtype)[:, None])  # H = D^-1/2 B (C order, m x n)
+    scale = (1.0 / np.sqrt(d)).astype(B.dtype)[:, None]
+    if overwrite and B.flags.c_contiguous:
+        X = B
+        X *= scale  # H = D^-1/2 B in B's own storage (the same products as np.multiply)
+    else:
+        X = np.multiply(B, scale)  # H = D^-1/2 B (C order, m x n)
+    del scale
     S = syrk(-1.0, X.T, lower=1)  # -(H^T H) = -(B^T D^-1 B); X.T is Fortran-ordered, no copy
     S[np.diag_indices(n)] += dv
     S += max(float(dv.mean()), float(np.finfo(B.dtype).tiny)) / n  # + alpha 11^T, alpha = mean(dv) / n
@@ -305,8 +313,8 @@ def _solve_connected_torch(B: torch.Tensor) -> torch.Tensor:
     return (1.0 / d + q)[:, None] - 2.0 * Y.T + Mjj[None, :]
 
 
-@validate_params({"dtype": [Dtype()], "backend": [Options(("auto", "scipy", "torch"))]})
-def bipartite_resistance(B, *, dtype=torch.float64, backend: str = "auto") -> torch.Tensor:
+@validate_params({"dtype": [Dtype()], "backend": [Options(("auto", "scipy", "torch"))], "overwrite": [Boolean()]})
+def bipartite_resistance(B, *, dtype=torch.float64, backend: str = "auto", overwrite: bool = False) -> torch.Tensor:
     r"""Exact effective resistance of every edge of a bipartite graph given by its biadjacency.
 
     Parameters
@@ -318,6 +326,10 @@ def bipartite_resistance(B, *, dtype=torch.float64, backend: str = "auto") -> to
         ``torch.float32`` halves memory and is about twice as fast, at roughly 1e-4 relative error.
     backend : {"auto", "scipy", "torch"}
         ``"auto"`` uses LAPACK through scipy for CPU tensors and torch for other devices (CUDA).
+    overwrite : bool, default False
+        Let the CPU engine use ``B``'s storage as its ``m x n`` working buffer (``B``'s values are destroyed; the
+        result may share its storage), like scipy's ``overwrite_a``: one ``m x n`` array instead of two. Only
+        when ``B`` is a C-contiguous tensor already of ``dtype``; otherwise ``B`` is copied as usual.
 
     Returns
     -------
@@ -333,7 +345,7 @@ def bipartite_resistance(B, *, dtype=torch.float64, backend: str = "auto") -> to
     -----
     Schur complement on the smaller side, one Cholesky factorisation, no pseudo-inverse (derivation in the module
     docstring): :math:`3mn^2 + \tfrac23 n^3` flops for ``n <= m``. Components are solved separately; an isolated
-    node is fine. Does not modify ``B``.
+    node is fine. Does not modify ``B`` unless ``overwrite=True``.
 
     References
     ----------
@@ -354,17 +366,22 @@ def bipartite_resistance(B, *, dtype=torch.float64, backend: str = "auto") -> to
     if dtype not in (torch.float32, torch.float64):
         raise ParameterError(f"The 'dtype' parameter must be torch.float32 or torch.float64. Got {dtype!r}.")
     device = B.device
+    given = B.data_ptr()
     B = B.detach().to(dtype)
+    own = bool(overwrite) or B.data_ptr() != given  # a converted copy is ours to overwrite too
     transposed = B.shape[1] > B.shape[0]
     if transposed:
         B = B.T
     use_scipy = backend == "scipy" or (backend == "auto" and device.type == "cpu")
 
-    def solve(sub):
+    def solve(sub, own):
         flip = sub.shape[1] > sub.shape[0]
         sub = sub.T if flip else sub
         if use_scipy:  # inside one blas_threads() context for the whole block (below)
-            R = torch.from_numpy(_solve_connected_cpu(np.ascontiguousarray(sub.cpu().numpy()))).to(device)
+            a = sub.cpu().numpy()
+            if not a.flags.c_contiguous:
+                a, own = np.ascontiguousarray(a), True  # a copy: ours to overwrite
+            R = torch.from_numpy(_solve_connected_cpu(a, overwrite=own)).to(device)
         else:
             R = _solve_connected_torch(sub.contiguous())
         return R.T if flip else R
@@ -373,10 +390,11 @@ def bipartite_resistance(B, *, dtype=torch.float64, backend: str = "auto") -> to
     first = comps[0][0] if comps else ()
     with blas_threads() if use_scipy else contextlib.nullcontext():
         if first is None:  # complete bipartite block (a dense layer): no indexing, no copies
-            out = solve(B)
+            out = solve(B, own)
         elif isinstance(first, str) and first == "all":  # connected with some zeros: no indexing, NaN off the edges
-            out = solve(B)
-            out.masked_fill_(B == 0, float("nan"))
+            absent = B == 0  # before the engine may overwrite B
+            out = solve(B, own)
+            out.masked_fill_(absent, float("nan"))
         else:
             out = torch.full(B.shape, float("nan"), dtype=dtype, device=device)
             for rows, cols in comps:
@@ -386,7 +404,7 @@ def bipartite_resistance(B, *, dtype=torch.float64, backend: str = "auto") -> to
                     continue
                 ri = torch.as_tensor(rows, device=device)
                 ci = torch.as_tensor(cols, device=device)
-                out[ri[:, None], ci[None, :]] = solve(B[ri][:, ci])
+                out[ri[:, None], ci[None, :]] = solve(B[ri][:, ci], True)  # an indexed copy: ours
             out.masked_fill_(B == 0, float("nan"))
     return out.T if transposed else out
 
@@ -696,8 +714,8 @@ def effective_resistance(obj, block=None, *, view: str = "channel", method: str 
         dev = b.weight.device if b.is_weight else torch.device("cpu")
         chosen = _block_method(method, f"block {b.name!r}", n_dst, n_src, itemsize, dev)  # before allocating
         Bm = H.biadjacency(b, view=view, masked=True, format="torch", dtype=dtype)
-        if chosen == "exact":
-            R = bipartite_resistance(Bm, dtype=dtype, backend=backend)
+        if chosen == "exact":  # Bm is a fresh tensor: the engine may use it as its working buffer
+            R = bipartite_resistance(Bm, dtype=dtype, backend=backend, overwrite=True)
         else:
             R = degree_resistance(Bm)
         del Bm

@@ -201,7 +201,7 @@ def test_depthwise_masks_are_those_of_pinv_resistances(monkeypatch, sparsity):
     G = graphprune.from_model(net, torch.randn(1, 3, 10, 10))
     ours = graphprune.sparsify(G, "spectral", sparsity=sparsity, seed=0)
 
-    def reference(B, *, dtype=torch.float64, backend="auto"):
+    def reference(B, *, dtype=torch.float64, backend="auto", overwrite=False):
         return torch.from_numpy(pinv_reference(B.detach().double().numpy())).to(dtype)
 
     monkeypatch.setattr(res, "bipartite_resistance", reference)
