@@ -336,3 +336,63 @@ def test_blas_threads_follow_torch():
             assert all(i["num_threads"] == 1 for i in blas)
     finally:
         torch.set_num_threads(old)
+
+
+# -- per-parameter sparsities: a table on the masks and one log line per prune call ---------------------------------
+class _Decoder(nn.Module):
+    """A one-layer decoder with Llama's parameter names (embedding, attention, MLP, head)."""
+
+    def __init__(self, vocab=50, d=16, ff=40):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(vocab, d)
+        self.self_attn = nn.ModuleDict({n: nn.Linear(d, d, bias=False) for n in ("q_proj", "k_proj", "v_proj",
+                                                                                 "o_proj")})
+        self.mlp = nn.ModuleDict({"up_proj": nn.Linear(d, ff, bias=False), "down_proj": nn.Linear(ff, d, bias=False)})
+        self.lm_head = nn.Linear(d, vocab, bias=False)
+
+    def forward(self, ids):
+        x = self.embed_tokens(ids)
+        a = self.self_attn
+        x = x + a["o_proj"](a["q_proj"](x) * a["k_proj"](x) + a["v_proj"](x))
+        x = x + self.mlp["down_proj"](torch.relu(self.mlp["up_proj"](x)))
+        return self.lm_head(x)
+
+
+def test_mask_table_counts_by_hand_and_kinds():
+    """The table's counts against numpy counts of the same masks (packed and plain), kinds by name."""
+    from graphprune.masks import mask_table
+
+    torch.manual_seed(0)
+    model, ids = _Decoder(), torch.randint(0, 50, (1, 6))
+    packed = graphprune.prune(model, ids, "spectral", sparsity=0.5, seed=0, permanent=True, progress=False)
+    plain = {k: packed[k] for k in packed}
+    for t in (packed.table(), mask_table(plain), graphprune.mask_table(packed)):
+        assert list(t.columns) == ["parameter", "kind", "shape", "kept", "total", "sparsity"]
+        assert list(t["parameter"]) == list(packed)
+        for row in t.itertuples():
+            w = model.get_parameter(row.parameter).detach().numpy()
+            assert row.shape == w.shape and row.total == w.size
+            assert row.kept == int(np.count_nonzero(plain[row.parameter].numpy()))
+            assert row.sparsity == pytest.approx(1 - row.kept / w.size)
+        kinds = dict(zip(t["parameter"], t["kind"]))
+        assert kinds["embed_tokens.weight"] == "embedding" and kinds["lm_head.weight"] == "head"
+        assert kinds["self_attn.q_proj.weight"] == "attention" and kinds["mlp.up_proj.weight"] == "mlp"
+    with pytest.raises(MaskError, match="torch.bool"):
+        mask_table({"w": torch.ones(3)})
+    with pytest.raises(MaskError, match="'masks' parameter"):
+        mask_table([torch.ones(3, dtype=torch.bool)])
+
+
+def test_prune_logs_one_line_with_per_kind_sparsities(caplog):
+    """One INFO line per prune call; its per-kind figures are the kept counts of the weights themselves."""
+    torch.manual_seed(1)
+    model, ids = _Decoder(), torch.randint(0, 50, (1, 6))
+    with caplog.at_level(logging.INFO, logger="graphprune"):
+        graphprune.prune(model, ids, "spectral", sparsity=0.5, seed=0, permanent=True, progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("prune:")]
+    assert len(lines) == 1
+    groups = {"attention": "self_attn.", "mlp": "mlp.", "embedding": "embed_tokens.", "head": "lm_head."}
+    for kind, prefix in groups.items():
+        ws = [p.detach() for n, p in model.named_parameters() if n.startswith(prefix)]
+        zero = sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)
+        assert f"{kind} {zero:.4f}" in lines[0], (kind, lines[0])
