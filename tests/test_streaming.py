@@ -224,6 +224,27 @@ def test_top_flags_equals_stable_argsort(values, k):
     assert np.array_equal(top_flags(x, k, chunk=7), want)
 
 
+def test_top_flags_on_large_arrays_one_pass_equals_stable_argsort():
+    """Above 2**21 values the threshold is bracketed from a sample and found in one pass (falling back to the
+    histogram when the bracket misses); either way the flags are those of a stable argsort: ties by position,
+    NaN lowest, -inf above NaN; bracket hit on the usual cases, checked directly."""
+    from graphprune.sparsify.base import _top_flags_sampled
+
+    rng = np.random.default_rng(0)
+    n = (1 << 21) + 12_345
+    x = np.round(np.log(rng.random(n)) / rng.random(n), 2)  # keys like the sampler's, with many ties
+    x[rng.random(n) < 0.3] = np.nan
+    x[:5] = -np.inf
+    order = np.argsort(-x, kind="stable")
+    for k in (1, 1000, n // 3, n // 2, int(np.count_nonzero(~np.isnan(x))), n - 10):
+        want = np.zeros(n, dtype=bool)
+        want[order[:k]] = True
+        assert np.array_equal(top_flags(x, k, chunk=1 << 18), want), k
+        if 1000 <= k <= n // 2:
+            keep = np.zeros(n, dtype=bool)
+            assert _top_flags_sampled(x, k, keep, 1 << 18) and np.array_equal(keep, want), k
+
+
 def test_topk_mask_matches_stable_argsort_on_ties():
     g = torch.Generator().manual_seed(0)
     s = torch.randint(0, 5, (40, 30), generator=g).double()

@@ -363,23 +363,23 @@ def grid_edge_cover(L, k, *, top=64, chunk=1 << 22):
     best = np.empty(n_dst)
     for r in range(0, n_dst, per):
         X = np.ascontiguousarray(L[r : r + per])
-        neg = np.negative(X)
-        best[r : r + per] = X.max(axis=1)
-        del X
         if n_src <= t:
-            cand[r : r + per] = np.argsort(neg, axis=1, kind="stable")
-            continue
-        thr = np.partition(neg, t - 1, axis=1)[:, t - 1 : t]  # minus the t-th largest per row
-        above = neg < thr
-        need = t - above.sum(axis=1, keepdims=True)
-        tie = neg == thr
-        sel = above | (tie & (np.cumsum(tie, axis=1) <= need))  # ties at the threshold: lower columns first
-        del above, tie
-        rr, cc = np.nonzero(sel)  # exactly t per row, columns ascending
-        cc = cc.reshape(-1, t)
-        vals = neg[rr.reshape(-1, t), cc]
-        cand[r : r + per] = np.take_along_axis(cc, np.argsort(vals, axis=1, kind="stable"), axis=1)
-        del neg, sel, rr, cc, vals
+            c = np.argsort(-X, axis=1, kind="stable")
+        else:  # the t-th largest per row (torch.topk: exact values, fast), then the entries at or above it
+            thr = torch.topk(torch.from_numpy(X), t, dim=1).values[:, t - 1 :].numpy()
+            sel = X >= thr
+            for i in np.flatnonzero(sel.sum(axis=1) > t):  # ties at the threshold: the lower columns first
+                tie = np.flatnonzero(X[i] == thr[i, 0])
+                sel[i, tie[t - int(np.count_nonzero(X[i] > thr[i, 0])) :]] = False
+            rr, cc = np.nonzero(sel)  # exactly t per row, columns ascending
+            del sel
+            cc = cc.reshape(-1, t)
+            vals = X[rr.reshape(-1, t), cc]
+            c = np.take_along_axis(cc, np.argsort(-vals, axis=1, kind="stable"), axis=1)
+            del rr, cc, vals
+        cand[r : r + per] = c
+        best[r : r + per] = X[np.arange(X.shape[0]), c[:, 0]]
+        del X, c
     order = np.argsort(-best, kind="stable")[:k]
     covered = np.zeros(n_src, dtype=bool)
     first = cand[order, 0]
