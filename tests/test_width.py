@@ -184,6 +184,16 @@ def test_edge_cover_matches_the_plain_greedy():
         k = int(rng.integers(0, e.size + 2))
         got = set(np.flatnonzero(edge_cover(induced, lev, s, t, k)).tolist())
         assert got == _naive_cover(induced, lev, s, t, k)
+    for _ in range(60):  # depthwise-like: one source per destination, parallel edges (taps), ties, masked taps
+        c, taps = (int(v) for v in rng.integers(1, 40, 2))
+        e = np.arange(c * taps)
+        s = t = e // taps
+        lev = rng.integers(0, 3, e.size).astype(float) if rng.random() < 0.5 else rng.random(e.size)
+        induced = rng.random(e.size) < rng.choice([1.0, 0.6])
+        lev = np.where(induced, lev, 0.0)
+        k = int(rng.integers(0, c + 3))
+        got = set(np.flatnonzero(edge_cover(induced, lev, s, t, k)).tolist())
+        assert got == _naive_cover(induced, lev, s, t, k)
 
 
 @pytest.mark.parametrize("sparsity", [0.9, 0.5])

@@ -220,9 +220,23 @@ def edge_cover(induced, lev, s, t, k):
     starts = np.flatnonzero(tc[1:] != tc[:-1]) + 1
     starts = np.concatenate([np.zeros(1, dtype=starts.dtype), starts])
     ends = np.r_[starts[1:], tc.size]
-    best_first = np.argsort(-np.maximum.reduceat(lc, starts), kind="stable")
+    seg_max = np.maximum.reduceat(lc, starts)
+    best_first = np.argsort(-seg_max, kind="stable")
     covered = np.zeros(int(s.max()) + 1, dtype=bool)
     used = 0
+    # each destination's best edge (ties: the first); when their sources all differ (a depthwise convolution: one
+    # source per destination) no destination meets a covered source, and the greedy below is these edges
+    seg = np.repeat(np.arange(starts.size), ends - starts)
+    at_max = np.flatnonzero(lc == seg_max[seg])
+    first = at_max[np.r_[True, seg[at_max][1:] != seg[at_max][:-1]]]
+    del seg, at_max
+    best_edge = first if cand is None else cand[first]
+    if np.unique(s[best_edge]).size == best_edge.size:
+        chosen = best_edge[best_first[:k]]
+        keep[chosen] = True
+        covered[s[chosen]] = True
+        used = chosen.size
+        best_first = best_first[:0]
     for i in best_first:
         if used >= k:
             return keep
