@@ -224,6 +224,19 @@ def test_top_flags_equals_stable_argsort(values, k):
     assert np.array_equal(top_flags(x, k, chunk=7), want)
 
 
+def test_top_flags_with_nan_and_ties_equals_stable_argsort():
+    rng = np.random.default_rng(1)
+    for n in (1, 9, 1000):
+        x = rng.integers(-2, 3, n).astype(float)
+        x[rng.random(n) < 0.3] = np.nan
+        x[rng.random(n) < 0.1] = -np.inf
+        order = np.argsort(-x, kind="stable")
+        for k in sorted({0, 1, n // 2, int(np.count_nonzero(~np.isnan(x))), n - 1, n}):
+            want = np.zeros(n, dtype=bool)
+            want[order[:k]] = True
+            assert np.array_equal(top_flags(x, k), want), (n, k)
+
+
 def test_top_flags_on_large_arrays_one_pass_equals_stable_argsort():
     """Above 2**21 values the threshold is bracketed from a sample and found in one pass (falling back to the
     histogram when the bracket misses); either way the flags are those of a stable argsort: ties by position,

@@ -572,7 +572,15 @@ def top_flags(x: np.ndarray, k: int, *, chunk: int = 1 << 22) -> np.ndarray:
     if k >= n:
         keep[:] = True
         return keep
-    if n >= 1 << 21 and _top_flags_sampled(x, k, keep, chunk):
+    if n <= 1 << 21:  # a partition costs less than the 2**20-bin histogram
+        neg = np.negative(x, dtype=np.float64)  # NaN stays NaN: last in ascending order, as it ranks lowest
+        thr = np.partition(neg, k - 1)[k - 1]
+        nan = bool(np.isnan(thr))  # fewer non-NaN values than k: all of them, then NaNs by position
+        keep = ~np.isnan(neg) if nan else neg < thr
+        ties = np.flatnonzero(np.isnan(neg) if nan else neg == thr)
+        keep[ties[: k - int(np.count_nonzero(keep))]] = True  # the k-th value's ties: earliest positions first
+        return keep
+    if _top_flags_sampled(x, k, keep, chunk):
         return keep
     keep[:] = False
     hist = np.zeros(_NBINS, dtype=np.int64)
