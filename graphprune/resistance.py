@@ -620,7 +620,8 @@ def _block_method(method, name, m, n, itemsize, device):
 def _per_edge(b, R: torch.Tensor, view: str) -> torch.Tensor:
     """The biadjacency's values ``R[dst, src]`` in edge (parameter) order; a reshape, not a gather, when the
     parameter is the biadjacency itself (linear, rolled ungrouped convolution) or its transpose (embedding)."""
-    if b.is_weight and (b.layout == "linear" or (view == "rolled" and b.layout == "conv" and b.groups == 1)):
+    if b.is_weight and (b.layout == "linear" or (b.layout == "conv" and b.groups == 1
+                                                 and (view == "rolled" or b.kernel_size == 1))):
         return R.reshape(-1)
     if b.is_weight and b.layout == "embedding":
         return R.T.reshape(-1)
