@@ -118,7 +118,11 @@ class SpectralSparsifier(Sparsifier):
     block whose ``|w|`` are all equal is sampled as any other (its resistances are defined). With ``width="auto"``
     the blocks run as independent jobs on an ``executor`` when no node is removed (the usual case at LLM densities);
     when nodes are removed the choice is over the whole graph and the blocks run serially. Cost: with nodes removed,
-    two exact resistance computations per block (full and induced).
+    two exact resistance computations per block (full and induced). Memory at LLM densities (no node removed, every
+    edge available, a dense block): one float64 array per edge (the exact engine works in the biadjacency's own
+    storage, the leverage is formed there, then the sampling keys), two bool arrays and the engine's two
+    ``n x n`` factors; ``dtype=torch.float32`` adds a float32 array while the leverage is formed. A depthwise
+    convolution's one-edge components are solved at once (``R = 1/w``).
 
     References
     ----------

@@ -128,8 +128,10 @@ def mask_within(sp, ctx, k, kept) -> torch.Tensor:
     edges outside it if the induced subgraph is smaller than the budget.
 
     Where no node of the block was removed (LLM densities) the leverage is the sparsifier's own in-place array
-    (:meth:`SpectralSparsifier.score`) and the sampling keys overwrite their temporaries, so the working set is
-    about four 8-byte arrays per edge at its peak.
+    (:meth:`SpectralSparsifier.score`). A linear, embedding or 1x1 convolution block with every edge available
+    then takes :func:`_mask_whole_grid`: one float64 array per edge (the engine's buffer: resistances, then
+    leverages, then sampling keys) and two bool arrays, with the same masks; other blocks use per-edge index
+    arrays (about four 8-byte arrays per edge at the peak).
     """
     b, G = ctx.block, ctx.graph
     avail = ctx.available.reshape(-1).cpu().numpy()
