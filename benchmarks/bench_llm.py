@@ -7,8 +7,8 @@ which holds no weights), random init, bfloat16, built on the meta device and mat
 (no float32 copy). Rows:
 
 - ``graphprune spectral width=all permanent``: export + the paper's per-layer spectral masks (float32 exact
-  resistances, per block) + in-place zeroing, block by block (``graphprune.prune(model, ids, "spectral",
-  sparsity=0.5, permanent=True, dtype=torch.float32, width="all")``);
+  resistances unless ``--dtype float64``, per block) + in-place zeroing, block by block
+  (``graphprune.prune(model, ids, "spectral", sparsity=0.5, permanent=True, dtype=torch.float32, width="all")``);
 - ``graphprune spectral (default) permanent``: the same with ``"spectral"``'s default (``width="auto"``: at 50%
   no node is removed, so ERK budgets and an edge cover, then the same sampling, streamed block by block);
 - ``graphprune magnitude permanent``: the same streaming path with magnitude scores (quick mode only);
@@ -174,6 +174,8 @@ def main():
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--no-magnitude", action="store_true")
     ap.add_argument("--width", default="all,auto", help="spectral variants to run, comma-separated (all, auto)")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "float64"),
+                    help="resistances' dtype for the spectral rows (float64 is the CPU default of prune())")
     ap.add_argument("--hidden", type=int, default=4096)
     ap.add_argument("--ff", type=int, default=11008)
     ap.add_argument("--vocab", type=int, default=32000)
@@ -184,6 +186,8 @@ def main():
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, Llama shapes {shape}, {layers} layers, "
           f"bfloat16, sparsity 0.5, one run per row")
     results = []
+    dtype = getattr(torch, args.dtype)
+    print(f"spectral rows: resistances in {args.dtype}")
 
     for width in args.width.split(","):
         t0 = time.perf_counter()
@@ -196,12 +200,16 @@ def main():
             "graphprune spectral (default) permanent"
         with EngineClock() as clock:
             label, dt, peak, masks = row(name, lambda model=model, width=width: graphprune.prune(
-                model, ids, "spectral", sparsity=0.5, seed=0, permanent=True, progress=False, dtype=torch.float32,
+                model, ids, "spectral", sparsity=0.5, seed=0, permanent=True, progress=False, dtype=dtype,
                 width=width))
         dens = sum(int((p != 0).sum()) for n, p in model.named_parameters() if p.dim() >= 2) / sum(
             p.numel() for p in model.parameters() if p.dim() >= 2)
-        results.append((label, dt, peak, f"density {dens:.4f}, masks {masks.nbytes / 2**20:.0f} MiB packed, "
-                                         f"exact engine {clock.seconds:.1f} s of it"))
+        table = masks.table()
+        kinds = table.groupby("kind")[["kept", "total"]].sum()
+        by_kind = ", ".join(f"{k} {1 - r.kept / r.total:.2f}" for k, r in kinds.iterrows())
+        results.append((label, dt, peak, f"density {dens:.4f} (sparsity by kind: {by_kind}), masks "
+                                         f"{masks.nbytes / 2**20:.0f} MiB packed, exact engine {clock.seconds:.1f} s "
+                                         "of it"))
         del masks, model
         gc.collect()
 

@@ -13,7 +13,7 @@ from .checkpoint import prune_checkpoint
 from .errors import GraphPruneError
 from .export import from_model, register_adapter
 from .graph import Block, MultipartiteGraph, Partition
-from .masks import PackedMasks, load_masks_safetensors, save_masks_safetensors
+from .masks import PackedMasks, load_masks_safetensors, mask_table, save_masks_safetensors
 from .prune import prune
 from .resistance import effective_resistance
 from .sparsify import Sparsifier, available_sparsifiers, check_sparsifier, get_sparsifier, register, sparsify
@@ -25,5 +25,5 @@ __all__ = [
     "register", "get_sparsifier", "available_sparsifiers", "apply_masks", "make_permanent", "save_masks",
     "load_masks", "GraphPruneError", "errors", "effective_resistance", "spectral_similarity", "check_sparsifier",
     "report", "compare", "ConnectivityReport",
-    "prune", "prune_checkpoint", "PackedMasks", "save_masks_safetensors", "load_masks_safetensors",
+    "prune", "prune_checkpoint", "PackedMasks", "save_masks_safetensors", "load_masks_safetensors", "mask_table",
 ]

@@ -656,9 +656,9 @@ class MultipartiteGraph:
             if not bool(keep.all()):
                 w = w.masked_fill_(~keep.to(w.device), 0)
         if format == "torch":
-            if b.is_weight and (b.layout == "linear" or (view == "rolled" and b.layout == "conv"
-                                                         and b.groups == 1)):
-                return w.reshape(shape)
+            if b.is_weight and (b.layout == "linear" or (b.layout == "conv" and b.groups == 1
+                                                         and (view == "rolled" or b.kernel_size == 1))):
+                return w.reshape(shape)  # a 1x1 convolution's channel view is its rolled view: no parallel edges
             if b.is_weight and b.layout == "embedding":  # (in, out): the biadjacency is its transpose (a view)
                 return w.reshape(shape[1], shape[0]).T
             s, d = b.edge_index(view)

@@ -21,7 +21,8 @@ import torch
 from .errors import MaskError, MissingDependencyError, ParameterError
 
 __all__ = ["PackedMasks", "pack_mask", "unpack_mask", "save_masks_safetensors", "load_masks_safetensors",
-           "mask_file_format", "SAFETENSORS_FORMAT", "SAFETENSORS_VERSION"]
+           "mask_file_format", "mask_table", "sparsity_summary", "param_kind", "SAFETENSORS_FORMAT",
+           "SAFETENSORS_VERSION"]
 
 SAFETENSORS_FORMAT = "graphprune-masks"
 SAFETENSORS_VERSION = 1
@@ -131,6 +132,130 @@ class PackedMasks(Mapping):
 
     def __repr__(self) -> str:
         return f"PackedMasks({len(self)} parameters, {self.nbytes:,} bytes, density={self.density():.4f})"
+
+    def table(self):
+        """Per-parameter sparsities as a pandas DataFrame (:func:`mask_table`), from the stored counts: nothing is
+        unpacked.
+
+        Examples
+        --------
+        >>> import torch
+        >>> pm = PackedMasks({"mlp.up.weight": torch.tensor([[True, False], [False, False]])})
+        >>> pm.table()[["parameter", "kind", "kept", "total", "sparsity"]].to_dict("records")
+        [{'parameter': 'mlp.up.weight', 'kind': 'mlp', 'kept': 1, 'total': 4, 'sparsity': 0.75}]
+        """
+        return mask_table(self)
+
+
+# -- per-parameter sparsities --------------------------------------------------------------------------------------
+_KIND_WORDS = (  # the first kind whose words appear in a parameter's name, segment by segment
+    ("embedding", ("embed", "embeddings", "embed_tokens", "wte", "wpe", "tok_embeddings", "word_embeddings")),
+    ("attention", ("attn", "self_attn", "attention", "self_attention", "cross_attn", "q_proj", "k_proj", "v_proj",
+                   "o_proj", "qkv", "c_attn", "in_proj_weight", "out_proj", "query", "key", "value", "wq", "wk",
+                   "wv", "wo")),
+    ("mlp", ("mlp", "ffn", "feed_forward", "feedforward", "intermediate", "gate_proj", "up_proj", "down_proj",
+             "c_fc", "fc1", "fc2", "w1", "w2", "w3", "linear1", "linear2", "dense_h_to_4h", "dense_4h_to_h")),
+    ("head", ("lm_head", "head", "heads", "classifier")),
+)
+
+
+def param_kind(name: str, shape=()) -> str:
+    """The kind of a parameter for per-kind summaries: ``"embedding"``, ``"attention"``, ``"mlp"``, ``"head"`` by
+    its name (segments such as ``self_attn``, ``q_proj``, ``mlp``, ``up_proj``, ``embed_tokens``, ``lm_head``;
+    PyTorch, Hugging Face and GPT-2 spellings), else ``"conv"`` for a parameter of 3 or more dimensions and
+    ``"linear"`` otherwise. A naming rule, not a graph analysis: a model with other names gets linear / conv.
+
+    Examples
+    --------
+    >>> param_kind("model.layers.0.self_attn.q_proj.weight"), param_kind("model.layers.0.mlp.up_proj.weight")
+    ('attention', 'mlp')
+    >>> param_kind("features.0.weight", (64, 3, 3, 3)), param_kind("lm_head.weight", (32000, 4096))
+    ('conv', 'head')
+    """
+    segments = [seg.lower() for seg in str(name).split(".")]
+    for kind, words in _KIND_WORDS:
+        if any(seg in words for seg in segments):
+            return kind
+    if any("attn" in seg or "attention" in seg for seg in segments):  # spellings not listed above
+        return "attention"
+    if any("mlp" in seg or "ffn" in seg for seg in segments):
+        return "mlp"
+    return "conv" if len(tuple(shape)) >= 3 else "linear"
+
+
+def mask_table(masks):
+    """Per-parameter sparsities of masks as a pandas DataFrame.
+
+    Parameters
+    ----------
+    masks : PackedMasks or mapping of str to bool tensor
+        What :func:`graphprune.prune` or :func:`graphprune.sparsify` returned (or any such mapping).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per parameter, in the mapping's order: ``parameter``, ``kind`` (:func:`param_kind`), ``shape``
+        (tuple), ``kept`` and ``total`` (ints), ``sparsity`` (``1 - kept / total``).
+
+    Raises
+    ------
+    MaskError
+        ``masks`` is not a mapping of names to bool tensors.
+
+    Examples
+    --------
+    >>> import torch
+    >>> t = mask_table({"0.weight": torch.tensor([[True, True], [False, True]])})
+    >>> t.loc[0, "kept"], t.loc[0, "total"], t.loc[0, "sparsity"]
+    (3, 4, 0.25)
+    """
+    import pandas as pd
+
+    if not isinstance(masks, Mapping):
+        raise MaskError(f"The 'masks' parameter must be a dict of parameter name -> bool tensor or a PackedMasks. "
+                        f"Got {type(masks).__name__} instead.")
+    rows = []
+    for name in masks:
+        if isinstance(masks, PackedMasks):
+            shape, kept = masks.shape(name), masks._kept[name]
+        else:
+            m = masks[name]
+            if not isinstance(m, torch.Tensor) or m.dtype != torch.bool:
+                raise MaskError(f"Mask for {name!r} must be a torch.bool tensor. Got "
+                                f"{getattr(m, 'dtype', type(m).__name__)}.")
+            shape, kept = tuple(m.shape), int(np.count_nonzero(m.detach().to("cpu").numpy()))
+        total = int(math.prod(shape))
+        rows.append({"parameter": name, "kind": param_kind(name, shape), "shape": tuple(shape), "kept": kept,
+                     "total": total, "sparsity": 1.0 - kept / total if total else 0.0})
+    cols = ["parameter", "kind", "shape", "kept", "total", "sparsity"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def sparsity_summary(masks) -> str:
+    """One line: overall sparsity, the least and most pruned parameters, and the sparsity of each kind
+    (:func:`param_kind`), e.g. ``"sparsity 0.5000 over 6,738,415,616 weights in 226 parameters; per parameter
+    0.3187 (model.layers.0.self_attn.q_proj.weight) to 0.5318 (model.layers.0.mlp.up_proj.weight); by kind:
+    attention 0.3187, mlp 0.5318, ..."``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> line = sparsity_summary({"attn.q.weight": torch.tensor([True, False]),
+    ...                          "mlp.up.weight": torch.tensor([False, False, False, True])})
+    >>> print(line.replace("; ", ";\\n"))
+    sparsity 0.6667 over 6 weights in 2 parameters;
+    per parameter 0.5000 (attn.q.weight) to 0.7500 (mlp.up.weight);
+    by kind: attention 0.5000, mlp 0.7500
+    """
+    t = mask_table(masks)
+    if t.empty:
+        return "no parameters"
+    kept, total = int(t["kept"].sum()), int(t["total"].sum())
+    lo, hi = t.loc[t["sparsity"].idxmin()], t.loc[t["sparsity"].idxmax()]
+    by = t.groupby("kind", sort=False)[["kept", "total"]].sum()
+    kinds = ", ".join(f"{k} {1 - r.kept / r.total:.4f}" for k, r in by.iterrows() if r.total)
+    return (f"sparsity {1 - kept / total:.4f} over {total:,} weights in {len(t)} parameters; per parameter "
+            f"{lo.sparsity:.4f} ({lo.parameter}) to {hi.sparsity:.4f} ({hi.parameter}); by kind: {kinds}")
 
 
 # -- safetensors ---------------------------------------------------------------------------------------------------

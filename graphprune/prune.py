@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
 from .apply import apply_masks
 from .errors import ParameterError
 from .export import from_model
-from .masks import PackedMasks
+from .masks import PackedMasks, sparsity_summary
 from .sparsify import Sparsifier, resolve
 from .sparsify.calibrated import CalibratedSparsifier
 
 __all__ = ["prune"]
+
+log = logging.getLogger("graphprune")
 
 
 #: The method of :func:`prune` without calibration data, and with it (the winner of the trained-model study).
@@ -61,7 +65,10 @@ def prune(model: nn.Module, example_inputs, method=None, *, sparsity=None, densi
     -------
     Mapping of str to torch.Tensor
         The masks keyed by parameter name. With ``permanent=True`` a :class:`graphprune.masks.PackedMasks`
-        (one bit per weight; each mask expands to a bool tensor when read), else a dict of bool tensors.
+        (one bit per weight; each mask expands to a bool tensor when read), else a dict of bool tensors. Their
+        per-parameter sparsities: ``masks.table()`` (PackedMasks) or :func:`graphprune.masks.mask_table`, a
+        pandas DataFrame; one INFO line on the ``graphprune`` logger summarises them (least and most pruned
+        parameter, sparsity per kind: attention, MLP, embedding, head, ...).
 
     Raises
     ------
@@ -104,14 +111,25 @@ def prune(model: nn.Module, example_inputs, method=None, *, sparsity=None, densi
         masks = sp.sparsify(G)
         _write_weights(model, getattr(sp, "weights_", None))
         apply_masks(model, masks=masks)
+        _log_summary(sp, d, masks)
         return masks
     sp._in_place = True  # data-aware methods gather their statistics on the model itself while it is pruned
     try:
         if not sp._streams():  # several rounds over the whole graph: the masks first, then zero block by block
-            return _zero_all_in_place(G, sp.sparsify(G))
-        return _prune_in_place(sp, G, d)
+            masks = _zero_all_in_place(G, sp.sparsify(G))
+        else:
+            masks = _prune_in_place(sp, G, d)
     finally:
         del sp._in_place  # a later sparsify() with the same instance works on a copy again
+    _log_summary(sp, d, masks)
+    return masks
+
+
+def _log_summary(sp, d, masks) -> None:
+    """One INFO line on the ``graphprune`` logger: the per-parameter and per-kind sparsities of the result
+    (:func:`graphprune.masks.sparsity_summary`; the full table is ``masks.table()`` or ``mask_table(masks)``)."""
+    if log.isEnabledFor(logging.INFO):
+        log.info("prune: %s at sparsity %.4f asked: %s", type(sp).__name__, 1.0 - d, sparsity_summary(masks))
 
 
 def _with_calibration(method, model, calibration, options) -> dict:

@@ -27,6 +27,8 @@ Cost: :math:`mn^2` (SYRK for :math:`B^T D_U^{-1} B`) :math:`+ n^3/3` (POTRF) :ma
 diagonal of :math:`M`) :math:`+ 2mn^2` (two TRSM), i.e. :math:`3mn^2 + \tfrac{2}{3}n^3` flops and
 :math:`O(mn)` memory, against :math:`O((m+n)^3)` for a pseudo-inverse of the whole Laplacian. Disconnected
 blocks (zero weights, dead neurons, masked edges) are solved per connected component; isolated nodes are dropped.
+Star components (one row or one column, e.g. the one-edge components of a depthwise convolution, one per channel)
+are trees: every edge is a bridge, :math:`R_e = 1/w_e`, set for all of them in one vectorised step.
 
 References
 ----------
@@ -37,6 +39,7 @@ References
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import numbers
@@ -135,7 +138,12 @@ def _check_biadjacency(B, name="B", owner=None, *, graph_ok=False):
 
 
 def _components(B: torch.Tensor):
-    """Connected components of the bipartite graph of ``B`` as lists of (row index, column index) arrays."""
+    """Connected components of the bipartite graph of ``B`` as lists of (row index, column index) arrays.
+
+    Star components (one row or one column: trees, whose every edge is a bridge) are not listed one by one: they
+    come back as one entry ``("stars", edges)``, ``edges`` a bool array shaped like ``B`` flagging their edges, first
+    in the list. A depthwise convolution has one such component per channel.
+    """
     m, n = B.shape
     if B.device.type != "cpu" and bool((B != 0).all()):  # decide on the device before any transfer
         return [(None, None)]
@@ -150,14 +158,23 @@ def _components(B: torch.Tensor):
     deg = np.zeros(m + n, dtype=np.int64)
     np.add.at(deg, rows, 1)
     np.add.at(deg, cols + m, 1)
+    live = deg > 0
+    n_rows = np.bincount(lab[:m][live[:m]], minlength=k)  # nodes of each component on each side
+    n_cols = np.bincount(lab[m:][live[m:]], minlength=k)
+    star = (n_rows == 1) | (n_cols == 1)  # a tree: R_e = 1 / w_e on every edge
     out = []
+    if star.any():
+        edges = np.zeros((m, n), dtype=bool)
+        on = star[lab[rows]]
+        edges[rows[on], cols[on]] = True
+        out.append(("stars", edges))
+    if star.all():
+        return out
     order = np.argsort(lab, kind="stable")
     bounds = np.searchsorted(lab[order], np.arange(k + 1))
-    for c in range(k):
+    for c in np.flatnonzero(~star & (n_rows > 0)):
         members = order[bounds[c] : bounds[c + 1]]
-        members = members[deg[members] > 0]
-        if members.size == 0:
-            continue
+        members = members[live[members]]
         r = members[members < m]
         q = members[members >= m] - m
         out.append((r, q))
@@ -198,17 +215,29 @@ def _check_exact_fits(name, m, n, itemsize, device):
             "that fits), or free memory.")
 
 
+_BLAS_CONTROLLER = None
+
+
 def blas_threads():
     """A context limiting the BLAS/LAPACK thread pools to ``torch.get_num_threads()``, so that scipy's engine and
     torch use the same number of cores (no oversubscription when the caller lowered torch's threads); a no-op
-    without threadpoolctl."""
+    without threadpoolctl.
+
+    The loaded libraries are looked up once per process (threadpoolctl reads ``/proc/self/maps``, about 2 ms):
+    a block with thousands of components (a depthwise convolution) enters this context once, not per component.
+    """
+    global _BLAS_CONTROLLER
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency
         import contextlib
 
         return contextlib.nullcontext()
-    return threadpool_limits(limits=torch.get_num_threads(), user_api="blas")
+    if _BLAS_CONTROLLER is None:
+        import scipy.linalg  # noqa: F401  (scipy's BLAS/LAPACK are loaded before the pools are looked up)
+
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER.limit(limits=torch.get_num_threads(), user_api="blas")
 
 
 def _connected_by_a_full_line(nz: np.ndarray) -> bool:
@@ -220,10 +249,12 @@ def _connected_by_a_full_line(nz: np.ndarray) -> bool:
     return bool(nz.all(axis=1).any() or nz.all(axis=0).any())
 
 
-def _solve_connected_cpu(B: np.ndarray) -> np.ndarray:
+def _solve_connected_cpu(B: np.ndarray, overwrite: bool = False) -> np.ndarray:
     """Exact resistances of a connected bipartite graph, ``n <= m`` (LAPACK/BLAS through scipy).
 
-    Working memory: one ``m x n`` buffer (H, then P^T, then Z, then Y in place) plus ``n x n`` factors.
+    Working memory: one ``m x n`` buffer (H, then P^T, then Z, then Y in place) plus ``n x n`` factors; with
+    ``overwrite`` that buffer is ``B`` itself (a C-ordered array the caller gives up), so the only ``m x n`` array
+    is the input, which comes back holding the result.
     """
     from scipy.linalg import blas, lapack
 
@@ -233,7 +264,13 @@ def _solve_connected_cpu(B: np.ndarray) -> np.ndarray:
     potrf, trtri = getattr(lapack, f + "potrf"), getattr(lapack, f + "trtri")
     d = B.sum(1)
     dv = B.sum(0)
-    X = np.multiply(B, (1.0 / np.sqrt(d)).astype(B.dtype)[:, None])  # H = D^-1/2 B (C order, m x n)
+    scale = (1.0 / np.sqrt(d)).astype(B.dtype)[:, None]
+    if overwrite and B.flags.c_contiguous:
+        X = B
+        X *= scale  # H = D^-1/2 B in B's own storage (the same products as np.multiply)
+    else:
+        X = np.multiply(B, scale)  # H = D^-1/2 B (C order, m x n)
+    del scale
     S = syrk(-1.0, X.T, lower=1)  # -(H^T H) = -(B^T D^-1 B); X.T is Fortran-ordered, no copy
     S[np.diag_indices(n)] += dv
     S += max(float(dv.mean()), float(np.finfo(B.dtype).tiny)) / n  # + alpha 11^T, alpha = mean(dv) / n
@@ -276,8 +313,8 @@ def _solve_connected_torch(B: torch.Tensor) -> torch.Tensor:
     return (1.0 / d + q)[:, None] - 2.0 * Y.T + Mjj[None, :]
 
 
-@validate_params({"dtype": [Dtype()], "backend": [Options(("auto", "scipy", "torch"))]})
-def bipartite_resistance(B, *, dtype=torch.float64, backend: str = "auto") -> torch.Tensor:
+@validate_params({"dtype": [Dtype()], "backend": [Options(("auto", "scipy", "torch"))], "overwrite": [Boolean()]})
+def bipartite_resistance(B, *, dtype=torch.float64, backend: str = "auto", overwrite: bool = False) -> torch.Tensor:
     r"""Exact effective resistance of every edge of a bipartite graph given by its biadjacency.
 
     Parameters
@@ -289,6 +326,10 @@ def bipartite_resistance(B, *, dtype=torch.float64, backend: str = "auto") -> to
         ``torch.float32`` halves memory and is about twice as fast, at roughly 1e-4 relative error.
     backend : {"auto", "scipy", "torch"}
         ``"auto"`` uses LAPACK through scipy for CPU tensors and torch for other devices (CUDA).
+    overwrite : bool, default False
+        Let the CPU engine use ``B``'s storage as its ``m x n`` working buffer (``B``'s values are destroyed; the
+        result may share its storage), like scipy's ``overwrite_a``: one ``m x n`` array instead of two. Only
+        when ``B`` is a C-contiguous tensor already of ``dtype``; otherwise ``B`` is copied as usual.
 
     Returns
     -------
@@ -304,7 +345,7 @@ def bipartite_resistance(B, *, dtype=torch.float64, backend: str = "auto") -> to
     -----
     Schur complement on the smaller side, one Cholesky factorisation, no pseudo-inverse (derivation in the module
     docstring): :math:`3mn^2 + \tfrac23 n^3` flops for ``n <= m``. Components are solved separately; an isolated
-    node is fine. Does not modify ``B``.
+    node is fine. Does not modify ``B`` unless ``overwrite=True``.
 
     References
     ----------
@@ -325,35 +366,46 @@ def bipartite_resistance(B, *, dtype=torch.float64, backend: str = "auto") -> to
     if dtype not in (torch.float32, torch.float64):
         raise ParameterError(f"The 'dtype' parameter must be torch.float32 or torch.float64. Got {dtype!r}.")
     device = B.device
+    given = B.data_ptr()
     B = B.detach().to(dtype)
+    own = bool(overwrite) or B.data_ptr() != given  # a converted copy is ours to overwrite too
     transposed = B.shape[1] > B.shape[0]
     if transposed:
         B = B.T
     use_scipy = backend == "scipy" or (backend == "auto" and device.type == "cpu")
 
-    def solve(sub):
+    def solve(sub, own):
         flip = sub.shape[1] > sub.shape[0]
         sub = sub.T if flip else sub
-        if use_scipy:
-            with blas_threads():
-                R = torch.from_numpy(_solve_connected_cpu(np.ascontiguousarray(sub.cpu().numpy()))).to(device)
+        if use_scipy:  # inside one blas_threads() context for the whole block (below)
+            a = sub.cpu().numpy()
+            if not a.flags.c_contiguous:
+                a, own = np.ascontiguousarray(a), True  # a copy: ours to overwrite
+            R = torch.from_numpy(_solve_connected_cpu(a, overwrite=own)).to(device)
         else:
             R = _solve_connected_torch(sub.contiguous())
         return R.T if flip else R
 
     comps = _components(B)
-    if comps and comps[0][0] is None:  # complete bipartite block (a dense layer): no indexing, no copies
-        out = solve(B)
-    elif comps and isinstance(comps[0][0], str):  # connected with some zeros: no indexing, NaN off the edges
-        out = solve(B)
-        out.masked_fill_(B == 0, float("nan"))
-    else:
-        out = torch.full(B.shape, float("nan"), dtype=dtype, device=device)
-        for rows, cols in comps:
-            ri = torch.as_tensor(rows, device=device)
-            ci = torch.as_tensor(cols, device=device)
-            out[ri[:, None], ci[None, :]] = solve(B[ri][:, ci])
-        out.masked_fill_(B == 0, float("nan"))
+    first = comps[0][0] if comps else ()
+    with blas_threads() if use_scipy else contextlib.nullcontext():
+        if first is None:  # complete bipartite block (a dense layer): no indexing, no copies
+            out = solve(B, own)
+        elif isinstance(first, str) and first == "all":  # connected with some zeros: no indexing, NaN off the edges
+            absent = B == 0  # before the engine may overwrite B
+            out = solve(B, own)
+            out.masked_fill_(absent, float("nan"))
+        else:
+            out = torch.full(B.shape, float("nan"), dtype=dtype, device=device)
+            for rows, cols in comps:
+                if isinstance(rows, str):  # every star at once: each edge is a bridge, R = 1 / w exactly
+                    on = torch.from_numpy(cols).to(device)
+                    out[on] = 1.0 / B[on]
+                    continue
+                ri = torch.as_tensor(rows, device=device)
+                ci = torch.as_tensor(cols, device=device)
+                out[ri[:, None], ci[None, :]] = solve(B[ri][:, ci], True)  # an indexed copy: ours
+            out.masked_fill_(B == 0, float("nan"))
     return out.T if transposed else out
 
 
@@ -568,7 +620,8 @@ def _block_method(method, name, m, n, itemsize, device):
 def _per_edge(b, R: torch.Tensor, view: str) -> torch.Tensor:
     """The biadjacency's values ``R[dst, src]`` in edge (parameter) order; a reshape, not a gather, when the
     parameter is the biadjacency itself (linear, rolled ungrouped convolution) or its transpose (embedding)."""
-    if b.is_weight and (b.layout == "linear" or (view == "rolled" and b.layout == "conv" and b.groups == 1)):
+    if b.is_weight and (b.layout == "linear" or (b.layout == "conv" and b.groups == 1
+                                                 and (view == "rolled" or b.kernel_size == 1))):
         return R.reshape(-1)
     if b.is_weight and b.layout == "embedding":
         return R.T.reshape(-1)
@@ -662,8 +715,8 @@ def effective_resistance(obj, block=None, *, view: str = "channel", method: str 
         dev = b.weight.device if b.is_weight else torch.device("cpu")
         chosen = _block_method(method, f"block {b.name!r}", n_dst, n_src, itemsize, dev)  # before allocating
         Bm = H.biadjacency(b, view=view, masked=True, format="torch", dtype=dtype)
-        if chosen == "exact":
-            R = bipartite_resistance(Bm, dtype=dtype, backend=backend)
+        if chosen == "exact":  # Bm is a fresh tensor: the engine may use it as its working buffer
+            R = bipartite_resistance(Bm, dtype=dtype, backend=backend, overwrite=True)
         else:
             R = degree_resistance(Bm)
         del Bm

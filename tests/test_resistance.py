@@ -59,6 +59,43 @@ def test_disconnected_dead_neurons_and_isolated_nodes(backend):
     assert np.isnan(R[6]).all() and np.isnan(R[0, 3])  # no edge, no resistance
 
 
+@pytest.mark.parametrize("backend", ["scipy", "torch"])
+def test_star_components_many_at_once(backend):
+    """A block with hundreds of components, most of them stars (a depthwise convolution has one single-edge
+    component per channel; a star has one row or one column): every value against numpy.linalg.pinv of the whole
+    Laplacian, and a star's edges are bridges, R = 1/w by hand."""
+    rng = np.random.default_rng(3)
+    B = np.zeros((420, 400))
+    r = c = 0
+    stars = []
+    for i in range(150):
+        kind = i % 5
+        h, w = {0: (1, 1), 1: (1, 4), 2: (3, 1), 3: (3, 2), 4: (1, 1)}[kind]  # kind 3 is not a star
+        B[r : r + h, c : c + w] = rng.uniform(0.1, 2.0, (h, w))
+        if kind != 3:
+            stars.append((slice(r, r + h), slice(c, c + w)))
+        r, c = r + h + (i % 7 == 0), c + w  # some dead rows in between
+    R = bipartite_resistance(torch.from_numpy(B), backend=backend).numpy()
+    np.testing.assert_allclose(R, pinv_reference(B), rtol=1e-9)
+    for rs, cs in stars:
+        np.testing.assert_allclose(R[rs, cs], 1.0 / B[rs, cs], rtol=1e-15)
+    assert np.isnan(R[B == 0]).all()
+
+
+def test_depthwise_conv_resistance_is_one_over_the_channel_weight():
+    """Channel view of a depthwise convolution: output channel c meets input channel c only, through its 9 taps
+    (parallel edges), so every tap's resistance is 1 / sum_taps |w| (a single edge of that conductance)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 24, 1), torch.nn.ReLU(), torch.nn.Conv2d(24, 24, 3, groups=24),
+                              torch.nn.ReLU(), torch.nn.Conv2d(24, 5, 1))
+    G = graphprune.from_model(net, torch.randn(1, 3, 8, 8))
+    b = next(b for b in G.weight_blocks if b.param == "2.weight")
+    R = graphprune.effective_resistance(G, b).numpy()
+    w = net[2].weight.detach().double().abs().numpy()  # (24, 1, 3, 3)
+    expect = np.broadcast_to(1.0 / w.sum(axis=(1, 2, 3), keepdims=True), w.shape)
+    np.testing.assert_allclose(R, expect, rtol=1e-14)
+
+
 def test_float32_and_networkx():
     B = halfnormal((8, 5), 3, zero_frac=0.3)
     ref = pinv_reference(B)

@@ -224,6 +224,40 @@ def test_top_flags_equals_stable_argsort(values, k):
     assert np.array_equal(top_flags(x, k, chunk=7), want)
 
 
+def test_top_flags_with_nan_and_ties_equals_stable_argsort():
+    rng = np.random.default_rng(1)
+    for n in (1, 9, 1000):
+        x = rng.integers(-2, 3, n).astype(float)
+        x[rng.random(n) < 0.3] = np.nan
+        x[rng.random(n) < 0.1] = -np.inf
+        order = np.argsort(-x, kind="stable")
+        for k in sorted({0, 1, n // 2, int(np.count_nonzero(~np.isnan(x))), n - 1, n}):
+            want = np.zeros(n, dtype=bool)
+            want[order[:k]] = True
+            assert np.array_equal(top_flags(x, k), want), (n, k)
+
+
+def test_top_flags_on_large_arrays_one_pass_equals_stable_argsort():
+    """Above 2**21 values the threshold is bracketed from a sample and found in one pass (falling back to the
+    histogram when the bracket misses); either way the flags are those of a stable argsort: ties by position,
+    NaN lowest, -inf above NaN; bracket hit on the usual cases, checked directly."""
+    from graphprune.sparsify.base import _top_flags_sampled
+
+    rng = np.random.default_rng(0)
+    n = (1 << 21) + 12_345
+    x = np.round(np.log(rng.random(n)) / rng.random(n), 2)  # keys like the sampler's, with many ties
+    x[rng.random(n) < 0.3] = np.nan
+    x[:5] = -np.inf
+    order = np.argsort(-x, kind="stable")
+    for k in (1, 1000, n // 3, n // 2, int(np.count_nonzero(~np.isnan(x))), n - 10):
+        want = np.zeros(n, dtype=bool)
+        want[order[:k]] = True
+        assert np.array_equal(top_flags(x, k, chunk=1 << 18), want), k
+        if 1000 <= k <= n // 2:
+            keep = np.zeros(n, dtype=bool)
+            assert _top_flags_sampled(x, k, keep, 1 << 18) and np.array_equal(keep, want), k
+
+
 def test_topk_mask_matches_stable_argsort_on_ties():
     g = torch.Generator().manual_seed(0)
     s = torch.randint(0, 5, (40, 30), generator=g).double()
@@ -336,3 +370,63 @@ def test_blas_threads_follow_torch():
             assert all(i["num_threads"] == 1 for i in blas)
     finally:
         torch.set_num_threads(old)
+
+
+# -- per-parameter sparsities: a table on the masks and one log line per prune call ---------------------------------
+class _Decoder(nn.Module):
+    """A one-layer decoder with Llama's parameter names (embedding, attention, MLP, head)."""
+
+    def __init__(self, vocab=50, d=16, ff=40):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(vocab, d)
+        self.self_attn = nn.ModuleDict({n: nn.Linear(d, d, bias=False) for n in ("q_proj", "k_proj", "v_proj",
+                                                                                 "o_proj")})
+        self.mlp = nn.ModuleDict({"up_proj": nn.Linear(d, ff, bias=False), "down_proj": nn.Linear(ff, d, bias=False)})
+        self.lm_head = nn.Linear(d, vocab, bias=False)
+
+    def forward(self, ids):
+        x = self.embed_tokens(ids)
+        a = self.self_attn
+        x = x + a["o_proj"](a["q_proj"](x) * a["k_proj"](x) + a["v_proj"](x))
+        x = x + self.mlp["down_proj"](torch.relu(self.mlp["up_proj"](x)))
+        return self.lm_head(x)
+
+
+def test_mask_table_counts_by_hand_and_kinds():
+    """The table's counts against numpy counts of the same masks (packed and plain), kinds by name."""
+    from graphprune.masks import mask_table
+
+    torch.manual_seed(0)
+    model, ids = _Decoder(), torch.randint(0, 50, (1, 6))
+    packed = graphprune.prune(model, ids, "spectral", sparsity=0.5, seed=0, permanent=True, progress=False)
+    plain = {k: packed[k] for k in packed}
+    for t in (packed.table(), mask_table(plain), graphprune.mask_table(packed)):
+        assert list(t.columns) == ["parameter", "kind", "shape", "kept", "total", "sparsity"]
+        assert list(t["parameter"]) == list(packed)
+        for row in t.itertuples():
+            w = model.get_parameter(row.parameter).detach().numpy()
+            assert row.shape == w.shape and row.total == w.size
+            assert row.kept == int(np.count_nonzero(plain[row.parameter].numpy()))
+            assert row.sparsity == pytest.approx(1 - row.kept / w.size)
+        kinds = dict(zip(t["parameter"], t["kind"]))
+        assert kinds["embed_tokens.weight"] == "embedding" and kinds["lm_head.weight"] == "head"
+        assert kinds["self_attn.q_proj.weight"] == "attention" and kinds["mlp.up_proj.weight"] == "mlp"
+    with pytest.raises(MaskError, match="torch.bool"):
+        mask_table({"w": torch.ones(3)})
+    with pytest.raises(MaskError, match="'masks' parameter"):
+        mask_table([torch.ones(3, dtype=torch.bool)])
+
+
+def test_prune_logs_one_line_with_per_kind_sparsities(caplog):
+    """One INFO line per prune call; its per-kind figures are the kept counts of the weights themselves."""
+    torch.manual_seed(1)
+    model, ids = _Decoder(), torch.randint(0, 50, (1, 6))
+    with caplog.at_level(logging.INFO, logger="graphprune"):
+        graphprune.prune(model, ids, "spectral", sparsity=0.5, seed=0, permanent=True, progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("prune:")]
+    assert len(lines) == 1
+    groups = {"attention": "self_attn.", "mlp": "mlp.", "embedding": "embed_tokens.", "head": "lm_head."}
+    for kind, prefix in groups.items():
+        ws = [p.detach() for n, p in model.named_parameters() if n.startswith(prefix)]
+        zero = sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)
+        assert f"{kind} {zero:.4f}" in lines[0], (kind, lines[0])

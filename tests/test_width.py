@@ -184,3 +184,99 @@ def test_edge_cover_matches_the_plain_greedy():
         k = int(rng.integers(0, e.size + 2))
         got = set(np.flatnonzero(edge_cover(induced, lev, s, t, k)).tolist())
         assert got == _naive_cover(induced, lev, s, t, k)
+    for _ in range(60):  # depthwise-like: one source per destination, parallel edges (taps), ties, masked taps
+        c, taps = (int(v) for v in rng.integers(1, 40, 2))
+        e = np.arange(c * taps)
+        s = t = e // taps
+        lev = rng.integers(0, 3, e.size).astype(float) if rng.random() < 0.5 else rng.random(e.size)
+        induced = rng.random(e.size) < rng.choice([1.0, 0.6])
+        lev = np.where(induced, lev, 0.0)
+        k = int(rng.integers(0, c + 3))
+        got = set(np.flatnonzero(edge_cover(induced, lev, s, t, k)).tolist())
+        assert got == _naive_cover(induced, lev, s, t, k)
+
+
+@pytest.mark.parametrize("sparsity", [0.9, 0.5])
+def test_depthwise_masks_are_those_of_pinv_resistances(monkeypatch, sparsity):
+    """A depthwise-separable net (a depthwise convolution is hundreds of single-edge components, solved in one
+    vectorised step): the default's masks equal, byte for byte, those it gives when every block's resistances come
+    from numpy.linalg.pinv of the block's whole Laplacian (an independent engine, patched in)."""
+    import graphprune.resistance as res
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3), torch.nn.ReLU(), torch.nn.Conv2d(32, 32, 3, groups=32),
+                              torch.nn.ReLU(), torch.nn.Conv2d(32, 64, 1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(64, 64, 3, groups=16), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(64 * 4 * 4, 10))
+    G = graphprune.from_model(net, torch.randn(1, 3, 10, 10))
+    ours = graphprune.sparsify(G, "spectral", sparsity=sparsity, seed=0)
+
+    def reference(B, *, dtype=torch.float64, backend="auto", overwrite=False):
+        return torch.from_numpy(pinv_reference(B.detach().double().numpy())).to(dtype)
+
+    monkeypatch.setattr(res, "bipartite_resistance", reference)
+    ref = graphprune.sparsify(G, "spectral", sparsity=sparsity, seed=0)
+    assert ours.keys() == ref.keys()
+    for k in ours:
+        assert torch.equal(ours[k], ref[k]), k
+    kept, total = sum(int(m.sum()) for m in ours.values()), sum(m.numel() for m in ours.values())
+    assert abs(kept - (1 - sparsity) * total) <= len(ours)  # the density is hit (each block rounds once)
+
+
+def test_grid_edge_cover_matches_the_plain_greedy():
+    """The grid cover (no per-edge index, rows read in chunks) against the greedy written with Python sorts, on
+    full blocks in both layouts (destinations as rows, or as columns: an embedding), with many ties, rows of more
+    and fewer than 64 edges, chunks smaller than a row, and budgets below and above the node count."""
+    from graphprune.sparsify.width import grid_edge_cover
+
+    rng = np.random.default_rng(1)
+    for trial in range(120):
+        n_src, n_dst = (int(v) for v in rng.integers(1, 150, 2))
+        e = np.arange(n_src * n_dst)
+        dst_major = trial % 2 == 0
+        s, t = (e % n_src, e // n_src) if dst_major else (e // n_dst, e % n_dst)
+        lev = rng.random(e.size) if trial % 3 == 0 else rng.integers(0, 4, e.size).astype(float)
+        k = int(rng.integers(0, n_src + n_dst + 3))
+        L = lev.reshape(n_dst, n_src) if dst_major else lev.reshape(n_src, n_dst).T
+        rows, cols = grid_edge_cover(L, k, chunk=int(rng.choice([7, 100, 1 << 22])))
+        flat = rows * n_src + cols if dst_major else cols * n_dst + rows
+        assert len(set(flat.tolist())) == flat.size
+        assert set(flat.tolist()) == _naive_cover(np.ones(e.size, dtype=bool), lev, s, t, k)
+
+
+def test_candidate_sum_is_numpys_sum_to_the_bit():
+    """The streamed sum of the sampling candidates equals numpy's sum of the gathered array, bit for bit, at
+    sizes around numpy's buffer size and chunk sizes that split it anywhere."""
+    from graphprune.sparsify.width import candidate_sum
+
+    rng = np.random.default_rng(2)
+    for n in (5, 8191, 8192, 8193, 50_000, 300_001):
+        lev = rng.random(n) * rng.random(n) ** 6
+        lev[rng.random(n) < 0.2] = 0.0
+        keep = rng.random(n) < 0.3
+        ref = lev[(lev > 0) & ~keep].sum()
+        for chunk in (1000, 8192, 65_536, 1 << 22):
+            assert candidate_sum(lev, keep, chunk=chunk) == ref
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.75])  # above 8 edges per node: no node removed
+def test_grid_masks_are_those_of_the_per_edge_path(monkeypatch, sparsity):
+    """Linear and embedding blocks with every edge available take the in-place grid path; its
+    masks equal those of the general path (an edge cover over per-edge index arrays and one argpartition),
+    forced by declaring no block a grid, on a model with an embedding, bfloat16-like weights (many equal |w|)
+    and a tied budget."""
+    from graphprune.sparsify import width
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Embedding(300, 48), torch.nn.Linear(48, 96), torch.nn.ReLU(),
+                              torch.nn.Linear(96, 48), torch.nn.Linear(48, 300))
+    with torch.no_grad():
+        net[1].weight.copy_(net[1].weight.to(torch.bfloat16).float())
+    G = graphprune.from_model(net, torch.randint(0, 300, (1, 5)))
+    sp = graphprune.get_sparsifier("spectral")(sparsity=sparsity, seed=3)
+    grid = sp.sparsify(G)
+    assert all(v == 1.0 for v in sp.width_.values())  # every block took the grid path
+    monkeypatch.setattr(width, "_grid_order", lambda b: None)
+    plain = graphprune.sparsify(G, "spectral", sparsity=sparsity, seed=3)
+    for k in plain:
+        assert torch.equal(grid[k], plain[k]), k

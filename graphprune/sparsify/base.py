@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import math
 import numbers
 import os
 import sys
@@ -571,6 +572,17 @@ def top_flags(x: np.ndarray, k: int, *, chunk: int = 1 << 22) -> np.ndarray:
     if k >= n:
         keep[:] = True
         return keep
+    if n <= 1 << 21:  # a partition costs less than the 2**20-bin histogram
+        neg = np.negative(x, dtype=np.float64)  # NaN stays NaN: last in ascending order, as it ranks lowest
+        thr = np.partition(neg, k - 1)[k - 1]
+        nan = bool(np.isnan(thr))  # fewer non-NaN values than k: all of them, then NaNs by position
+        keep = ~np.isnan(neg) if nan else neg < thr
+        ties = np.flatnonzero(np.isnan(neg) if nan else neg == thr)
+        keep[ties[: k - int(np.count_nonzero(keep))]] = True  # the k-th value's ties: earliest positions first
+        return keep
+    if _top_flags_sampled(x, k, keep, chunk):
+        return keep
+    keep[:] = False
     hist = np.zeros(_NBINS, dtype=np.int64)
     for a in range(0, n, chunk):
         hist += np.bincount((_sort_keys(x[a : a + chunk]) >> _SHIFT).astype(np.int64), minlength=_NBINS)
@@ -589,6 +601,46 @@ def top_flags(x: np.ndarray, k: int, *, chunk: int = 1 << 22) -> np.ndarray:
     pos, keys = np.concatenate(pos), np.concatenate(keys)
     keep[pos[np.argsort(~keys, kind="stable")[:need]]] = True
     return keep
+
+
+def _top_flags_sampled(x, k, keep, chunk, sample=1 << 18) -> bool:
+    """:func:`top_flags` in one pass when a sample brackets the threshold: the ``k``-th largest value is estimated
+    from every ``n / sample``-th value, with a margin of several standard deviations on each side ``[lo, hi]``;
+    one pass flags every value above ``hi`` and gathers those in ``[lo, hi]``, among which the rest are taken by
+    value, ties by position. The same flags as :func:`top_flags` whenever it returns True; False (the bracket
+    missed: fall back) leaves ``keep`` to be reset by the caller. No random numbers are drawn."""
+    n = x.size
+    step = max(1, n // sample)
+    s = x[::step]
+    s = -np.sort(-s[~np.isnan(s)])  # descending, NaN (ranked lowest) dropped
+    if s.size < 64:
+        return False
+    valid = s.size / len(x[::step])  # estimated share of non-NaN values
+    j = k / (n * valid) * s.size  # the threshold's estimated rank in the sample
+    margin = 6.0 * math.sqrt(max(j * (1 - min(j / s.size, 1.0)), 1.0)) + 16
+    hi_at, lo_at = int(j - margin), int(math.ceil(j + margin))
+    if lo_at >= s.size:  # the threshold is near the lowest values: the bracket would hold most of the array
+        return False
+    hi, lo = (s[hi_at] if hi_at >= 0 else np.inf), s[lo_at]
+    bound = 4 * (lo_at - max(hi_at, 0) + 1) * step + chunk  # the bracket's values expected, with room
+    above, gathered, pos, vals = 0, 0, [], []
+    for a in range(0, n, chunk):
+        c = x[a : a + chunk]
+        flag = c > hi
+        keep[a : a + chunk] = flag
+        above += int(np.count_nonzero(flag))
+        inside = np.flatnonzero((c >= lo) & ~flag)
+        pos.append(inside + a)
+        vals.append(c[inside])
+        gathered += inside.size
+        if above > k or gathered > bound:
+            return False
+    pos, vals = np.concatenate(pos), np.concatenate(vals)
+    need = k - above
+    if need > pos.size:
+        return False
+    keep[pos[np.lexsort((pos, -vals))[:need]]] = True  # by value, then by position
+    return True
 
 
 def erk_counts(blocks, d: float) -> dict:

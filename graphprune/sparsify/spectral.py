@@ -118,7 +118,11 @@ class SpectralSparsifier(Sparsifier):
     block whose ``|w|`` are all equal is sampled as any other (its resistances are defined). With ``width="auto"``
     the blocks run as independent jobs on an ``executor`` when no node is removed (the usual case at LLM densities);
     when nodes are removed the choice is over the whole graph and the blocks run serially. Cost: with nodes removed,
-    two exact resistance computations per block (full and induced).
+    two exact resistance computations per block (full and induced). Memory at LLM densities (no node removed, every
+    edge available, a dense block): one float64 array per edge (the exact engine works in the biadjacency's own
+    storage, the leverage is formed there, then the sampling keys), two bool arrays and the engine's two
+    ``n x n`` factors; ``dtype=torch.float32`` adds a float32 array while the leverage is formed. A depthwise
+    convolution's one-edge components are solved at once (``R = 1/w``).
 
     References
     ----------
@@ -296,14 +300,8 @@ class SpectralSparsifier(Sparsifier):
             R, how = effective_resistance(ctx.graph, b, view=self.view, method=self.resistance, dtype=dtype,
                                           return_method=True, backend=self.backend)
             self.resistance_method_[b.name] = how
-        # in place, one float64 array per block: |w| (exact in float64) times R (float32 R widens exactly)
-        R = torch.nan_to_num_(R.to(w.device), nan=0.0, posinf=0.0)
-        lev = w.to(torch.float64, copy=True).abs_()  # never the model's own tensor
-        lf, rf = lev.reshape(-1), R.reshape(-1)
-        for a in range(0, lf.numel(), 1 << 22):  # in chunks: a float32 R is widened chunk by chunk, not whole
-            lf[a : a + (1 << 22)].mul_(rf[a : a + (1 << 22)])
+        lev = _leverage_in_place(R, w, avail)
         del R
-        lev = lev.masked_fill_(~avail, 0.0).cpu()
         self._cache[b.name] = lev
         return lev
 
@@ -396,6 +394,35 @@ class SpectralSparsifier(Sparsifier):
         if forced.size > k:
             forced = forced[np.argsort(-lev[forced], kind="stable")[:k]]
         return forced
+
+
+def _leverage_in_place(R, w, avail, chunk=1 << 22):
+    """``|w_e| R_e`` (CPU float64, 0 where ``R`` is NaN or +inf and off ``avail``), shaped like ``w``.
+
+    ``R`` is the engine's own result (no other reference holds it). A float64 ``R`` becomes the leverage in its
+    own storage, chunk by chunk (``R_e |w_e|`` is the same IEEE product as ``|w_e| R_e``), so a block costs one
+    float64 array in all; a float32 ``R`` is widened chunk by chunk into one new float64 array. The model's
+    weights are only read.
+    """
+    R = R.to(w.device)
+    rf = R.reshape(-1)  # a view of the engine's buffer when contiguous (else a copy, equally ours)
+    torch.nan_to_num_(rf, nan=0.0, posinf=0.0)
+    wf, af = w.detach().reshape(-1), avail.reshape(-1)
+    n = rf.numel()
+    if rf.dtype == torch.float64:
+        lf = rf
+        for a in range(0, n, chunk):
+            lf[a : a + chunk].mul_(wf[a : a + chunk].abs().to(torch.float64))
+    else:
+        lf = torch.empty(n, dtype=torch.float64, device=rf.device)
+        for a in range(0, n, chunk):
+            lf[a : a + chunk] = wf[a : a + chunk].abs()
+            lf[a : a + chunk].mul_(rf[a : a + chunk])  # float32 R widens exactly
+    del R, rf
+    if not bool(af.all()):
+        for a in range(0, n, chunk):
+            lf[a : a + chunk].masked_fill_(~af[a : a + chunk], 0.0)
+    return lf.reshape(w.shape).cpu()
 
 
 def _successive_sample(lev, avail, k, rng, chunk=1 << 22):

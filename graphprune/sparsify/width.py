@@ -17,7 +17,7 @@ import torch
 
 from ..resistance import effective_resistance
 
-__all__ = ["leverage", "choose_width", "fitted_budgets", "mask_within", "edge_cover"]
+__all__ = ["leverage", "choose_width", "fitted_budgets", "mask_within", "edge_cover", "grid_edge_cover"]
 
 
 def leverage(sp, graph, b, masks=None) -> torch.Tensor:
@@ -128,12 +128,16 @@ def mask_within(sp, ctx, k, kept) -> torch.Tensor:
     edges outside it if the induced subgraph is smaller than the budget.
 
     Where no node of the block was removed (LLM densities) the leverage is the sparsifier's own in-place array
-    (:meth:`SpectralSparsifier.score`) and the sampling keys overwrite their temporaries, so the working set is
-    about four 8-byte arrays per edge at its peak.
+    (:meth:`SpectralSparsifier.score`). A linear, embedding or 1x1 convolution block with every edge available
+    then takes :func:`_mask_whole_grid`: one float64 array per edge (the engine's buffer: resistances, then
+    leverages, then sampling keys) and two bool arrays, with the same masks; other blocks use per-edge index
+    arrays (about four 8-byte arrays per edge at the peak).
     """
     b, G = ctx.block, ctx.graph
     avail = ctx.available.reshape(-1).cpu().numpy()
     whole = kept is None or (kept[b.src].all() and kept[b.dst].all())
+    if whole and _grid_order(b) is not None and k < avail.size and bool(avail.all()):
+        return _mask_whole_grid(sp, ctx, k)
     if whole:
         induced, s, t = avail, None, None
     else:
@@ -218,9 +222,23 @@ def edge_cover(induced, lev, s, t, k):
     starts = np.flatnonzero(tc[1:] != tc[:-1]) + 1
     starts = np.concatenate([np.zeros(1, dtype=starts.dtype), starts])
     ends = np.r_[starts[1:], tc.size]
-    best_first = np.argsort(-np.maximum.reduceat(lc, starts), kind="stable")
+    seg_max = np.maximum.reduceat(lc, starts)
+    best_first = np.argsort(-seg_max, kind="stable")
     covered = np.zeros(int(s.max()) + 1, dtype=bool)
     used = 0
+    # each destination's best edge (ties: the first); when their sources all differ (a depthwise convolution: one
+    # source per destination) no destination meets a covered source, and the greedy below is these edges
+    seg = np.repeat(np.arange(starts.size), ends - starts)
+    at_max = np.flatnonzero(lc == seg_max[seg])
+    first = at_max[np.r_[True, seg[at_max][1:] != seg[at_max][:-1]]]
+    del seg, at_max
+    best_edge = first if cand is None else cand[first]
+    if np.unique(s[best_edge]).size == best_edge.size:
+        chosen = best_edge[best_first[:k]]
+        keep[chosen] = True
+        covered[s[chosen]] = True
+        used = chosen.size
+        best_first = best_first[:0]
     for i in best_first:
         if used >= k:
             return keep
@@ -251,3 +269,159 @@ def edge_cover(induced, lev, s, t, k):
             first = first[np.argsort(-lev[first], kind="stable")[: k - used]]
             keep[first] = True
     return keep
+
+
+# -- dense blocks at LLM scale: the same masks, in place, with no per-edge index ----------------------------------
+def _grid_order(b):
+    """How a block's edges lie in parameter order when they form a full ``(dst, src)`` grid: ``"dst"``
+    (``e = dst * n_src + src``: linear, 1x1 ungrouped convolution), ``"src"`` (``e = src * n_dst + dst``:
+    embedding), or None (other convolutions: parallel or grouped edges)."""
+    if not b.is_weight:
+        return None
+    if b.layout == "linear" or (b.layout == "conv" and b.groups == 1 and b.kernel_size == 1):
+        return "dst"
+    if b.layout == "embedding":
+        return "src"
+    return None
+
+
+def _by_dst(b, flat):
+    """A flat per-edge array as a ``(n_dst, n_src)`` view, rows destinations (a transposed view for ``"src"``)."""
+    if _grid_order(b) == "dst":
+        return flat.reshape(b.n_dst, b.n_src)
+    return flat.reshape(b.n_src, b.n_dst).T
+
+
+def _mask_whole_grid(sp, ctx, k, chunk=1 << 22) -> torch.Tensor:
+    """:func:`mask_within` for a block with no node removed, every edge available and a grid layout (every
+    block of an LLM): the same masks, with memory of one float64 array (the leverage, which becomes the sampling
+    keys in place) and two bool arrays per edge.
+
+    The cover is :func:`grid_edge_cover`. The sampling keys ``log(u) / p_e``, ``p_e = w_e R_e / total``, are
+    written over the leverage chunk by chunk, the random stream drawn in edge order as one call would, and
+    ``total`` summed as numpy sums the gathered candidates (:func:`candidate_sum`); the top keys are flagged by
+    :func:`~graphprune.sparsify.base.top_flags` (a histogram pass, no sort and no index array).
+    """
+    from .base import top_flags
+
+    b = ctx.block
+    lev = sp.score(ctx).reshape(-1).numpy()
+    sp._cache.pop(b.name, None)  # its last use: the leverage becomes the keys in place
+    n = lev.size
+    keep = np.zeros(n, dtype=bool)
+    if sp._guarded():
+        rows, cols = grid_edge_cover(_by_dst(b, lev), k, chunk=chunk)
+        _by_dst(b, keep)[rows, cols] = True
+        del rows, cols
+    rest = k - int(np.count_nonzero(keep))
+    if rest > 0:
+        total = candidate_sum(lev, keep, chunk=chunk)
+        npos = 0
+        for a in range(0, n, chunk):
+            c = lev[a : a + chunk]
+            idx = np.flatnonzero((c > 0) & ~keep[a : a + chunk])
+            p = c[idx]
+            p /= total
+            u = ctx.rng.random(idx.size)
+            np.log(u, out=u)
+            u /= p  # Efraimidis-Spirakis keys log(u) / p
+            c.fill(np.nan)  # NaN ranks below every key
+            c[idx] = u
+            npos += idx.size
+            del idx, p, u
+        take = min(rest, npos)
+        if take:
+            keep |= top_flags(lev, take, chunk=chunk)
+        if rest > take:  # fewer positive-leverage edges than the budget: uniformly among the rest
+            zero = np.flatnonzero(~keep)
+            keep[ctx.rng.choice(zero, size=rest - take, replace=False)] = True
+    return torch.from_numpy(keep).reshape(ctx.available.shape)
+
+
+def candidate_sum(lev, keep, *, chunk=1 << 22) -> float:
+    """``lev[(lev > 0) & ~keep].sum()`` without gathering the candidates: numpy sums a contiguous float64 array
+    as a running total of pairwise sums over blocks of ``numpy.getbufsize()`` elements, and so does this, chunk by
+    chunk, so the value is the same to the last bit (the sampling probabilities, hence the masks, do not change)."""
+    step = np.getbufsize()
+    acc = 0.0
+    carry = np.zeros(0)
+    for a in range(0, lev.size, chunk):
+        c = lev[a : a + chunk]
+        vals = c[(c > 0) & ~keep[a : a + chunk]]
+        if carry.size:
+            vals = np.concatenate([carry, vals])
+        full = vals.size - vals.size % step
+        if full:
+            for v in vals[:full].reshape(-1, step).sum(axis=1).tolist():
+                acc += v
+        carry = vals[full:].copy()
+    if carry.size:
+        acc += float(carry.sum())
+    return acc
+
+
+def grid_edge_cover(L, k, *, top=64, chunk=1 << 22):
+    """:func:`edge_cover` of a block whose every edge is available, from its leverage as a ``(n_dst, n_src)``
+    array (rows destinations; a transposed view is fine): the chosen edges as ``(rows, cols)``.
+
+    The same greedy and ties: destinations by their best leverage (ties: lower destination), each taking the best
+    of its ``top`` best edges (ties: lower source) to an uncovered source, else its best; then each uncovered
+    source's best edge (ties: lower destination), best first, while the budget lasts. Rows are read in chunks:
+    memory is ``n_dst x top`` indices plus a chunk, never an index per edge. When the destinations' best sources
+    are all different (a common case) no destination meets a covered source and the greedy is one step.
+    """
+    n_dst, n_src = L.shape
+    if k <= 0 or L.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    per = max(1, chunk // max(n_src, 1))
+    t = min(top, n_src)
+    cand = np.empty((n_dst, t), dtype=np.int64)
+    best = np.empty(n_dst)
+    for r in range(0, n_dst, per):
+        X = np.ascontiguousarray(L[r : r + per])
+        if n_src <= t:
+            c = np.argsort(-X, axis=1, kind="stable")
+        else:  # the t-th largest per row (torch.topk: exact values, fast), then the entries at or above it
+            thr = torch.topk(torch.from_numpy(X), t, dim=1).values[:, t - 1 :].numpy()
+            sel = X >= thr
+            for i in np.flatnonzero(sel.sum(axis=1) > t):  # ties at the threshold: the lower columns first
+                tie = np.flatnonzero(X[i] == thr[i, 0])
+                sel[i, tie[t - int(np.count_nonzero(X[i] > thr[i, 0])) :]] = False
+            rr, cc = np.nonzero(sel)  # exactly t per row, columns ascending
+            del sel
+            cc = cc.reshape(-1, t)
+            vals = X[rr.reshape(-1, t), cc]
+            c = np.take_along_axis(cc, np.argsort(-vals, axis=1, kind="stable"), axis=1)
+            del rr, cc, vals
+        cand[r : r + per] = c
+        best[r : r + per] = X[np.arange(X.shape[0]), c[:, 0]]
+        del X, c
+    order = np.argsort(-best, kind="stable")[:k]
+    covered = np.zeros(n_src, dtype=bool)
+    first = cand[order, 0]
+    if np.unique(first).size == first.size:
+        cols = first
+    else:
+        cols = np.empty(order.size, dtype=np.int64)
+        for i, d in enumerate(order.tolist()):
+            row = cand[d]
+            c = int(row[int(np.argmax(~covered[row]))])  # the first free source, else the best (index 0)
+            cols[i] = c
+            covered[c] = True
+    covered[cols] = True
+    rows = order
+    used = order.size
+    if used < k and not covered.all():
+        top_v = np.full(n_src, -np.inf)
+        top_r = np.zeros(n_src, dtype=np.int64)
+        for r in range(0, n_dst, per):
+            X = np.ascontiguousarray(L[r : r + per])
+            m, a = X.max(axis=0), X.argmax(axis=0) + r
+            better = m > top_v  # strictly: an earlier row keeps a tie
+            top_v[better], top_r[better] = m[better], a[better]
+            del X
+        src = np.flatnonzero(~covered)
+        src = src[np.argsort(-top_v[src], kind="stable")[: k - used]]
+        rows = np.concatenate([rows, top_r[src]])
+        cols = np.concatenate([cols, src])
+    return rows, cols

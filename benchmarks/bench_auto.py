@@ -1,0 +1,75 @@
+"""Whether an approximate resistance engine gives the default's masks at a fraction of the exact engine's time, on
+LLM-shaped blocks (the measurement behind ``resistance="auto"``'s rule).
+
+Each case is one dense bfloat16 block with random-normal weights (std 0.02, random init as in bench_llm.py) pruned
+alone by ``graphprune.sparsify(G, "spectral", sparsity=s, seed=0, resistance=..., dtype=...)``. Columns: time
+(one run), the median relative error of the block's resistances against exact float64, and the overlap of the kept
+edges with exact float64's mask for the same seed (``|A & B| / |A|``; the keys share their random draws, so 1.0
+means the same mask). Peers in the same run: exact float64 with another seed (how much two exact masks differ by
+chance alone) and magnitude (how much a mask that ignores resistances differs).
+
+    .venv/bin/python benchmarks/bench_auto.py [--sizes 4096x4096,11008x4096] [--sparsity 0.5]
+"""
+
+import argparse
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import graphprune  # noqa: E402
+
+
+def block(m, n, seed=0):
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(n, m, bias=False)).to(torch.bfloat16)
+    with torch.no_grad():
+        net[0].weight.normal_(0.0, 0.02)
+    return graphprune.from_model(net, torch.randn(1, n, dtype=torch.bfloat16))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="4096x4096,11008x4096", help="out x in, comma-separated")
+    ap.add_argument("--sparsity", type=float, default=0.5)
+    args = ap.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; one run per row; sparsity {args.sparsity}")
+    print(f"{'block':<12} {'engine':<22} {'time s':>8} {'t/exact64':>9} {'R med rel err':>13} {'overlap':>8}")
+    for size in args.sizes.split(","):
+        m, n = (int(v) for v in size.split("x"))
+        G = block(m, n)
+        b = G.weight_blocks[0]
+        rows = [("exact float64", dict(resistance="exact"), 0), ("exact float32", dict(resistance="exact",
+                dtype=torch.float32), 0), ("degree float64", dict(resistance="degree"), 0),
+                ("exact float64 seed 1", dict(resistance="exact"), 1)]
+        ref_mask = ref_t = None
+        for label, opts, seed in rows:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t = time.perf_counter()
+                mask = graphprune.sparsify(G, "spectral", sparsity=args.sparsity, seed=seed, **opts)[b.param]
+                dt = time.perf_counter() - t
+            if ref_mask is None:
+                ref_mask, ref_t = mask, dt
+            err = ""
+            if seed == 0 and label != "exact float64":
+                kw = dict(method=opts["resistance"], dtype=opts.get("dtype", torch.float64))
+                R = graphprune.effective_resistance(G, b, **kw).double().numpy()
+                Re = graphprune.effective_resistance(G, b, method="exact").numpy()
+                err = f"{np.median(np.abs(R - Re) / Re):.2e}"
+            overlap = int((mask & ref_mask).sum()) / int(ref_mask.sum())
+            print(f"{size:<12} {label:<22} {dt:8.2f} {dt / ref_t:9.2f} {err:>13} {overlap:8.4f}", flush=True)
+        t = time.perf_counter()
+        mag = graphprune.sparsify(G, "magnitude", sparsity=args.sparsity, seed=0)[b.param]
+        dt = time.perf_counter() - t
+        overlap = int((mag & ref_mask).sum()) / int(ref_mask.sum())
+        print(f"{size:<12} {'magnitude (peer)':<22} {dt:8.2f} {dt / ref_t:9.2f} {'':>13} {overlap:8.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
