@@ -370,7 +370,9 @@ def prune_checkpoint(src, dst, method=None, *, sparsity=None, density=None, seed
     Returns
     -------
     pandas.DataFrame
-        One row per pruned parameter: ``shard``, ``shape``, ``kept``, ``total``, ``sparsity``.
+        One row per pruned parameter, with :func:`graphprune.masks.mask_table`'s columns and the ``shard``:
+        ``parameter``, ``kind``, ``shard``, ``shape``, ``kept``, ``total``, ``sparsity``. A log line (logger
+        ``"graphprune"``, INFO) summarises it by kind.
 
     Raises
     ------
@@ -533,18 +535,17 @@ def _table(kept, ckpt, keys, src, dst, sp):
     """One row per pruned parameter (in the checkpoint's order of shards) and one log line."""
     import pandas as pd
 
+    from .masks import param_kind, table_summary
+
     rows = []
     for s in ckpt.shards:
         for param, k in kept.get(s, {}).items():
             shape = ckpt.shape(keys[param])
             total = int(np.prod(shape))
-            rows.append(dict(parameter=param, shard=s, shape=shape, kept=int(k), total=total,
-                             sparsity=1.0 - k / total if total else 0.0))
-    table = pd.DataFrame(rows, columns=["parameter", "shard", "shape", "kept", "total", "sparsity"])
-    if len(table):
-        log.info("prune_checkpoint %s -> %s: %s at sparsity %.4f over %d parameters (per parameter %.4f to %.4f)",
-                 src, dst, type(sp).__name__, 1 - table.kept.sum() / table.total.sum(), len(table),
-                 table.sparsity.min(), table.sparsity.max())
+            rows.append(dict(parameter=param, kind=param_kind(param, shape), shard=s, shape=shape, kept=int(k),
+                             total=total, sparsity=1.0 - k / total if total else 0.0))
+    table = pd.DataFrame(rows, columns=["parameter", "kind", "shard", "shape", "kept", "total", "sparsity"])
+    log.info("prune_checkpoint %s -> %s: %s, %s", src, dst, type(sp).__name__, table_summary(table))
     return table
 
 

@@ -247,7 +247,12 @@ def sparsity_summary(masks) -> str:
     per parameter 0.5000 (attn.q.weight) to 0.7500 (mlp.up.weight);
     by kind: attention 0.5000, mlp 0.7500
     """
-    t = mask_table(masks)
+    return table_summary(mask_table(masks))
+
+
+def table_summary(t) -> str:
+    """:func:`sparsity_summary` of a table with :func:`mask_table`'s columns (``parameter``, ``kind``, ``kept``,
+    ``total``, ``sparsity``), such as :func:`graphprune.prune_checkpoint` returns."""
     if t.empty:
         return "no parameters"
     kept, total = int(t["kept"].sum()), int(t["total"].sum())
