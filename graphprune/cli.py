@@ -199,9 +199,10 @@ def cmd_prune_checkpoint(args):
     table = graphprune.prune_checkpoint(args.model, args.out, args.sparsifier, sparsity=args.sparsity,
                                         seed=args.seed, executor=_executor(args), progress=not args.quiet,
                                         **options)
-    s = 1 - table.kept.sum() / table.total.sum()
-    print(f"{args.sparsifier}: sparsity {s:.4f} over {len(table)} parameters (per parameter "
-          f"{table.sparsity.min():.4f} to {table.sparsity.max():.4f}); pruned checkpoint written to {args.out}")
+    from .masks import table_summary
+
+    print(f"{args.sparsifier}: {table_summary(table)}")
+    print(f"pruned checkpoint written to {args.out}")
 
 
 def cmd_prune(args):
