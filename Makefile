@@ -54,6 +54,7 @@ bench: setup
 	$(PY) benchmarks/bench_approx.py
 	$(PY) benchmarks/bench_models.py
 	$(PY) benchmarks/bench_report.py
+	$(PY) benchmarks/bench_depthwise.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info docs/_build

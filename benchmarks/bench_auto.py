@@ -8,7 +8,12 @@ edges with exact float64's mask for the same seed (``|A & B| / |A|``; the keys s
 means the same mask). Peers in the same run: exact float64 with another seed (how much two exact masks differ by
 chance alone) and magnitude (how much a mask that ignores resistances differs).
 
-    .venv/bin/python benchmarks/bench_auto.py [--sizes 4096x4096,11008x4096] [--sparsity 0.5]
+The trained case (``--trained``, on by default): the committed byte-level Llama of the LM study
+(``graphprune.experiments.lm``; decoder projections pruned, embedding and head dense as in the study), pruned by
+``graphprune.prune(..., "spectral", permanent=True)`` with each engine: the overlap with exact float64's masks over
+all pruned weights and the held-out perplexity per byte (dense, and magnitude as the peer).
+
+    .venv/bin/python benchmarks/bench_auto.py [--sizes 4096x4096,11008x4096] [--sparsity 0.5] [--no-trained]
 """
 
 import argparse
@@ -37,10 +42,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="4096x4096,11008x4096", help="out x in, comma-separated")
     ap.add_argument("--sparsity", type=float, default=0.5)
+    ap.add_argument("--no-trained", action="store_true")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; one run per row; sparsity {args.sparsity}")
     print(f"{'block':<12} {'engine':<22} {'time s':>8} {'t/exact64':>9} {'R med rel err':>13} {'overlap':>8}")
-    for size in args.sizes.split(","):
+    for size in [v for v in args.sizes.split(",") if v]:
         m, n = (int(v) for v in size.split("x"))
         G = block(m, n)
         b = G.weight_blocks[0]
@@ -48,6 +54,7 @@ def main():
                 dtype=torch.float32), 0), ("degree float64", dict(resistance="degree"), 0),
                 ("exact float64 seed 1", dict(resistance="exact"), 1)]
         ref_mask = ref_t = None
+        Re = graphprune.effective_resistance(G, b, method="exact").numpy()
         for label, opts, seed in rows:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -60,7 +67,6 @@ def main():
             if seed == 0 and label != "exact float64":
                 kw = dict(method=opts["resistance"], dtype=opts.get("dtype", torch.float64))
                 R = graphprune.effective_resistance(G, b, **kw).double().numpy()
-                Re = graphprune.effective_resistance(G, b, method="exact").numpy()
                 err = f"{np.median(np.abs(R - Re) / Re):.2e}"
             overlap = int((mask & ref_mask).sum()) / int(ref_mask.sum())
             print(f"{size:<12} {label:<22} {dt:8.2f} {dt / ref_t:9.2f} {err:>13} {overlap:8.4f}", flush=True)
@@ -69,6 +75,38 @@ def main():
         dt = time.perf_counter() - t
         overlap = int((mag & ref_mask).sum()) / int(ref_mask.sum())
         print(f"{size:<12} {'magnitude (peer)':<22} {dt:8.2f} {dt / ref_t:9.2f} {'':>13} {overlap:8.4f}", flush=True)
+
+    if not args.no_trained:
+        trained(args.sparsity)
+
+
+def trained(sparsity):
+    from graphprune.experiments.lm import perplexity, splits
+    from graphprune.experiments.lm_study import KEEP_DENSE, load_model
+
+    _, test = splits()
+    ids = {"input_ids": test[:32].reshape(1, -1)}
+    print(f"\ntrained byte-level Llama (LM study model), sparsity {sparsity}, decoder projections pruned")
+    print(f"{'engine':<22} {'time s':>8} {'overlap':>8} {'perplexity':>11}")
+    print(f"{'dense':<22} {'':>8} {'':>8} {perplexity(load_model(), test):11.4f}")
+    rows = [("exact float64", "spectral", dict(resistance="exact")),
+            ("exact float32", "spectral", dict(resistance="exact", dtype=torch.float32)),
+            ("degree float64", "spectral", dict(resistance="degree")),
+            ("exact float64 seed 1", "spectral", dict(resistance="exact")),
+            ("magnitude (peer)", "magnitude", {})]
+    ref = None
+    for label, method, opts in rows:
+        model = load_model()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = time.perf_counter()
+            masks = graphprune.prune(model, ids, method, sparsity=sparsity, seed=1 if "seed 1" in label else 0,
+                                     keep_dense=KEEP_DENSE, permanent=True, progress=False, **opts)
+            dt = time.perf_counter() - t
+        pruned = [k for k in masks if k not in KEEP_DENSE]
+        ref = ref or {k: masks[k] for k in pruned}
+        overlap = sum(int((masks[k] & ref[k]).sum()) for k in pruned) / sum(int(ref[k].sum()) for k in pruned)
+        print(f"{label:<22} {dt:8.2f} {overlap:8.4f} {perplexity(model, test):11.4f}", flush=True)
 
 
 if __name__ == "__main__":
