@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import GraphValidationError, ParameterError, UnsupportedOperationError
+from .._validation import check_graph
+from ..errors import UnsupportedOperationError
 from ..graph import MultipartiteGraph
 
 __all__ = ["NodeGroup", "node_groups", "GROUP_KINDS"]
@@ -213,9 +214,7 @@ def node_groups(G: MultipartiteGraph) -> list[NodeGroup]:
     >>> [(g.kind, g.layer, g.prunable) for g in groups if g.prunable]
     [('neuron', '0', True), ('neuron', '0', True), ('neuron', '0', True)]
     """
-    if not isinstance(G, MultipartiteGraph):
-        raise ParameterError(f"The 'G' parameter of node_groups must be a MultipartiteGraph. Got "
-                             f"{type(G).__name__} instead.")
+    check_graph(G, "node_groups")
     A, B = [], []  # node pairs to unite
 
     def pair(a, b):
@@ -303,6 +302,7 @@ def _collect(G, root, heads_info):
     uses = getattr(G, "channel_uses", None) or ()
     weight_dst = {b.dst: b for b in G.weight_blocks}
     sliced = {b.dst: b for b in G.weight_blocks if b.param_slice is not None}
+    packed_src = {b.src: b for b in G.weight_blocks if b.param_slice is not None}
     groups = []
     for i, nodes in enumerate(members):
         first_part = next(iter(nodes))
@@ -329,6 +329,16 @@ def _collect(G, root, heads_info):
     by_part = {}
     for u in uses:
         by_part.setdefault(u.part, []).append(u)
+    for g in groups:  # channels mixed with channels outside the group (a norm, a softmax over channels)
+        for p, idx in g.nodes.items():
+            for u in by_part.get(p, ()):
+                if u.kind == "reduce" and u.index is not None:
+                    lab = u.index[idx]
+                    lab = lab[lab >= 0]
+                    if lab.size and not np.isin(np.flatnonzero(np.isin(u.index, lab)), idx).all():
+                        g.mixed.append(f"{u.op} at {u.where}")
+        if g.mixed and g.kind not in ("head", "kv_group"):
+            g.kind = "width"
     for g in groups:
         ends = [p for p in g.nodes if role[p] in ("input", "output")]
         if ends:
@@ -337,6 +347,12 @@ def _collect(G, root, heads_info):
         tokens = [p for p in g.nodes if G.partition(p).kind == "token"]
         if tokens:
             _refuse(g, f"its nodes in '{tokens[0]}' are token positions, not features")
+            continue
+        fed = [p for p in g.nodes if p in packed_src]
+        if fed:
+            b = packed_src[fed[0]]
+            _refuse(g, f"its nodes feed the packed parameter '{b.param}' (an nn.MultiheadAttention ties its "
+                       "embed_dim to its heads; its input width cannot shrink without replacing the module)")
             continue
         packed = [p for p in g.nodes if p in sliced]
         if packed:
@@ -356,17 +372,10 @@ def _collect(G, root, heads_info):
                 elif u.kind in ("param", "module") and u.index is None:
                     _refuse(g, f"'{u.name}' is applied to its channels at {u.where} in a layout the exporter "
                                "could not follow")
-                elif u.kind == "reduce" and u.index is not None:
-                    lab = u.index[idx]
-                    lab = lab[lab >= 0]
-                    if lab.size and not np.isin(np.flatnonzero(np.isin(u.index, lab)), idx).all():
-                        g.mixed.append(f"{u.op} at {u.where}")
-                elif u.kind == "reduce":
+                elif u.kind == "reduce" and u.index is None:
                     _refuse(g, f"{u.op} at {u.where} mixes its channels in a layout the exporter could not follow")
             if not g.prunable:
                 break
-        if g.mixed and g.prunable:
-            g.kind = "width"
     return groups
 
 
@@ -374,12 +383,3 @@ def _refuse(g, reason):
     if g.prunable:
         g.prunable, g.reason = False, reason
 
-
-def check_groups(G, groups):
-    """Internal consistency: every node in exactly one group (used by tests and shrink)."""
-    count = np.zeros(G.num_nodes, dtype=np.int64)
-    for g in groups:
-        for p, idx in g.nodes.items():
-            count[G.node_offset(p) + idx] += 1
-    if not (count == 1).all():
-        raise GraphValidationError("node_groups: some nodes are in no group or in several")

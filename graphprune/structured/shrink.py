@@ -498,22 +498,24 @@ def _config_plan(model, plan, mode):
         if isinstance(v, int):
             old[key] = v
     new = {k: set() for k in old}
+    changed = {k: False for k in old}
     hidden = ("hidden_size", "n_embd", "d_model")
-    names = {id(m): n for n, m in model.named_modules()}
-    for mod, attr, value in plan["sets"]:
-        path = names.get(id(mod), "")
-        in_attn = any(path == a or path.startswith(a + ".") for a in attn)
-        if isinstance(mod, nn.Embedding) and attr == "embedding_dim":
-            before, keys = mod.embedding_dim, hidden
-        elif isinstance(mod, nn.Linear) and attr == "out_features" and not in_attn:
-            before, keys = mod.out_features, tuple(k for k in old if k not in hidden)
+    after = {(id(mod), attr): value for mod, attr, value in plan["sets"]}
+    for path, mod in model.named_modules():  # every layer of the config's size: its size after the shrink
+        if isinstance(mod, nn.Embedding):
+            attr, keys = "embedding_dim", hidden
+        elif isinstance(mod, nn.Linear) and not any(path == a or path.startswith(a + ".") for a in attn):
+            attr, keys = "out_features", tuple(k for k in old if k not in hidden)
         else:
             continue
+        before = getattr(mod, attr)
+        value = after.get((id(mod), attr), before)
         for key in keys:
-            if old.get(key) == before and value != before:
+            if old.get(key) == before:
                 new[key].add(value)
+                changed[key] |= value != before
     for key, vals in new.items():
-        if not vals:
+        if not changed[key]:
             continue
         if len(vals) > 1:
             raise ParameterError(
