@@ -395,3 +395,106 @@ def test_torch_prune_reparametrisation_and_foreign_graphs_are_refused():
     H = graphprune.MultipartiteGraph(G.partitions, G.blocks)
     with pytest.raises(ParameterError, match="not made by graphprune.from_model"):
         shrink(nn.Linear(2, 2), H, {})
+
+
+# -- node scores and the selection -----------------------------------------------------------------------------------
+from graphprune.structured import kept_weights, node_scores, select_nodes  # noqa: E402
+
+
+def test_leverage_score_matches_a_pinv_reference():
+    m, x, G = _export("mlp")  # 20 -> 16 -> 12 -> 5
+    groups = node_groups(G)
+    W = [m[0].weight.detach().double().numpy(), m[2].weight.detach().double().numpy(),
+         m[4].weight.detach().double().numpy()]
+
+    def node_lev(w):  # block Laplacian of the bipartite graph with weights |w|, R_e by the pseudo-inverse
+        out, inp = w.shape
+        A = np.zeros((inp + out, inp + out))
+        A[:inp, inp:] = np.abs(w).T
+        A = A + A.T
+        L = np.diag(A.sum(1)) - A
+        P = np.linalg.pinv(L)
+        lev = np.zeros_like(w)
+        for o in range(out):
+            for i in range(inp):
+                R = P[i, i] + P[inp + o, inp + o] - 2 * P[i, inp + o]
+                lev[o, i] = abs(w[o, i]) * R
+        lev /= lev.sum()
+        return lev.sum(0), lev.sum(1)  # per input node, per output node
+
+    src1, dst0 = node_lev(W[1])[0], node_lev(W[0])[1]
+    src2, dst1 = node_lev(W[2])[0], node_lev(W[1])[1]
+    s = node_scores(G, "leverage", groups=groups)
+    for g in groups:
+        if g.prunable and g.layer == "0":
+            i = g.nodes["0"][0]
+            assert s[g.id] == pytest.approx(dst0[i] + src1[i], rel=1e-6)
+        elif g.prunable and g.layer == "2":
+            i = g.nodes["2"][0]
+            assert s[g.id] == pytest.approx(dst1[i] + src2[i], rel=1e-6)
+
+
+def test_l2_score_is_the_mean_row_and_column_norm_over_the_layer_mean():
+    m, x, G = _export("mlp")
+    groups = node_groups(G)
+    w0, w2 = m[0].weight.detach().double(), m[2].weight.detach().double()
+    raw = ((w0 ** 2).sum(1) + (w2 ** 2).sum(0)) / 2  # neuron i of layer '0': its row in, its column out
+    want = (raw / raw.mean()).numpy()
+    s = node_scores(G, "l2", groups=groups)
+    got = np.array([s[g.id] for g in groups if g.prunable and g.layer == "0"])
+    idx = [g.nodes["0"][0] for g in groups if g.prunable and g.layer == "0"]
+    np.testing.assert_allclose(got, want[idx], rtol=1e-9)
+
+
+def test_random_scores_follow_the_seed_and_select_the_lowest():
+    _, _, G = _export("mlp")
+    a, b, c = (node_scores(G, "random", seed=s) for s in (0, 0, 1))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    groups = node_groups(G)
+    keep = select_nodes(G, 0.25, scores=a, groups=groups)
+    layer0 = [g for g in groups if g.prunable and g.layer == "0"]
+    gone = sorted(layer0, key=lambda g: a[g.id])[:4]  # round(0.25 * 16) = 4 lowest
+    assert sorted(np.flatnonzero(~keep["0"]).tolist()) == sorted(int(g.nodes["0"][0]) for g in gone)
+    assert int((~keep["2"]).sum()) == 3
+
+
+def test_select_round_to_global_and_kept_weights():
+    m, x, G = _export("small_resnet")
+    keep = select_nodes(G, 0.3, criterion="l1", round_to=4)
+    assert {p: int(v.sum()) for p, v in keep.items() if p in ("stem", "block1.conv1", "block2.conv1")} == \
+        {"stem": 4, "block1.conv1": 4, "block2.conv1": 8}  # 8 - 2 = 6 -> 4, 16 - 5 = 11 -> 8 (rounded down)
+    glob = select_nodes(G, 0.9, criterion="l1", allocation="global")
+    assert all(int(glob[p].sum()) >= 1 for p in ("stem", "block1.conv1", "block2.conv1", "block2.conv2"))
+    shrink(m, G, keep, example_inputs=x)
+    weights = sum(p.numel() for n, p in m.named_parameters() if p.dim() >= 2)
+    assert kept_weights(G, keep) == weights
+
+
+def test_select_removes_query_heads_evenly_and_not_the_width_by_default():
+    _, m, inputs, G = _llama()
+    groups = node_groups(G)
+    keep = select_nodes(G, 0.5, criterion="l2", groups=groups)
+    assert all(keep[p].all() for p in keep if p.startswith("add") or p == "model.embed_tokens")
+    for layer in range(2):
+        q = keep[f"model.layers.{layer}.self_attn.q_proj"].reshape(4, 8)
+        assert q.all(1).sum() == 2 and (q.all(1) | ~q.any(1)).all()
+        assert q[:2].all(1).sum() == 1 and q[2:].all(1).sum() == 1  # one head kept in each key/value group
+        assert int(keep[f"model.layers.{layer}.mlp.up_proj"].sum()) == 24
+    shrink(m, G, keep, example_inputs=inputs)
+    assert m.config.num_attention_heads == 2 and m.config.intermediate_size == 24
+
+
+def test_select_refuses_bad_arguments():
+    _, _, G = _export("mlp")
+    with pytest.raises(ParameterError, match="'amount' parameter of select_nodes"):
+        select_nodes(G, 1.0)
+    with pytest.raises(ParameterError, match="'criterion' parameter of node_scores"):
+        select_nodes(G, 0.5, criterion="taylor")
+    with pytest.raises(ParameterError, match="'allocation' parameter of select_nodes"):
+        select_nodes(G, 0.5, allocation="erk")
+    with pytest.raises(ParameterError, match="'round_to' parameter of select_nodes"):
+        select_nodes(G, 0.5, round_to=0)
+    with pytest.raises(ParameterError, match="'kinds' parameter of select_nodes"):
+        select_nodes(G, 0.5, kinds="neuron")
+    with pytest.raises(ParameterError, match="one score per group"):
+        select_nodes(G, 0.5, scores=np.zeros(3))
