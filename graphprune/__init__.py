@@ -16,6 +16,7 @@ from .masks import PackedMasks, load_masks_safetensors, save_masks_safetensors
 from .prune import prune
 from .resistance import effective_resistance
 from .sparsify import Sparsifier, available_sparsifiers, check_sparsifier, get_sparsifier, register, sparsify
+from .structured import node_groups, select_nodes, shrink
 
 __version__ = "0.1.0"
 
@@ -24,5 +25,5 @@ __all__ = [
     "register", "get_sparsifier", "available_sparsifiers", "apply_masks", "make_permanent", "save_masks",
     "load_masks", "GraphPruneError", "errors", "effective_resistance", "spectral_similarity", "check_sparsifier",
     "report", "compare", "ConnectivityReport",
-    "prune", "PackedMasks", "save_masks_safetensors", "load_masks_safetensors",
+    "prune", "PackedMasks", "save_masks_safetensors", "load_masks_safetensors", "node_groups", "select_nodes", "shrink",
 ]
