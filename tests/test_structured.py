@@ -498,3 +498,78 @@ def test_select_refuses_bad_arguments():
         select_nodes(G, 0.5, kinds="neuron")
     with pytest.raises(ParameterError, match="one score per group"):
         select_nodes(G, 0.5, scores=np.zeros(3))
+
+
+# -- couplings the export follows for structured pruning ------------------------------------------------------------
+class _ScaledConv(nn.Module):
+    """A ConvNeXt-style layer scale: a per-channel parameter reshaped for broadcasting, then a residual add."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 1)
+        self.gamma = nn.Parameter(torch.linspace(0.5, 2.0, 8))
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = self.a(x)
+        h = h + self.b(torch.relu(h)) * self.gamma.reshape(1, -1, 1, 1)
+        return self.head(h.mean((2, 3)))
+
+
+def test_a_reshaped_per_channel_parameter_is_sliced_with_its_channels():
+    torch.manual_seed(0)
+    m, x = _ScaledConv().eval(), torch.randn(2, 3, 6, 6)
+    G = graphprune.from_model(m, x)
+    groups = node_groups(G)
+    ok = [g for g in groups if g.prunable]
+    assert len(ok) == 8 and all(set(g.nodes) == {"a", "b", "add"} for g in ok)  # the add ties a and b
+    drop = [1, 5, 6]
+    ref = copy.deepcopy(m)
+    with torch.no_grad():
+        ref.b.weight[:, drop] = 0
+        ref.head.weight[:, drop] = 0
+    shrink(m, G, _remove(G, groups, [g.id for g in ok if g.nodes["a"][0] in drop]), example_inputs=x)
+    kept = [c for c in range(8) if c not in drop]
+    torch.testing.assert_close(m.gamma.detach(), torch.linspace(0.5, 2.0, 8)[kept])
+    torch.testing.assert_close(m(x), ref(x), rtol=1e-5, atol=1e-6)
+
+
+def test_per_head_tensors_the_export_does_not_follow_refuse_head_removal():
+    tv = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    m = tv.models.SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[1, 1], num_heads=[2, 4],
+                                  window_size=[4, 4], num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    G = graphprune.from_model(m, x)
+    groups = node_groups(G)
+    state = _state(m)
+    heads = [g.id for g in groups if g.kind == "head" and g.prunable][:1]
+    with pytest.raises(ShrinkError, match="relative_position_bias_table.*head count"):
+        shrink(m, G, _remove(G, groups, heads))
+    assert _same(m, state)
+    keep = select_nodes(G, 0.3, criterion="l1", kinds=("neuron", "channel"), groups=groups)
+    shrink(m, G, keep, example_inputs=x)  # its MLP neurons shrink
+    assert m(x).shape == (1, 10)
+
+
+def test_a_config_that_derives_head_dim_refuses_head_removal():
+    T = pytest.importorskip("transformers")
+    T.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    m = T.GPT2LMHeadModel(T.GPT2Config(vocab_size=97, n_positions=16, n_embd=32, n_layer=2, n_head=4)).eval()
+    ids = {"input_ids": torch.randint(0, 97, (1, 8), generator=torch.Generator().manual_seed(0))}
+    G = graphprune.from_model(m, ids)
+    groups = node_groups(G)
+    keep = select_nodes(G, 0.5, criterion="l2", groups=groups, kinds=("head",))
+    with pytest.raises(ParameterError, match="GPT2Config has no head_dim"):
+        shrink(m, G, keep)
+    ref = copy.deepcopy(m)
+    with torch.no_grad():
+        for layer in range(2):
+            gone = np.flatnonzero(~keep[f"transformer.h.{layer}.attn.c_attn"][:32])  # the query channels
+            ref.transformer.h[layer].attn.c_proj.weight[gone, :] = 0  # Conv1D stores (in, out)
+    shrink(m, G, keep, hf_config="ignore", example_inputs=ids)
+    assert m.transformer.h[0].attn.num_heads == 2 and m.transformer.h[0].attn.split_size == 16
+    with torch.no_grad():
+        torch.testing.assert_close(m(**ids).logits, ref(**ids).logits, rtol=1e-5, atol=1e-5)

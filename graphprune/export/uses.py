@@ -14,12 +14,44 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ChannelUse", "param_use", "module_use", "reduce_use", "NORM_OPS", "SOFTMAX_OPS"]
+__all__ = ["ChannelUse", "ParamView", "param_view", "param_use", "module_use", "reduce_use", "NORM_OPS",
+           "SOFTMAX_OPS", "VIEW_OPS"]
 
 #: Functional / ATen normalisations over the trailing dims: they couple every channel of their input.
 NORM_OPS = ("layer_norm", "native_layer_norm", "rms_norm", "group_norm", "native_group_norm")
 #: Ops whose ``dim`` argument, when it is the channel dim, couples every channel.
 SOFTMAX_OPS = ("softmax", "log_softmax", "_softmax", "_log_softmax", "softmin")
+#: Ops that give a parameter another shape without moving its elements (size-1 dims added or dropped) or dtype.
+VIEW_OPS = ("view", "reshape", "_unsafe_view", "unsqueeze", "squeeze", "flatten", "to", "type", "float", "half",
+            "bfloat16", "double", "contiguous", "_to_copy", "type_as", "clone", "detach", "alias")
+
+
+@dataclass(frozen=True, eq=False)
+class ParamView:
+    """A parameter seen through a view that only adds or drops size-1 dims (ConvNeXt's
+    ``gamma.reshape(1, -1, 1, 1)``): ``shape`` is the view's shape."""
+
+    name: str
+    tensor: object
+    shape: tuple
+
+
+def param_view(ref, shape):
+    """The :class:`ParamView` of ``ref`` (a ParamRef or ParamView) under ``shape``, or None when the view moves
+    elements (its non-singleton dims differ from the parameter's)."""
+    if not isinstance(shape, tuple) or not all(isinstance(s, int) for s in shape):
+        return None
+    big = [s for s in ref.tensor.shape if s != 1]
+    if [s for s in shape if s != 1] != big:
+        return None
+    return ParamView(ref.name, ref.tensor, tuple(shape))
+
+
+def view_dim(view_shape, param_shape, d):
+    """The parameter dim that dim ``d`` of a :class:`ParamView` of ``view_shape`` shows."""
+    rank = sum(1 for s in view_shape[:d] if s != 1)
+    big = [i for i, s in enumerate(param_shape) if s != 1]
+    return big[rank]
 
 
 @dataclass(frozen=True, eq=False)

@@ -24,7 +24,8 @@ from .rules import (
     vals,
 )
 from .trace import module_path
-from .uses import NORM_OPS, SOFTMAX_OPS, module_use, param_use, reduce_use
+from .uses import (NORM_OPS, SOFTMAX_OPS, VIEW_OPS, ParamView, module_use, param_use, param_view, reduce_use,
+                   view_dim)
 
 __all__ = ["walk_graph", "check_modules"]
 
@@ -91,6 +92,9 @@ class Walk:
                     self.env[node] = node.meta["gp_value"]
                 else:
                     self.env[node] = self.function(node, args, kwargs, shape)
+                    if self.env[node] is None and args and isinstance(args[0], (ParamRef, ParamView)) and \
+                            op_name(node) in VIEW_OPS:  # a parameter reshaped for broadcasting
+                        self.env[node] = param_view(args[0], shape)
                     self.record(node, args, kwargs, self.env[node])
             elif node.op == "output":
                 outputs = vals(args)
@@ -131,10 +135,12 @@ class Walk:
         shape = getattr(m, "normalized_shape", None)
         if isinstance(m, (nn.GroupNorm, nn.LocalResponseNorm)):
             self.b.uses.append(reduce_use(x.part, x, {1}, type(m).__name__, where))
-        elif shape is not None:  # LayerNorm, RMSNorm: the trailing dims
-            n = len(tuple(shape)) if isinstance(shape, (tuple, list, torch.Size)) else 1
-            self.b.uses.append(reduce_use(x.part, x, set(range(len(x.shape) - n, len(x.shape))),
-                                          type(m).__name__, where))
+        elif shape is not None:  # LayerNorm, RMSNorm: the trailing dims, or the channels they have the size of
+            shape = tuple(shape) if isinstance(shape, (tuple, list, torch.Size)) else (int(shape),)
+            dims = set(range(len(x.shape) - len(shape), len(x.shape)))
+            if x.channels in shape:  # LayerNorm2d and kin permute inside: the normalised dim is the channel dim
+                dims.add(x.cdim % len(x.shape))
+            self.b.uses.append(reduce_use(x.part, x, dims, type(m).__name__, where))
 
     def record(self, node, args, kwargs, out):
         """Channel uses of a function op: tensors that are not edges (norm weights, functional biases, buffers)
@@ -156,6 +162,12 @@ class Walk:
         for r in refs:
             if key(r) not in b.param_shapes:
                 b.uses.append(param_use(x.part, x, key(r), tuple(r.tensor.shape), name, where))
+        torch.fx.node.map_aggregate((args, kwargs), lambda a: flat.append(a) if isinstance(a, ParamView) else None)
+        for r in (a for a in flat if isinstance(a, ParamView)):
+            u = param_use(x.part, x, key(r), r.shape, name, where)
+            if u.index is not None and (u.index >= 0).any():
+                u = dataclasses.replace(u, dim=view_dim(r.shape, tuple(r.tensor.shape), u.dim))
+            b.uses.append(u)
         for a in flat:
             if isinstance(a, Val) and id(a) in self.buffers:
                 b.uses.append(param_use(x.part, x, self.buffers[id(a)], tuple(a.shape), name, where))

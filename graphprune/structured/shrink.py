@@ -370,14 +370,24 @@ def _plan(model, G, groups, keep, removed):
             kept[3].update(p for p in g.nodes if p != g.layer)
         elif g.kind == "kv_group":
             heads.setdefault(g.layer, [0, 0, [], set()])[2].append(g.id not in removed)
-    attn = {}
+    attn, counts = {}, {}
     for O, (h_kept, h_all, kv, parts) in heads.items():
+        counts[O] = (h_kept, sum(kv) if kv else h_kept)
         if h_kept == h_all:
             continue
         qblocks = [b for b in G.weight_blocks if b.dst in parts]
         if not qblocks:
             raise ShrinkError(f"Attention '{O}': no weight produces its query heads; shrink cannot find its module.")
-        path = qblocks[0].param.rpartition(".")[0].rpartition(".")[0]
+        paths = [b.param.rpartition(".")[0].split(".") for b in qblocks]  # the projections' common parent
+        common = []
+        for level in zip(*paths):
+            if len(set(level)) > 1:
+                break
+            common.append(level[0])
+        if len(common) == min(len(p) for p in paths):
+            common = common[:-1]
+        path = ".".join(common)
+        _per_head_tensors(model, path, h_all, slices, O)
         attn[path] = (h_kept, sum(kv) if kv else h_kept, O)
     sets = []
     owners = {}
@@ -416,11 +426,27 @@ def _plan(model, G, groups, keep, removed):
                 sets.append((mod, attr, kv))
         if isinstance(getattr(mod, "num_key_value_groups", None), int):
             sets.append((mod, "num_key_value_groups", h // kv))
-        hd = getattr(mod, "head_dim", None)
+        hd = next((getattr(mod, a) for a in ("head_dim", "attention_head_size", "key_value_proj_dim", "head_size")
+                   if isinstance(getattr(mod, a, None), int)), None)
         for attr in ("split_size", "all_head_size", "inner_dim"):
             if isinstance(getattr(mod, attr, None), int) and isinstance(hd, int):
                 sets.append((mod, attr, h * hd))
-    return {"sets": sets, "slices": slices, "attn": attn}
+    return {"sets": sets, "slices": slices, "attn": attn, "counts": counts}
+
+
+def _per_head_tensors(model, path, heads, slices, O):
+    """Refuse when the attention module holds a tensor with a dim of the head count that nothing slices (a
+    relative-position bias table indexed inside the forward): the export did not follow it, and removing heads
+    without it would broadcast the old heads back in."""
+    mod = model.get_submodule(path) if path else model
+    for name, t in list(mod.named_parameters(recurse=False)) + list(mod.named_buffers(recurse=False)):
+        full = f"{path}.{name}" if path else name
+        if t.dim() >= 1 and heads in tuple(t.shape) and full not in slices and heads > 1:
+            raise ShrinkError(
+                f"Attention '{O}' (module '{path}', {type(mod).__name__}) holds '{name}' of shape {tuple(t.shape)}, "
+                f"which has a dim of its head count ({heads}) that the export did not follow (it is indexed inside "
+                "the forward): removing heads could leave it per old head. Keep its heads (select_nodes with "
+                "kinds=('neuron', 'channel')).")
 
 
 def _tensor(model, name):
@@ -472,25 +498,29 @@ def _config_plan(model, plan, mode):
     cfg = config
     edits = []
     attn = plan["attn"]
-    n_layers = getattr(cfg, "num_hidden_layers", None)
     if attn:
-        hs = {h for h, _, _ in attn.values()}
-        kvs = {kv for _, kv, _ in attn.values()}
-        if len(hs) > 1 or len(kvs) > 1 or (n_layers is not None and len(attn) != n_layers):
+        hs = {h for h, _ in plan["counts"].values()}
+        kvs = {kv for _, kv in plan["counts"].values()}
+        if len(hs) > 1 or len(kvs) > 1:
             raise ParameterError(
-                "The 'hf_config' parameter of shrink is 'update', but the layers keep different numbers of heads "
-                f"({sorted(hs)} query, {sorted(kvs)} key/value, {len(attn)} of {n_layers} layers changed); a "
-                "Hugging Face config holds one count. Remove as many heads in every layer (allocation='uniform'), "
-                "or pass hf_config='ignore' (the model runs, but save_pretrained / from_pretrained will not "
+                "The 'hf_config' parameter of shrink is 'update', but the attentions keep different numbers of heads "
+                f"({sorted(hs)} query, {sorted(kvs)} key/value over {len(plan['counts'])} attentions); a Hugging "
+                "Face config holds one count. Remove as many heads in every layer (allocation='uniform'), or pass "
+                "hf_config='ignore' (the model runs, but save_pretrained / from_pretrained will not round-trip).")
+        explicit = [k for k in ("head_dim", "d_kv") if isinstance(getattr(cfg, k, None), int)]
+        if not explicit:
+            raise ParameterError(
+                f"The 'hf_config' parameter of shrink is 'update', but {type(cfg).__name__} has no head_dim: the "
+                "model derives it from the hidden size and the head count, so a config with fewer heads would "
+                "load heads of another size. Keep the heads (select_nodes with kinds=('neuron', 'channel')), or "
+                "pass hf_config='ignore' (the model runs, but save_pretrained / from_pretrained will not "
                 "round-trip).")
-        hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        for attr in ("num_attention_heads", "n_head"):
+        for attr in ("num_attention_heads", "n_head", "num_heads"):
             if hasattr(cfg, attr):
-                edits.append((cfg, attr, hs.pop() if len(hs) == 1 else None))
+                edits.append((cfg, attr, next(iter(hs))))
                 break
-        if hasattr(cfg, "num_key_value_heads") and cfg.num_key_value_heads is not None:
-            edits.append((cfg, "num_key_value_heads", kvs.pop()))
-        edits.append((cfg, "head_dim", hd))
+        if getattr(cfg, "num_key_value_heads", None) is not None:
+            edits.append((cfg, "num_key_value_heads", next(iter(kvs))))
     # the hidden width: an embedding's width; intermediate sizes: a Linear outside the attentions
     old = {}
     for key in ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "hidden_size", "n_embd", "d_model"):
@@ -522,9 +552,13 @@ def _config_plan(model, plan, mode):
                 f"The 'hf_config' parameter of shrink is 'update', but the layers keep different sizes for the "
                 f"config's '{key}' ({sorted(vals)}); a Hugging Face config holds one. Remove as many nodes in every "
                 "layer (allocation='uniform'), or pass hf_config='ignore'.")
-        if key in hidden and hasattr(cfg, "num_attention_heads") and hasattr(cfg, "head_dim") and not attn:
-            edits.append((cfg, "head_dim", getattr(cfg, "head_dim", None) or
-                          cfg.hidden_size // cfg.num_attention_heads))
+        if key in hidden and not isinstance(getattr(cfg, "head_dim", None), int) and \
+                isinstance(getattr(cfg, "num_attention_heads", None), int):
+            raise ParameterError(
+                f"The 'hf_config' parameter of shrink is 'update', but {type(cfg).__name__} has no head_dim: the model "
+                "derives it from the hidden size, so a config with a smaller hidden size would load heads of another "
+                "size. Pass hf_config='ignore' (the model runs, but save_pretrained / from_pretrained will not "
+                "round-trip).")
         edits.append((cfg, key, vals.pop()))
     return edits
 
