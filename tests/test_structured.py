@@ -573,3 +573,14 @@ def test_a_config_that_derives_head_dim_refuses_head_removal():
     assert m.transformer.h[0].attn.num_heads == 2 and m.transformer.h[0].attn.split_size == 16
     with torch.no_grad():
         torch.testing.assert_close(m(**ids).logits, ref(**ids).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_prune_structured_shrinks_in_one_call():
+    m, x, _ = _export("small_resnet")
+    keep = graphprune.prune(m, x, "l1", sparsity=0.5, structured=True, round_to=2)
+    assert m.block2.conv1.out_channels == 8 and int(keep["block2.conv1"].sum()) == 8
+    assert m(x).shape == (2, 10)
+    with pytest.raises(ParameterError, match="Unknown option 'keep_dense'"):
+        graphprune.prune(m, x, sparsity=0.5, structured=True, keep_dense=["fc"])
+    with pytest.raises(ParameterError, match="exactly one of 'sparsity'"):
+        graphprune.prune(m, x, structured=True)

@@ -46,7 +46,8 @@ NODE_CRITERIA: dict = {}
 
 
 def register_node_criterion(name: str):
-    """Decorator registering ``fn(G, groups, seed) -> numpy array`` (one score per group) as criterion ``name``."""
+    """Decorator registering ``fn(G, groups, seed, parts=None) -> numpy array`` (one score per group) as criterion
+    ``name``; ``parts`` (a set of partition names, or None for all) says which groups' scores are needed."""
     if not isinstance(name, str) or not name:
         raise ParameterError(f"The 'name' parameter of register_node_criterion must be a non-empty str. Got "
                              f"{name!r} instead.")
@@ -58,12 +59,14 @@ def register_node_criterion(name: str):
     return deco
 
 
-def _node_sums(G, per_block):
+def _node_sums(G, per_block, parts=None):
     """Per-partition node totals of ``per_block(b) -> (values shaped like b.weight) or None``, each block's values
-    spread on its source and destination nodes."""
+    spread on its source and destination nodes; only blocks at ``parts`` (all when None)."""
     out = {p.name: np.zeros(p.size) for p in G.partitions}
     count = {p.name: np.zeros(p.size) for p in G.partitions}
     for b in G.weight_blocks:
+        if parts is not None and b.src not in parts and b.dst not in parts:
+            continue
         v = per_block(b)
         if v is None:
             continue
@@ -88,7 +91,7 @@ def _group_totals(groups, values, counts=None):
 
 
 @register_node_criterion("leverage")
-def _leverage(G, groups, seed):
+def _leverage(G, groups, seed, parts=None):
     def lev(b):
         R = effective_resistance(G, b, view="channel", method="auto")
         v = b.weight.detach().abs().to("cpu", torch.float64) * torch.nan_to_num(R.to("cpu", torch.float64), nan=0.0,
@@ -97,20 +100,21 @@ def _leverage(G, groups, seed):
         total = v.sum()
         return v / total if total > 0 else None
 
-    values, _ = _node_sums(G, lev)
+    values, _ = _node_sums(G, lev, parts)
     return _group_totals(groups, values)
 
 
 @register_node_criterion("degree")
-def _degree(G, groups, seed):
-    values, _ = _node_sums(G, lambda b: G.block_mask(b).to(torch.float64).numpy())
+def _degree(G, groups, seed, parts=None):
+    values, _ = _node_sums(G, lambda b: G.block_mask(b).to(torch.float64).numpy(), parts)
     jitter = numpy_rng(seed, owner="select_nodes").random(len(groups)) * 1e-3  # ties only
     return _group_totals(groups, values) + jitter
 
 
 def _magnitude(p):
-    def score(G, groups, seed):
-        values, counts = _node_sums(G, lambda b: b.weight.detach().abs().to("cpu", torch.float64).pow(p).numpy())
+    def score(G, groups, seed, parts=None):
+        values, counts = _node_sums(G, lambda b: b.weight.detach().abs().to("cpu", torch.float64).pow(p).numpy(),
+                                    parts)
         s = _group_totals(groups, values, counts)
         layers = {}
         for g in groups:
@@ -129,11 +133,11 @@ register_node_criterion("l1")(_magnitude(1))
 
 
 @register_node_criterion("random")
-def _random(G, groups, seed):
+def _random(G, groups, seed, parts=None):
     return numpy_rng(seed, owner="select_nodes").random(len(groups))
 
 
-def node_scores(G, criterion: str = "leverage", *, groups=None, seed=0) -> np.ndarray:
+def node_scores(G, criterion: str = "leverage", *, groups=None, seed=0, kinds=None) -> np.ndarray:
     """One score per group of ``node_groups(G)`` (higher: more important).
 
     Parameters
@@ -145,11 +149,17 @@ def node_scores(G, criterion: str = "leverage", *, groups=None, seed=0) -> np.nd
         ``node_groups(G)``, when already computed.
     seed : int, numpy Generator or torch Generator, default 0
         For ``"random"`` and the tie-breaks of ``"degree"``.
+    kinds : tuple of str, optional
+        Only the prunable groups of these kinds need scores (the blocks at no such group are skipped; the other
+        groups' scores are then partial).
     """
     check_graph(G, "node_scores")
     check_param("criterion", criterion, [Options(tuple(NODE_CRITERIA))], "node_scores")
     groups = node_groups(G) if groups is None else groups
-    return np.asarray(NODE_CRITERIA[criterion](G, groups, seed), dtype=np.float64)
+    parts = None
+    if kinds is not None:
+        parts = {p for g in groups if g.prunable and g.kind in kinds for p in g.nodes}
+    return np.asarray(NODE_CRITERIA[criterion](G, groups, seed, parts), dtype=np.float64)
 
 
 def select_nodes(G, amount: float, *, criterion: str = "leverage", allocation: str = "uniform",
@@ -215,7 +225,7 @@ def select_nodes(G, amount: float, *, criterion: str = "leverage", allocation: s
                              f"'neuron', 'channel', 'head', 'kv_group', 'width'. Got {kinds!r} instead.")
     groups = node_groups(G) if groups is None else groups
     if scores is None:
-        scores = node_scores(G, criterion, groups=groups, seed=seed)
+        scores = node_scores(G, criterion, groups=groups, seed=seed, kinds=tuple(kinds))
     scores = np.asarray(scores, dtype=np.float64)
     if scores.shape != (len(groups),):
         raise ParameterError(f"The 'scores' parameter of select_nodes must hold one score per group "
