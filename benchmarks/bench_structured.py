@@ -44,7 +44,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 import graphprune  # noqa: E402
-from graphprune.structured import amount_for, kept_weights, node_groups, select_nodes, shrink  # noqa: E402
+from graphprune.structured import amount_for, node_groups, select_nodes, shrink  # noqa: E402
 
 try:
     import torch_pruning as tp

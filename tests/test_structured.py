@@ -249,7 +249,8 @@ def test_llama_groups_heads_within_key_value_groups():
         # repeat_kv: key/value head j serves query heads 2j and 2j + 1
         assert [[groups[c].nodes[f"{attn}.q_proj"][0] // 8 for c in g.children] for g in kv] == [[0, 1], [2, 3]]
         assert [g.nodes[f"{attn}.v_proj"].tolist() for g in kv] == [list(range(8)), list(range(8, 16))]
-        mlp = [g for g in groups if g.kind == "neuron" and g.prunable and f"model.layers.{layer}.mlp.up_proj" in g.nodes]
+        up = f"model.layers.{layer}.mlp.up_proj"
+        mlp = [g for g in groups if g.kind == "neuron" and g.prunable and up in g.nodes]
         assert len(mlp) == 48 and all(f"model.layers.{layer}.mlp.gate_proj" in g.nodes for g in mlp)
     assert sum(g.kind == "width" for g in groups) == 32
 

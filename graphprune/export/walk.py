@@ -24,8 +24,7 @@ from .rules import (
     vals,
 )
 from .trace import module_path
-from .uses import (NORM_OPS, SOFTMAX_OPS, VIEW_OPS, ParamView, module_use, param_use, param_view, reduce_use,
-                   view_dim)
+from .uses import NORM_OPS, SOFTMAX_OPS, VIEW_OPS, ParamView, module_use, param_use, param_view, reduce_use, view_dim
 
 __all__ = ["walk_graph", "check_modules"]
 

@@ -264,7 +264,7 @@ def node_groups(G: MultipartiteGraph) -> list[NodeGroup]:
                     raise UnsupportedOperationError(
                         f"Attention output '{O}': key/value channels are shared by overlapping sets of query heads "
                         f"({sorted(a)} and {sorted(c)}); the grouped-query structure is unknown.")
-        for t, nodes in kv_sets.items():
+        for nodes in kv_sets.values():
             nodes = np.array(nodes)
             pair(nodes[:1].repeat(nodes.size), nodes)
         heads_info[O] = (heads, kv_sets)
@@ -364,7 +364,7 @@ def _collect(G, root, heads_info):
         if not any(p in weight_dst for p in g.nodes) and g.kind not in ("head", "kv_group"):
             _refuse(g, "no weight produces its nodes")
             continue
-        for p, idx in g.nodes.items():
+        for p in g.nodes:
             for u in by_part.get(p, ()):
                 if u.kind == "skipped":
                     _refuse(g, f"it passes through {u.where}, which has no adapter (skip_unsupported): its "

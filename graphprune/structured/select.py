@@ -255,7 +255,7 @@ def select_nodes(G, amount: float, *, criterion: str = "leverage", allocation: s
             removed.update(sorted(ids, key=lambda i: scores[i])[: n - keep])
     else:
         norm = {}
-        for key, ids in layers.items():
+        for ids in layers.values():
             m = float(np.mean(scores[ids])) if ids else 1.0
             for i in ids:
                 norm[i] = scores[i] / m if m > 0 else scores[i]

@@ -416,7 +416,7 @@ def _plan(model, G, groups, keep, removed):
         shapes.setdefault(id(mod), {}).update({"@" + k: v for k, v in upd.items()})
     for key, mod in owners.items():
         sets += _attributes(mod, shapes[key])
-    for path, (h, kv, O) in attn.items():
+    for path, (h, kv, _) in attn.items():
         mod = model.get_submodule(path)
         for attr in _HEADS:
             if isinstance(getattr(mod, attr, None), int):
