@@ -7,7 +7,8 @@ Three sections (``--what latency,coverage,accuracy``), each printing a markdown 
   and shrunk to about 2x fewer weights in the prunable layers: graphprune (``select_nodes`` with the leverage
   criterion, then ``shrink``) and Torch-Pruning (``MagnitudePruner``, its default magnitude importance, ratio
   bisected to the same weight count) in the same process. Median wall time of ``--runs`` forward passes (one
-  warm-up), batch 1 and 32, ``torch.no_grad``, the machine's threads; MACs counted with hooks on Linear / ConvNd /
+  warm-up; the models measured in turn, run by run), batch 1 and 32, ``torch.no_grad``, ``--threads`` threads;
+  MACs counted with hooks on Linear / ConvNd /
   transformers' Conv1D (attention's matmuls left out). The speed-up is dense time / shrunk time.
 * **coverage**: every model of ``tests/test_zoo.py`` and the torchvision classification zoo at random init:
   graphprune removes 30% of the groups of each layer (heads, neurons, channels; l2 criterion) and runs the shrunk
@@ -82,15 +83,19 @@ def _forward(model, inputs):
         return model(**inputs) if isinstance(inputs, dict) else model(inputs)
 
 
-def latency(model, inputs, runs):
-    model.eval()
-    _forward(model, inputs)  # warm-up
-    times = []
+def latencies(models, inputs, runs):
+    """Median forward time of each model, measured interleaved (run r of every model, then run r + 1) so that a
+    change of the machine's load touches every model alike."""
+    for m in models:
+        m.eval()
+        _forward(m, inputs)  # warm-up
+    times = [[] for _ in models]
     for _ in range(runs):
-        t = time.perf_counter()
-        _forward(model, inputs)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for i, m in enumerate(models):
+            t = time.perf_counter()
+            _forward(m, inputs)
+            times[i].append(time.perf_counter() - t)
+    return [statistics.median(t) for t in times]
 
 
 def weights(model):
@@ -199,7 +204,7 @@ def bench_latency(runs):
     cases = [("resnet18", torchvision.models.resnet18().eval(), lambda b: torch.randn(b, 3, 224, 224), ("fc",),
               None),
              ("gpt2-small stack", _gpt2(), lambda b: {"input_ids": torch.randint(0, 50257, (b, 32))}, (),
-              lambda p: ".h." in p)]
+              lambda p: p.startswith("h."))]
     rows = []
     for name, model, make, ignored, prunable in cases:
         x1 = make(1)
@@ -214,14 +219,12 @@ def bench_latency(runs):
             rows.append((name, "torch-pruning magnitude", f"failed: {type(exc).__name__}: {str(exc)[:80]}",
                          "", "", "", "", "", ""))
         dense_macs = macs(model, x1)
-        base = {}
-        for label, m, secs in variants:
+        ms = [m for _, m, _ in variants]
+        t1s, t32s = latencies(ms, x1, runs), latencies(ms, make(32), runs)
+        for (label, m, secs), t1, t32 in zip(variants, t1s, t32s):
             w, mc = weights(m), macs(m, x1)
-            t1, t32 = latency(m, x1, runs), latency(m, make(32), runs)
-            if label == "dense":
-                base = {"t1": t1, "t32": t32}
             rows.append((name, label, f"{w / 1e6:.2f}", f"{mc / 1e9:.3f}", f"{dense_macs / mc:.2f}x",
-                         f"{t1 * 1e3:.1f}", f"{base['t1'] / t1:.2f}x", f"{t32 * 1e3:.0f}", f"{base['t32'] / t32:.2f}x",
+                         f"{t1 * 1e3:.1f}", f"{t1s[0] / t1:.2f}x", f"{t32 * 1e3:.0f}", f"{t32s[0] / t32:.2f}x",
                          f"{secs:.1f}"))
             print(rows[-1], flush=True)
     head = ("model", "variant", "weights M", "GMACs (b=1)", "MAC reduction", "ms b=1", "speed-up b=1", "ms b=32",
@@ -386,7 +389,11 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--only", default="", help="coverage: comma list of model keys (tv-resnet18, hf-gpt2, ...)")
     ap.add_argument("--seeds", default="0")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    print(f"torch threads: {torch.get_num_threads()}, cpu count: {os.cpu_count()}", flush=True)
     sections = {"latency": lambda: bench_latency(a.runs),
                 "coverage": lambda: bench_coverage([k for k in a.only.split(",") if k]),
                 "accuracy": lambda: bench_accuracy([int(s) for s in a.seeds.split(",")])}

@@ -585,3 +585,42 @@ def test_prune_structured_shrinks_in_one_call():
         graphprune.prune(m, x, sparsity=0.5, structured=True, keep_dense=["fc"])
     with pytest.raises(ParameterError, match="exactly one of 'sparsity'"):
         graphprune.prune(m, x, structured=True)
+
+
+def test_export_tracer_batch_norm_running_statistics_are_sliced():
+    m, x = build("small_resnet")
+    m.eval()
+    G = graphprune.from_model(m, x, tracer="export")  # batch norm as an ATen op: its tensors read dim 1
+    groups = node_groups(G)
+    layer = _by_layer(groups)["block1.conv1"]
+    drop = [g.nodes["block1.conv1"][0] for g in layer[:3]]
+    ref = _zero_columns(m, {"block1.conv1": ["block1.conv2.weight"]}, {"block1.conv1": drop})
+    mean = m.block1.bn1.running_mean.clone()
+    shrink(m, G, _remove(G, groups, [g.id for g in layer[:3]]), example_inputs=x)
+    kept = [c for c in range(8) if c not in drop]
+    assert m.block1.bn1.num_features == 5 and torch.equal(m.block1.bn1.running_mean, mean[kept])
+    torch.testing.assert_close(m(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_transposed_convolution_loses_whole_groups():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.t = nn.Conv2d(3, 8, 3), nn.ConvTranspose2d(8, 6, 3, stride=2)
+            self.g, self.c = nn.ConvTranspose2d(6, 4, 3, groups=2), nn.Conv2d(4, 2, 1)
+
+        def forward(self, x):
+            return self.c(torch.relu(self.g(torch.relu(self.t(torch.relu(self.a(x)))))))
+
+    torch.manual_seed(0)
+    m, x = Net().eval(), torch.randn(2, 3, 8, 8)
+    G = graphprune.from_model(m, x)
+    groups = node_groups(G)
+    pair = [g for g in groups if g.prunable and "g" in g.nodes]
+    assert [_sig(g) for g in pair] == [{"t": [0, 1, 2], "g": [0, 1]}, {"t": [3, 4, 5], "g": [2, 3]}]
+    ref = copy.deepcopy(m)
+    with torch.no_grad():
+        ref.c.weight[:, 2:4] = 0  # the second group's outputs feed nothing
+    shrink(m, G, _remove(G, groups, [pair[1].id]), example_inputs=x)
+    assert (m.g.in_channels, m.g.out_channels, m.g.groups, m.t.out_channels) == (3, 2, 1, 3)
+    torch.testing.assert_close(m(x), ref(x), rtol=1e-5, atol=1e-6)

@@ -15,12 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["ChannelUse", "ParamView", "param_view", "param_use", "module_use", "reduce_use", "NORM_OPS",
-           "SOFTMAX_OPS", "VIEW_OPS"]
+           "SOFTMAX_OPS", "VIEW_OPS", "CHANNEL_FIRST_OPS"]
 
 #: Functional / ATen normalisations over the trailing dims: they couple every channel of their input.
 NORM_OPS = ("layer_norm", "native_layer_norm", "rms_norm", "group_norm", "native_group_norm")
 #: Ops whose ``dim`` argument, when it is the channel dim, couples every channel.
 SOFTMAX_OPS = ("softmax", "log_softmax", "_softmax", "_log_softmax", "softmin")
+#: Functional normalisations whose per-channel tensors index dim 1 (not the trailing dim) of their input.
+CHANNEL_FIRST_OPS = ("batch_norm", "_native_batch_norm_legit_no_training", "_native_batch_norm_legit",
+                     "native_batch_norm", "cudnn_batch_norm", "instance_norm", "group_norm", "native_group_norm")
 #: Ops that give a parameter another shape without moving its elements (size-1 dims added or dropped) or dtype.
 VIEW_OPS = ("view", "reshape", "_unsafe_view", "unsqueeze", "squeeze", "flatten", "to", "type", "float", "half",
             "bfloat16", "double", "contiguous", "_to_copy", "type_as", "clone", "detach", "alias")

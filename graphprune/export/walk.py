@@ -24,7 +24,18 @@ from .rules import (
     vals,
 )
 from .trace import module_path
-from .uses import NORM_OPS, SOFTMAX_OPS, VIEW_OPS, ParamView, module_use, param_use, param_view, reduce_use, view_dim
+from .uses import (
+    CHANNEL_FIRST_OPS,
+    NORM_OPS,
+    SOFTMAX_OPS,
+    VIEW_OPS,
+    ParamView,
+    module_use,
+    param_use,
+    param_view,
+    reduce_use,
+    view_dim,
+)
 
 __all__ = ["walk_graph", "check_modules"]
 
@@ -158,9 +169,13 @@ class Walk:
         edge = any(key(r) in b.param_shapes for r in refs)
         outs = [v for v in vals(out) if v.part is not None] if out is not None else []
         x = outs[0] if edge and outs else ins[0]  # a layer op's bias is added to its output
+        def shape_of(t):  # batch norm's (C,) tensors read dim 1 of an (N, C, ...) input
+            shape = tuple(t.shape)
+            return shape + (1,) * (len(x.shape) - 2) if name in CHANNEL_FIRST_OPS and len(shape) == 1 else shape
+
         for r in refs:
             if key(r) not in b.param_shapes:
-                b.uses.append(param_use(x.part, x, key(r), tuple(r.tensor.shape), name, where))
+                b.uses.append(param_use(x.part, x, key(r), shape_of(r.tensor), name, where))
         torch.fx.node.map_aggregate((args, kwargs), lambda a: flat.append(a) if isinstance(a, ParamView) else None)
         for r in (a for a in flat if isinstance(a, ParamView)):
             u = param_use(x.part, x, key(r), r.shape, name, where)
@@ -169,7 +184,8 @@ class Walk:
             b.uses.append(u)
         for a in flat:
             if isinstance(a, Val) and id(a) in self.buffers:
-                b.uses.append(param_use(x.part, x, self.buffers[id(a)], tuple(a.shape), name, where))
+                b.uses.append(param_use(x.part, x, self.buffers[id(a)], shape_of(torch.empty(a.shape, device="meta")),
+                                        name, where))
         v = ins[0]
         rank = len(v.shape)
         if name in NORM_OPS:
