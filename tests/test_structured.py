@@ -624,3 +624,18 @@ def test_grouped_transposed_convolution_loses_whole_groups():
     shrink(m, G, _remove(G, groups, [pair[1].id]), example_inputs=x)
     assert (m.g.in_channels, m.g.out_channels, m.g.groups, m.t.out_channels) == (3, 2, 1, 3)
     torch.testing.assert_close(m(x), ref(x), rtol=1e-5, atol=1e-6)
+
+
+def test_llama_hidden_width_on_request_resizes_every_norm_and_round_trips():
+    T, m, inputs, G = _llama()
+    keep = select_nodes(G, 0.25, criterion="l2", kinds=("width",))
+    assert int(keep["model.embed_tokens"].sum()) == 24 and keep["model.layers.0.mlp.up_proj"].all()
+    shrink(m, G, keep, example_inputs=inputs)
+    assert m.model.embed_tokens.embedding_dim == 24 and m.model.norm.weight.shape == (24,)
+    assert m.model.layers[1].post_attention_layernorm.weight.shape == (24,) and m.lm_head.in_features == 24
+    assert (m.config.hidden_size, m.config.head_dim) == (24, 8)
+    with tempfile.TemporaryDirectory() as d:
+        m.save_pretrained(d)
+        again = T.LlamaForCausalLM.from_pretrained(d).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(**inputs).logits, m(**inputs).logits)
