@@ -14,12 +14,17 @@ Three sections (``--what latency,coverage,accuracy``), each printing a markdown 
   graphprune removes 30% of the groups of each layer (heads, neurons, channels; l2 criterion) and runs the shrunk
   model; if that is refused, neurons and channels only. Torch-Pruning prunes 30% with ``MagnitudePruner`` and runs
   its model. "equal" is the largest difference to the masked model (graphprune only).
+* **lm**: the committed trained byte-level Llama of ``graphprune.experiments.lm`` (GQA 4/2): held-out perplexity
+  per byte with no fine-tune, 2x and 4x fewer weights in its decoder layers (MLP neurons and query heads within
+  their key/value group), graphprune's criteria and Torch-Pruning.
 * **accuracy**: the study's MNIST-1D CNN (``cnn``, trained with the study's schedule and cached like the study's
   post arm), 2x and 4x fewer weights in its prunable layers, no fine-tune and after the post arm's fine-tune (5
   epochs, Adam 1e-3): graphprune leverage, l2 (Torch-Pruning's default importance written here), random, and
   Torch-Pruning's own ``MagnitudePruner`` at the same weight count.
 
-Timings depend on the machine and its load: compare rows of one run only.
+Timings depend on the machine and its load: compare rows of one run only. On a loaded machine use ``--threads 1``:
+with more threads than free cores, every op waits on its thread barrier (GPT-2 small at batch 1 measured 3.3 s
+with 2 threads and 0.25 s with 1 on the 2-core machine at load 9).
 
     .venv/bin/python benchmarks/bench_structured.py --what latency --runs 5
     .venv/bin/python benchmarks/bench_structured.py --what coverage
@@ -111,14 +116,14 @@ def weights(model):
 
 # -- the two pruners ---------------------------------------------------------------------------------------------------
 def graphprune_shrink(model, x, *, ratio=None, amount=None, criterion="leverage", kinds=("neuron", "channel", "head"),
-                      prunable=None, seed=0, hf_config="ignore"):
+                      prunable=None, seed=0, hf_config="ignore", round_to=1):
     """Shrink a copy of ``model``: ``amount`` of every layer's groups, or the amount that keeps ``1/ratio`` of the
     weights of the layers ``prunable`` names (all weights by default). Returns (model, seconds, amount)."""
     m = copy.deepcopy(model).eval()
     t = time.perf_counter()
     G = graphprune.from_model(m, x)
     groups = node_groups(G)
-    opts = dict(criterion=criterion, kinds=kinds, groups=groups, seed=seed)
+    opts = dict(criterion=criterion, kinds=kinds, groups=groups, seed=seed, round_to=round_to)
     scores = graphprune.structured.node_scores(G, criterion, groups=groups, seed=seed, kinds=kinds)
     opts["scores"] = scores
     if amount is None:
@@ -211,6 +216,9 @@ def bench_latency(runs):
         print(f"[{name}] shrinking (graphprune)...", flush=True)
         gp, gp_s, amount = graphprune_shrink(model, x1, ratio=2.0, prunable=prunable)
         variants = [("dense", model, 0.0), (f"graphprune leverage (amount {amount:.2f})", gp, gp_s)]
+        if name == "resnet18":  # channel counts in multiples of 8
+            gp8, gp8_s, a8 = graphprune_shrink(model, x1, ratio=2.0, prunable=prunable, round_to=8)
+            variants.append((f"graphprune leverage, round_to 8 (amount {a8:.2f})", gp8, gp8_s))
         print(f"[{name}] shrinking (torch-pruning)...", flush=True)
         try:
             tpm, tp_s, r = tp_prune(model, x1, None, ignored=ignored, target_weights=weights(gp))
@@ -374,6 +382,35 @@ def bench_accuracy(seeds):
            rows)
 
 
+def bench_lm():
+    """The committed trained byte-level Llama (graphprune.experiments.lm): held-out perplexity per byte, no
+    fine-tune, 2x and 4x fewer weights in its decoder layers (MLP neurons and query heads)."""
+    from graphprune.experiments.lm import load_lm, perplexity, splits
+
+    _, test = splits()
+    dense = load_lm()
+    x = {"input_ids": test[:64].unsqueeze(0)}
+    rows = [("dense", "1x", f"{weights(dense)}", f"{perplexity(dense, test):.3f}")]
+    print(rows[-1], flush=True)
+    blocks = lambda p: p.startswith("model.layers.")  # noqa: E731
+    for ratio in (2.0, 4.0):
+        for crit in ("leverage", "l2", "random"):
+            m, _, amount = graphprune_shrink(dense, x, ratio=ratio, criterion=crit, prunable=blocks,
+                                             hf_config="update")
+            rows.append((f"graphprune {crit} (amount {amount:.2f})", f"{ratio:g}x", f"{weights(m)}",
+                         f"{perplexity(m, test):.3f}"))
+            print(rows[-1], flush=True)
+        try:
+            m = tp_prune(dense, x, None, ignored=("lm_head", "model.embed_tokens"),
+                         target_weights=weights(m))[0]
+            rows.append(("torch-pruning magnitude", f"{ratio:g}x", f"{weights(m)}", f"{perplexity(m, test):.3f}"))
+        except Exception as exc:
+            rows.append(("torch-pruning magnitude", f"{ratio:g}x", "", f"failed: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:80] if str(exc) else ''}"))
+        print(rows[-1], flush=True)
+    _table(("method", "fewer weights in the layers", "weights", "test perplexity per byte"), rows)
+
+
 def _table(head, rows):
     print()
     print("| " + " | ".join(head) + " |")
@@ -385,7 +422,7 @@ def _table(head, rows):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--what", default="latency", help="comma list of latency, coverage, accuracy")
+    ap.add_argument("--what", default="latency", help="comma list of latency, coverage, accuracy, lm")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--only", default="", help="coverage: comma list of model keys (tv-resnet18, hf-gpt2, ...)")
     ap.add_argument("--seeds", default="0")
@@ -396,7 +433,8 @@ def main():
     print(f"torch threads: {torch.get_num_threads()}, cpu count: {os.cpu_count()}", flush=True)
     sections = {"latency": lambda: bench_latency(a.runs),
                 "coverage": lambda: bench_coverage([k for k in a.only.split(",") if k]),
-                "accuracy": lambda: bench_accuracy([int(s) for s in a.seeds.split(",")])}
+                "accuracy": lambda: bench_accuracy([int(s) for s in a.seeds.split(",")]),
+                "lm": bench_lm}
     for what in a.what.split(","):
         if what not in sections:
             raise SystemExit(f"--what: unknown section {what!r}; known: {', '.join(sections)}")
