@@ -65,7 +65,9 @@ class NodeGroup:
     children : list of int
         For a ``"kv_group"``: the ids of its query heads.
     mixed : list of str
-        Where the group's channels are mixed with others (``"width"`` groups): the ops, for messages.
+        Where the group's channels are mixed with channels outside it (a LayerNorm, an RMSNorm, a softmax over
+        channels): the ops, for messages. Such groups (``"width"``, or heads under a norm over every head) change
+        the mixed outputs when removed; they are removed only on request.
     """
 
     id: int

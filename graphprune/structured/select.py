@@ -235,7 +235,7 @@ def select_nodes(G, amount: float, *, criterion: str = "leverage", allocation: s
     # query heads of grouped-query attention: the same number in every key/value group
     for g in groups:
         if g.kind == "kv_group" and g.prunable:
-            kids = [c for c in g.children if groups[c].prunable]
+            kids = [c for c in g.children if groups[c].prunable and (not groups[c].mixed or "width" in kinds)]
             if "head" in kinds and len(kids) == len(g.children) > 1:
                 r = min(len(kids) - 1, int(round(amount * len(kids))))
                 removed.update(sorted(kids, key=lambda c: scores[c])[:r])
@@ -243,6 +243,8 @@ def select_nodes(G, amount: float, *, criterion: str = "leverage", allocation: s
     layers = {}
     for g in groups:
         if not g.prunable or g.kind not in kinds or g.parent is not None or g.kind == "kv_group":
+            continue
+        if g.mixed and "width" not in kinds:  # heads mixed by a norm over all heads: only on request
             continue
         layers.setdefault((g.kind, g.layer), []).append(g.id)
     for g in kv:

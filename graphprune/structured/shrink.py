@@ -247,9 +247,9 @@ def _check_removal(G, groups, keep, allow_width):
         if not g.prunable:
             raise MaskError(f"The 'node_masks' parameter of shrink removes a group that cannot be removed "
                             f"({g!r}): {g.reason}.")
-        if g.kind == "width" and not allow_width:
-            raise MaskError(f"The 'node_masks' parameter of shrink removes a 'width' group ({g!r}), mixed by "
-                            f"{g.mixed[0]}; pass allow_width=True to remove it.")
+        if g.mixed and not allow_width:
+            raise MaskError(f"The 'node_masks' parameter of shrink removes a {g.kind} group ({g!r}) whose channels "
+                            f"{g.mixed[0]} mixes with others; pass allow_width=True to remove it.")
     by_attn = {}
     for g in groups:
         if g.kind == "kv_group":
