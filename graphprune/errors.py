@@ -17,6 +17,7 @@ __all__ = [
     "TracingError",
     "MissingDependencyError",
     "UnknownSparsifierError",
+    "ShrinkError",
 ]
 
 
@@ -72,3 +73,8 @@ class UnknownSparsifierError(GraphPruneError, KeyError):
 
     def __str__(self):  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""
+
+
+class ShrinkError(GraphPruneError, RuntimeError):
+    """A structured shrink (:func:`graphprune.shrink`) could not be built or does not run; the model was left as it
+    was."""

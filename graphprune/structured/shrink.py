@@ -20,7 +20,7 @@ from torch import nn
 
 from .._validation import Boolean, InstanceOf, Options, check_graph, check_param
 from ..apply import _holders
-from ..errors import GraphPruneError, MaskError, ParameterError
+from ..errors import GraphPruneError, MaskError, ParameterError, ShrinkError
 from .groups import node_groups
 
 __all__ = ["shrink", "ShrinkError", "HF_CONFIG_MODES", "node_masks_from_groups", "removed_groups"]
@@ -30,10 +30,6 @@ HF_CONFIG_MODES = ("update", "ignore")
 
 _HEADS = ("num_heads", "num_attention_heads", "n_head", "n_heads")
 _KV = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
-
-
-class ShrinkError(GraphPruneError, RuntimeError):
-    """The shrunk model could not be built or does not run; the model was left as it was."""
 
 
 def node_masks_from_groups(G, groups, remove) -> dict:
