@@ -36,6 +36,7 @@ Torch-Pruning is the ``bench`` extra (``pip install -e .[bench]``); without it i
 import argparse
 import copy
 import os
+import signal
 import statistics
 import sys
 import time
@@ -56,6 +57,10 @@ try:
     import torch_pruning as tp
 except ImportError:  # the bench extra
     tp = None
+
+
+#: Time limit of one Torch-Pruning run (its dependency tracing never ends on some Hugging Face models here).
+TP_SECONDS = 180
 
 
 # -- measurements ----------------------------------------------------------------------------------------------------
@@ -164,6 +169,34 @@ def _amount_for_layers(G, ratio, prunable, opts):
     return hi, select_nodes(G, hi, **opts)
 
 
+class _TimeLimit:
+    """Raise TimeoutError in the main thread after ``seconds`` (SIGALRM; a peer that runs too long is a result)."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def _raise(self, *_):
+        raise TimeoutError(f"over {self.seconds} s")
+
+    def __enter__(self):
+        self.old = signal.signal(signal.SIGALRM, self._raise)
+        signal.alarm(self.seconds)
+
+    def __exit__(self, *exc):
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, self.old)
+        return False
+
+
+def _first_tensor(out):
+    """Torch-Pruning's ``output_transform`` for models returning tuples or Hugging Face ModelOutputs."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, dict):
+        out = list(out.values())
+    return next(t for t in (_first_tensor(o) for o in out if o is not None) if t is not None)
+
+
 def tp_prune(model, x, ratio_or_target, *, ignored=(), target_weights=None):
     """Torch-Pruning's MagnitudePruner (its default magnitude importance, p=2) on a copy: a fixed per-layer ratio,
     or the ratio (bisected) whose model has ``target_weights`` prunable weights. Returns (model, seconds, ratio)."""
@@ -174,9 +207,10 @@ def tp_prune(model, x, ratio_or_target, *, ignored=(), target_weights=None):
         m = copy.deepcopy(model).eval()
         ign = [m.get_submodule(n) for n in ignored]
         t = time.perf_counter()
-        pruner = tp.pruner.MagnitudePruner(m, x, importance=tp.importance.MagnitudeImportance(p=2),
-                                           pruning_ratio=r, ignored_layers=ign)
-        pruner.step()
+        with _TimeLimit(TP_SECONDS):
+            pruner = tp.pruner.MagnitudePruner(m, x, importance=tp.importance.MagnitudeImportance(p=2),
+                                               pruning_ratio=r, ignored_layers=ign, output_transform=_first_tensor)
+            pruner.step()
         return m, time.perf_counter() - t
 
     if target_weights is None:
@@ -323,9 +357,11 @@ def bench_coverage(only):
             m = copy.deepcopy(model)
             ign = [mod for mod in m.modules() if isinstance(mod, nn.Linear) and mod.out_features in (10, 1000)]
             args = x if isinstance(x, torch.Tensor) else x
-            pruner = tp.pruner.MagnitudePruner(m, args, importance=tp.importance.MagnitudeImportance(p=2),
-                                               pruning_ratio=0.3, ignored_layers=ign)
-            pruner.step()
+            with _TimeLimit(TP_SECONDS):
+                pruner = tp.pruner.MagnitudePruner(m, args, importance=tp.importance.MagnitudeImportance(p=2),
+                                                   pruning_ratio=0.3, ignored_layers=ign,
+                                                   output_transform=_first_tensor)
+                pruner.step()
             _forward(m, x)
             tpr = f"ok ({weights(model) / 1e6:.2f}->{weights(m) / 1e6:.2f} M)"
         except Exception as exc:
