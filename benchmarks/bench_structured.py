@@ -60,7 +60,7 @@ except ImportError:  # the bench extra
 
 
 #: Time limit of one Torch-Pruning run (its dependency tracing never ends on some Hugging Face models here).
-TP_SECONDS = 180
+TP_SECONDS = 60
 
 
 # -- measurements ----------------------------------------------------------------------------------------------------
