@@ -256,8 +256,9 @@ def _norm_use(b, path, norm, v):
     from .uses import module_use, reduce_use
 
     where = f"module '{path}' ({type(norm).__name__})"
-    b.uses.append(module_use(v.part, v, path, type(norm).__name__, where))
-    b.uses.append(reduce_use(v.part, v, {len(v.shape) - 1}, type(norm).__name__, where))
+    n = b.parts[v.part]["size"]
+    b.uses.append(module_use(v.part, v, path, type(norm).__name__, where, n))
+    b.uses.append(reduce_use(v.part, v, {len(v.shape) - 1}, type(norm).__name__, where, n))
 
 
 @register_adapter(nn.TransformerEncoder)

@@ -91,37 +91,34 @@ class ChannelUse:
     dim: int = 0
 
 
-def _channel_positions(v):
-    """``(tensor dims, position arrays)``: for each dim that carries channels, each channel's position on it."""
-    C = _size(v)
+def _channel_positions(v, n):
+    """For each tensor dim that carries channels, each of the partition's ``n`` channels' position on it (-1 for
+    a channel the tensor does not hold: a head-split slice of a fused projection)."""
     if v.grid is None:
-        return {v.cdim % len(v.shape): np.arange(C)}
+        return {v.cdim % len(v.shape): np.arange(n)}
     grid = np.asarray(v.grid)
     out = {}
     for ax, d in enumerate(v.gdims):
-        pos = np.empty(C, dtype=np.int64)
+        pos = np.full(n, -1, dtype=np.int64)
         coords = np.indices(grid.shape)[ax]
         pos[grid.reshape(-1)] = coords.reshape(-1)
         out[d % len(v.shape)] = pos
     return out
 
 
-def _size(v):
-    return int(np.asarray(v.grid).size) if v.grid is not None else int(v.shape[v.cdim])
-
-
-def param_use(part, v, name, shape, op, where) -> ChannelUse:
-    """A tensor of ``shape`` broadcast against the traced tensor ``v`` (trailing dims aligned)."""
+def param_use(part, v, name, shape, op, where, n) -> ChannelUse:
+    """A tensor of ``shape`` broadcast against the traced tensor ``v`` (trailing dims aligned); ``n`` is the size
+    of partition ``part``."""
     shape = tuple(shape)
     rank, s = len(v.shape), len(shape)
-    positions = _channel_positions(v)
+    positions = _channel_positions(v, n)
     hits = []
     for j in range(s):
         d = rank - s + j
         if shape[j] > 1 and d in positions:
             hits.append((j, positions[d]))
     if not hits:
-        return ChannelUse("param", part, name, op, where, np.full(_size(v), -1, dtype=np.int64), 0)
+        return ChannelUse("param", part, name, op, where, np.full(n, -1, dtype=np.int64), 0)
     if len(hits) > 1:  # several channel axes read by one tensor: no simple layout
         return ChannelUse("param", part, name, op, where, None, 0)
     j, pos = hits[0]
@@ -130,29 +127,30 @@ def param_use(part, v, name, shape, op, where) -> ChannelUse:
     return ChannelUse("param", part, name, op, where, pos.astype(np.int64), j)
 
 
-def module_use(part, v, path, kind, where) -> ChannelUse:
-    """A pass-through module (BatchNorm, LayerNorm, PReLU...) applied to ``v``."""
-    index = np.arange(_size(v)) if v.grid is None else None
+def module_use(part, v, path, kind, where, n) -> ChannelUse:
+    """A pass-through module (BatchNorm, LayerNorm, PReLU...) applied to ``v`` (partition ``part`` of size ``n``)."""
+    index = np.arange(n) if v.grid is None else None
     return ChannelUse("module", part, path, kind, where, index, 0)
 
 
-def reduce_use(part, v, reduced, op, where) -> ChannelUse:
-    """An op mixing the channels of ``v`` over the tensor dims ``reduced`` (a set of dims)."""
+def reduce_use(part, v, reduced, op, where, n) -> ChannelUse:
+    """An op mixing the channels of ``v`` over the tensor dims ``reduced`` (a set of dims); ``n`` is the size of
+    partition ``part``."""
     rank = len(v.shape)
     reduced = {d % rank for d in reduced}
     if v.grid is None:
         mixed = v.cdim % rank in reduced
-        labels = np.zeros(_size(v), dtype=np.int64) if mixed else np.full(_size(v), -1, dtype=np.int64)
+        labels = np.zeros(n, dtype=np.int64) if mixed else np.full(n, -1, dtype=np.int64)
         return ChannelUse("reduce", part, op, op, where, labels, 0)
     grid = np.asarray(v.grid)
     axes = [ax for ax, d in enumerate(v.gdims) if d % rank in reduced]
     if not axes:
-        return ChannelUse("reduce", part, op, op, where, np.full(grid.size, -1, dtype=np.int64), 0)
+        return ChannelUse("reduce", part, op, op, where, np.full(n, -1, dtype=np.int64), 0)
     keep = [ax for ax in range(grid.ndim) if ax not in axes]
     coords = np.indices(grid.shape)
     label = np.zeros(grid.shape, dtype=np.int64)
     for ax in keep:  # channels that differ only along the reduced axes share a label
         label = label * grid.shape[ax] + coords[ax]
-    labels = np.empty(grid.size, dtype=np.int64)
+    labels = np.full(n, -1, dtype=np.int64)
     labels[grid.reshape(-1)] = label.reshape(-1)
     return ChannelUse("reduce", part, op, op, where, labels, 0)

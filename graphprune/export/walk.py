@@ -140,17 +140,18 @@ class Walk:
         if x is None:
             return
         where = f"module '{node.target}' ({type(m).__name__})"
-        use = module_use(x.part, x, str(node.target), type(m).__name__, where)
+        n = self.b.parts[x.part]["size"]
+        use = module_use(x.part, x, str(node.target), type(m).__name__, where, n)
         self.b.uses.append(use if kind == "module" else dataclasses.replace(use, kind="skipped"))
         shape = getattr(m, "normalized_shape", None)
         if isinstance(m, (nn.GroupNorm, nn.LocalResponseNorm)):
-            self.b.uses.append(reduce_use(x.part, x, {1}, type(m).__name__, where))
+            self.b.uses.append(reduce_use(x.part, x, {1}, type(m).__name__, where, n))
         elif shape is not None:  # LayerNorm, RMSNorm: the trailing dims, or the channels they have the size of
             shape = tuple(shape) if isinstance(shape, (tuple, list, torch.Size)) else (int(shape),)
             dims = set(range(len(x.shape) - len(shape), len(x.shape)))
             if x.channels in shape:  # LayerNorm2d and kin permute inside: the normalised dim is the channel dim
                 dims.add(x.cdim % len(x.shape))
-            self.b.uses.append(reduce_use(x.part, x, dims, type(m).__name__, where))
+            self.b.uses.append(reduce_use(x.part, x, dims, type(m).__name__, where, n))
 
     def record(self, node, args, kwargs, out):
         """Channel uses of a function op: tensors that are not edges (norm weights, functional biases, buffers)
@@ -166,6 +167,7 @@ class Walk:
                                     else None)
         refs = [a for a in flat if isinstance(a, ParamRef)]
         key = lambda r: b._canonical.get(id(r.tensor), r.name)  # noqa: E731
+        size = lambda v: b.parts[v.part]["size"]  # noqa: E731
         edge = any(key(r) in b.param_shapes for r in refs)
         outs = [v for v in vals(out) if v.part is not None] if out is not None else []
         x = outs[0] if edge and outs else ins[0]  # a layer op's bias is added to its output
@@ -175,17 +177,17 @@ class Walk:
 
         for r in refs:
             if key(r) not in b.param_shapes:
-                b.uses.append(param_use(x.part, x, key(r), shape_of(r.tensor), name, where))
+                b.uses.append(param_use(x.part, x, key(r), shape_of(r.tensor), name, where, size(x)))
         torch.fx.node.map_aggregate((args, kwargs), lambda a: flat.append(a) if isinstance(a, ParamView) else None)
         for r in (a for a in flat if isinstance(a, ParamView)):
-            u = param_use(x.part, x, key(r), r.shape, name, where)
+            u = param_use(x.part, x, key(r), r.shape, name, where, size(x))
             if u.index is not None and (u.index >= 0).any():
                 u = dataclasses.replace(u, dim=view_dim(r.shape, tuple(r.tensor.shape), u.dim))
             b.uses.append(u)
         for a in flat:
             if isinstance(a, Val) and id(a) in self.buffers:
                 b.uses.append(param_use(x.part, x, self.buffers[id(a)], shape_of(torch.empty(a.shape, device="meta")),
-                                        name, where))
+                                        name, where, size(x)))
         v = ins[0]
         rank = len(v.shape)
         if name in NORM_OPS:
@@ -195,11 +197,11 @@ class Walk:
                 ns = node.args[1] if len(node.args) > 1 else node.kwargs.get("normalized_shape", (v.shape[-1],))
                 n = len(ns) if isinstance(ns, (tuple, list)) else 1
                 dims = set(range(rank - n, rank))
-            b.uses.append(reduce_use(v.part, v, dims, name, where))
+            b.uses.append(reduce_use(v.part, v, dims, name, where, size(v)))
         elif name in SOFTMAX_OPS:
             d = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
             if isinstance(d, int):
-                b.uses.append(reduce_use(v.part, v, {d}, name, where))
+                b.uses.append(reduce_use(v.part, v, {d}, name, where, size(v)))
 
     def function(self, node, args, kwargs, shape):
         if isinstance(node.target, type) and issubclass(node.target, tuple):  # a (named)tuple of outputs
