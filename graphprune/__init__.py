@@ -17,6 +17,7 @@ from .masks import PackedMasks, load_masks_safetensors, mask_table, save_masks_s
 from .prune import prune
 from .resistance import effective_resistance
 from .sparsify import Sparsifier, available_sparsifiers, check_sparsifier, get_sparsifier, register, sparsify
+from .structured import node_groups, select_nodes, shrink
 
 __version__ = "0.1.0"
 
@@ -26,4 +27,5 @@ __all__ = [
     "load_masks", "GraphPruneError", "errors", "effective_resistance", "spectral_similarity", "check_sparsifier",
     "report", "compare", "ConnectivityReport",
     "prune", "prune_checkpoint", "PackedMasks", "save_masks_safetensors", "load_masks_safetensors", "mask_table",
+    "node_groups", "select_nodes", "shrink",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "CheckpointError",
     "JobError",
     "SparsifierCheckError",
+    "ShrinkError",
 ]
 
 
@@ -87,3 +88,8 @@ class JobError(GraphPruneError, RuntimeError):
 
 class SparsifierCheckError(GraphPruneError, AssertionError):
     """A sparsifier breaks the protocol (:func:`graphprune.check_sparsifier`); the message names the property."""
+
+
+class ShrinkError(GraphPruneError, RuntimeError):
+    """A structured shrink (:func:`graphprune.shrink`) could not be built or does not run; the model was left as it
+    was."""

@@ -26,7 +26,7 @@ DEFAULT_CALIBRATED_METHOD = "flow"
 
 def prune(model: nn.Module, example_inputs, method=None, *, sparsity=None, density=None, seed=0,
           calibration=None, permanent: bool = False, progress: bool = True, export_options: dict | None = None,
-          **options):
+          structured: bool = False, **options):
     """Export ``model``, compute masks with ``method`` and write them back, in one call.
 
     Parameters
@@ -57,6 +57,13 @@ def prune(model: nn.Module, example_inputs, method=None, *, sparsity=None, densi
         A tqdm bar over blocks; False prints nothing.
     export_options : dict, optional
         Passed to :func:`graphprune.from_model` (``leaf_modules``, ``tracer``, ...).
+    structured : bool, default False
+        Remove whole neurons, channels and attention heads and rebuild the layers smaller
+        (:mod:`graphprune.structured`): ``method`` is then a node criterion (default ``"leverage"``; ``"l2"``,
+        ``"l1"``, ``"degree"``, ``"random"``), ``sparsity`` (or ``1 - density``) the fraction of each layer's
+        groups to remove, and ``options`` those of :func:`~graphprune.structured.select_nodes` (``allocation``,
+        ``kinds``, ``round_to``) and :func:`~graphprune.structured.shrink` (``hf_config``, ``allow_width``).
+        Returns the node masks; the model is shrunk in place (and checked on ``example_inputs``).
     **options
         Passed to the sparsifier's constructor (``allocation``, ``keep_dense``, method options such as
         ``dtype=torch.float32`` for spectral).
@@ -96,6 +103,11 @@ def prune(model: nn.Module, example_inputs, method=None, *, sparsity=None, densi
                              f"{type(model).__name__} instead.")
     if not isinstance(permanent, bool):
         raise ParameterError(f"The 'permanent' parameter of prune must be True or False. Got {permanent!r}.")
+    if not isinstance(structured, bool):
+        raise ParameterError(f"The 'structured' parameter of prune must be True or False. Got {structured!r}.")
+    if structured:
+        return _structured(model, example_inputs, method, sparsity, density, seed, calibration, export_options,
+                           options)
     if method is None:
         method = DEFAULT_METHOD if calibration is None else DEFAULT_CALIBRATED_METHOD
     if calibration is not None:
@@ -130,6 +142,30 @@ def _log_summary(sp, d, masks) -> None:
     (:func:`graphprune.masks.sparsity_summary`; the full table is ``masks.table()`` or ``mask_table(masks)``)."""
     if log.isEnabledFor(logging.INFO):
         log.info("prune: %s at sparsity %.4f asked: %s", type(sp).__name__, 1.0 - d, sparsity_summary(masks))
+
+
+def _structured(model, example_inputs, method, sparsity, density, seed, calibration, export_options, options):
+    """``prune(..., structured=True)``: node masks from select_nodes, then shrink (graphprune.structured)."""
+    from ._validation import check_options
+    from .structured import select_nodes, shrink
+
+    if calibration is not None:
+        raise ParameterError("The 'calibration' parameter of prune is not used with structured=True (the node "
+                             "criteria use the weights only). Drop calibration.")
+    if (sparsity is None) == (density is None):
+        raise ParameterError("prune(structured=True) takes exactly one of 'sparsity' (the fraction of each layer's "
+                             f"groups to remove) and 'density'. Got sparsity={sparsity!r}, density={density!r}.")
+    if method is not None and not isinstance(method, str):
+        raise ParameterError(f"The 'method' parameter of prune(structured=True) must be a node criterion name. Got "
+                             f"{type(method).__name__} instead.")
+    check_options("prune(structured=True)", options, ("allocation", "kinds", "round_to", "hf_config", "allow_width"))
+    amount = sparsity if sparsity is not None else 1.0 - density
+    G = from_model(model, example_inputs, **(export_options or {}))
+    keep = select_nodes(G, amount, criterion=method or "leverage", seed=seed,
+                        **{k: v for k, v in options.items() if k in ("allocation", "kinds", "round_to")})
+    shrink(model, G, keep, example_inputs=example_inputs,
+           **{k: v for k, v in options.items() if k in ("hf_config", "allow_width")})
+    return keep
 
 
 def _with_calibration(method, model, calibration, options) -> dict:

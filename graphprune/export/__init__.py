@@ -1,13 +1,15 @@
 """torch.nn.Module -> MultipartiteGraph: trace the real dataflow, then module adapters and op rules.
 
-The export has four jobs, one module each:
+The export has five jobs, one module each:
 
 - :mod:`~graphprune.export.trace`: the inputs (tensors, tuples, or keyword dicts such as Hugging Face's
   ``input_ids`` / ``attention_mask``), tracing with ``torch.fx`` or ``torch.export``, and a quiet shape pass;
 - :mod:`~graphprune.export.walk`: the walk over the traced graph;
 - :mod:`~graphprune.export.adapters`: one adapter per layer type (``nn.Linear``, convolutions, embeddings,
   ``nn.MultiheadAttention``, transformers' ``Conv1D``...), see :func:`register_adapter`;
-- :mod:`~graphprune.export.rules`: one rule per functional / ATen op family, see :func:`register_op_rule`.
+- :mod:`~graphprune.export.rules`: one rule per functional / ATen op family, see :func:`register_op_rule`;
+- :mod:`~graphprune.export.uses`: what acts on the channels besides edges (norms, functional biases, channel-mixing
+  ops), kept in ``G.channel_uses`` for structured pruning.
 
 Edges therefore follow the computation, not the order of module definition. :mod:`~graphprune.export.coverage`
 checks that every prunable weight became edges.

@@ -82,6 +82,7 @@ class Builder:
         self.param_shapes: dict[str, tuple] = {}
         self._inputs: dict[tuple, str] = {}
         self.buffer_names: set = set()  # raw values that come from buffers, not from the inputs
+        self.uses: list = []  # ChannelUse records (graphprune.export.uses), read by graphprune.structured
         self._canonical = {}
         self._tensors: dict[str, torch.Tensor] = {}
         for name, p in model.named_parameters():
@@ -401,7 +402,9 @@ class Builder:
             if v is not None and v.part is not None and self.parts[v.part]["role"] != "input":
                 self.parts[v.part]["role"] = "output"
         parts = [Partition(name=n, **d) for n, d in self.parts.items()]
-        return MultipartiteGraph(parts, self.blocks, masks=self.masks or None, param_shapes=self.param_shapes)
+        G = MultipartiteGraph(parts, self.blocks, masks=self.masks or None, param_shapes=self.param_shapes)
+        G.channel_uses = tuple(self.uses)
+        return G
 
 
 def _plain(name, vals):

@@ -240,10 +240,25 @@ def _encoder_layer(b, path, m, inputs, out_shape):
     """
     x = b.materialize(_first(inputs, path), -1)
     shape = tuple(out_shape)
+    x0 = x
     a = attention(b, _join(path, "self_attn"), m.self_attn, x, x, x, shape)
     x = b.merge(_join(path, "add1"), [x, a], shape)
     f = _ff(b, path, m, x)
-    return b.merge(_join(path, "add2"), [x, f], shape)
+    out = b.merge(_join(path, "add2"), [x, f], shape)
+    first = getattr(m, "norm_first", False)
+    _norm_use(b, _join(path, "norm1"), m.norm1, x0 if first else x)
+    _norm_use(b, _join(path, "norm2"), m.norm2, x if first else out)
+    return out
+
+
+def _norm_use(b, path, norm, v):
+    """Record a LayerNorm an adapter passes through (its parameters and its mixing of the channels)."""
+    from .uses import module_use, reduce_use
+
+    where = f"module '{path}' ({type(norm).__name__})"
+    n = b.parts[v.part]["size"]
+    b.uses.append(module_use(v.part, v, path, type(norm).__name__, where, n))
+    b.uses.append(reduce_use(v.part, v, {len(v.shape) - 1}, type(norm).__name__, where, n))
 
 
 @register_adapter(nn.TransformerEncoder)
@@ -251,4 +266,6 @@ def _encoder(b, path, m, inputs, out_shape):
     x = _first(inputs, path)
     for i, layer in enumerate(m.layers):
         x = _encoder_layer(b, _join(path, f"layers.{i}"), layer, [x], out_shape)
+    if getattr(m, "norm", None) is not None:
+        _norm_use(b, _join(path, "norm"), m.norm, x)
     return x

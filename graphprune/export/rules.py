@@ -445,6 +445,9 @@ def reduction(ctx, args, kwargs, shape):
     chan = set(x.gdims) if x.grid is not None else {x.cdim % rank}
     first = shape[0] if is_shapes(shape) else shape
     if reduced & chan:
+        from .uses import reduce_use
+
+        ctx.builder.uses.append(reduce_use(x.part, x, reduced, ctx.op, ctx.where, ctx.builder.parts[x.part]["size"]))
         res = Stat(first)
     else:
         res = ctx.builder.reshape(ctx.name, x, first) if tuple(first) != tuple(x.shape) else x
