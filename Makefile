@@ -49,6 +49,7 @@ lint: setup
 	$(VENV)/bin/ruff check graphprune tests examples benchmarks docs/source
 
 bench: setup
+	$(PY) -m pip install -q -c constraints.txt -e ".[bench]"  # Torch-Pruning, a peer of bench_structured.py
 	$(PY) benchmarks/bench_export.py
 	$(PY) benchmarks/bench_resistance.py
 	$(PY) benchmarks/bench_approx.py
