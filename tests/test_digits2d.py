@@ -82,3 +82,77 @@ def test_cnn2d_refuses_a_size_that_is_no_square_image():
         build_model("cnn2d", features=40)
     assert math.isqrt(40) ** 2 != 40
 
+
+# -- the default spectral sparsifier on the 2-D CNN: a flattened feature map counts as its channels ---------------
+
+def _cnn2d_graph(seed=0):
+    model = build_model("cnn2d", features=256, seed=seed)
+    return graphprune.from_model(model, torch.zeros(2, 256))
+
+
+def _classes_reached(masks):
+    """Classes with a path from the input in the network's channel-level graph, built by hand with networkx from
+    the masks: a convolution edge where any tap of a channel pair is kept, the flatten of 16 x 8 x 8 channel-major
+    (channel c feeds positions 64 c ... 64 c + 63), then the two Linear layers."""
+    nx = pytest.importorskip("networkx")
+    H = nx.DiGraph()
+    c1 = masks["features.1.weight"].flatten(1).any(1)
+    H.add_edges_from(("in", ("c1", o)) for o in np.flatnonzero(c1.numpy()))
+    c2 = masks["features.3.weight"].flatten(2).any(2).numpy()  # (out, in)
+    H.add_edges_from((("c1", i), ("c2", o)) for o, i in zip(*np.nonzero(c2)))
+    H.add_edges_from((("c2", c), ("pos", 64 * c + p)) for c in range(16) for p in range(64))
+    f1 = masks["classifier.0.weight"].numpy()
+    H.add_edges_from((("pos", j), ("h", i)) for i, j in zip(*np.nonzero(f1)))
+    f2 = masks["classifier.2.weight"].numpy()
+    H.add_edges_from((("h", j), ("cls", i)) for i, j in zip(*np.nonzero(f2)))
+    return {k for k in range(10) if ("cls", k) in H and "in" in H and nx.has_path(H, "in", ("cls", k))}
+
+
+def test_a_flattened_map_counts_its_channels():
+    from graphprune.sparsify.width import channel_sizes
+
+    G = _cnn2d_graph()
+    got = channel_sizes(G)
+    flat = next(p.name for p in G.partitions if p.size == 16 * 8 * 8)
+    assert got[flat] == 16  # 1024 positions, fed by 16 channels
+    assert sorted(v for k, v in got.items() if k != flat) == [1, 8, 10, 16, 32]
+
+
+def test_erk_budgets_count_the_linear_after_the_flatten_by_its_channels():
+    """At 10x no node is removed (E = 3431 / (9 + 24 + 48 + 42) > 8) and the budgets are ERK with the first
+    Linear's 1024 inputs counted as its 16 channels: a naive loop over the shapes (8,1,3,3), (16,8,3,3), (32,16),
+    (10,32), dense blocks set aside until no density exceeds 1."""
+    G = _cnn2d_graph()
+    masks = graphprune.sparsify(G, "spectral", density=0.1, seed=0)
+    sizes = {"features.1.weight": (72, 8 + 1 + 3 + 3), "features.3.weight": (1152, 16 + 8 + 3 + 3),
+             "classifier.0.weight": (32768, 32 + 16), "classifier.2.weight": (320, 10 + 32)}
+    total, dense = round(0.1 * 34312), {}
+    while True:
+        rest = {k: v for k, v in sizes.items() if k not in dense}
+        eps = (total - sum(dense.values())) / sum(s for _, s in rest.values())
+        over = {k: n for k, (n, s) in rest.items() if eps * s / n > 1}
+        if not over:
+            break
+        dense.update(over)
+    expect = {k: dense.get(k, round(eps * sizes[k][1])) for k in sizes}
+    assert {k: int(m.sum()) for k, m in masks.items()} == expect
+    assert expect["classifier.0.weight"] == 1887  # counted by positions (1056 / 32768) it would take far more
+    old = graphprune.sparsify(G, "spectral", density=0.1, seed=0, channels=False)
+    assert int(old["classifier.0.weight"].sum()) > 3000 and int(old["features.3.weight"].sum()) < 200
+
+
+@pytest.mark.parametrize("compression", [316.2278, 1000])
+def test_every_class_keeps_a_path_where_the_old_rule_collapsed(compression):
+    """The issue's collapse, pinned: with positions counted as nodes (``channels=False``) the first convolution
+    gets one edge or none at 316x and 1000x and at most 4 classes (the last layer's 4 edges or fewer) are reachable
+    from the input; counting the flattened map by
+    its channels and covering every block's kept nodes, every class has a path (networkx on the masks)."""
+    for seed in (0, 1):
+        G = _cnn2d_graph(seed)
+        masks = graphprune.sparsify(G, "spectral", density=1 / compression, seed=seed)
+        assert _classes_reached(masks) == set(range(10))
+        kept1 = int(masks["features.1.weight"].flatten(1).any(1).sum())
+        assert int(masks["features.1.weight"].sum()) >= kept1 >= 4  # min_nodes channels, each with an edge
+        assert abs(sum(int(m.sum()) for m in masks.values()) - 34312 / compression) <= 4  # ERK rounds per block
+        old = graphprune.sparsify(G, "spectral", density=1 / compression, seed=seed, channels=False)
+        assert int(old["features.1.weight"].sum()) <= 1 and len(_classes_reached(old)) <= 4

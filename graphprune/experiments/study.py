@@ -32,8 +32,11 @@ __all__ = ["METHODS", "POST_METHODS", "ARMS", "FINETUNE", "COMPRESSIONS", "run_s
 #: saliency scores and magnitude, per-layer (uniform) for random, degree and the paper's spectral sampling, ERK for
 #: ERK random. "spectral" is what ``sparsify(G, "spectral")`` does by default (an effective width by node leverage
 #: below the node count, ERK budgets, an edge cover, then w R sampling; labelled "spectral-width" in results
-#: before it became the default); "spectral-iter" is the same in 10 rounds; "spectral-e4" and "spectral-e16"
-#: measure its sensitivity to ``edges_per_node`` (8 by default). "spectral-paper" is the paper's plain per-layer
+#: before it became the default); "spectral-positions" is the default's rule before 2026-12 (``channels=False``:
+#: a flattened feature map counts its positions as nodes, no cover floors; on models without a flatten its masks
+#: are the default's); "spectral-iter" is it in 10 rounds; "spectral-e4" and "spectral-e16" measure its
+#: sensitivity to ``edges_per_node`` (8 by default). The last three were measured with the rule before 2026-12 and
+#: are pinned to it, so the committed rows stay reproducible. "spectral-paper" is the paper's plain per-layer
 #: sampling (``width="all"``) and the rows after it are its variants: "spectral-erk" (within ERK per-layer
 #: densities) separates the effect of the sampling rule from that of the allocation; the paper's allocation is not
 #: known to us. "spectral-guard" keeps one edge per node first (where the budget allows), to test whether dead
@@ -48,9 +51,10 @@ METHODS = {
     "synflow-iter": ("synflow", {"iterations": 100}),
     "degree": ("degree", {}),
     "spectral": ("spectral", {}),
-    "spectral-iter": ("spectral", {"iterations": 10}),
-    "spectral-e4": ("spectral", {"edges_per_node": 4.0}),
-    "spectral-e16": ("spectral", {"edges_per_node": 16.0}),
+    "spectral-positions": ("spectral", {"channels": False}),
+    "spectral-iter": ("spectral", {"iterations": 10, "channels": False}),
+    "spectral-e4": ("spectral", {"edges_per_node": 4.0, "channels": False}),
+    "spectral-e16": ("spectral", {"edges_per_node": 16.0, "channels": False}),
     "spectral-paper": ("spectral", {"width": "all"}),
     "spectral-rolled": ("spectral", {"width": "all", "view": "rolled"}),
     "spectral-reweight": ("spectral", {"width": "all", "reweight": True}),
