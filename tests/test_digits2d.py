@@ -123,7 +123,7 @@ def test_erk_budgets_count_the_linear_after_the_flatten_by_its_channels():
     Linear's 1024 inputs counted as its 16 channels: a naive loop over the shapes (8,1,3,3), (16,8,3,3), (32,16),
     (10,32), dense blocks set aside until no density exceeds 1."""
     G = _cnn2d_graph()
-    masks = graphprune.sparsify(G, "spectral", density=0.1, seed=0)
+    masks = graphprune.sparsify(G, "spectral", density=0.1, seed=0, channels=True)
     sizes = {"features.1.weight": (72, 8 + 1 + 3 + 3), "features.3.weight": (1152, 16 + 8 + 3 + 3),
              "classifier.0.weight": (32768, 32 + 16), "classifier.2.weight": (320, 10 + 32)}
     total, dense = round(0.1 * 34312), {}
@@ -137,22 +137,25 @@ def test_erk_budgets_count_the_linear_after_the_flatten_by_its_channels():
     expect = {k: dense.get(k, round(eps * sizes[k][1])) for k in sizes}
     assert {k: int(m.sum()) for k, m in masks.items()} == expect
     assert expect["classifier.0.weight"] == 1887  # counted by positions (1056 / 32768) it would take far more
-    old = graphprune.sparsify(G, "spectral", density=0.1, seed=0, channels=False)
-    assert int(old["classifier.0.weight"].sum()) > 3000 and int(old["features.3.weight"].sum()) < 200
+    default = graphprune.sparsify(G, "spectral", density=0.1, seed=0)  # positions counted as nodes
+    assert int(default["classifier.0.weight"].sum()) > 3000 and int(default["features.3.weight"].sum()) < 200
 
 
 @pytest.mark.parametrize("compression", [316.2278, 1000])
-def test_every_class_keeps_a_path_where_the_old_rule_collapsed(compression):
-    """The issue's collapse, pinned: with positions counted as nodes (``channels=False``) the first convolution
-    gets one edge or none at 316x and 1000x and at most 4 classes (the last layer's 4 edges or fewer) are reachable
-    from the input; counting the flattened map by
-    its channels and covering every block's kept nodes, every class has a path (networkx on the masks)."""
+@pytest.mark.parametrize("options", [{}, {"channels": True}])
+def test_every_class_keeps_a_path_where_the_old_rule_collapsed(compression, options):
+    """The issue's collapse, pinned: without the cover floors (``cover=False``, the rule before) the first
+    convolution gets one edge or none at 316x and 1000x and at most 4 classes (the last layer's 4 edges or fewer)
+    are reachable from the input; with them (the default, with or without counting the flattened map by its
+    channels) every block covers its kept nodes and every class has a path (networkx on the masks)."""
     for seed in (0, 1):
         G = _cnn2d_graph(seed)
-        masks = graphprune.sparsify(G, "spectral", density=1 / compression, seed=seed)
+        masks = graphprune.sparsify(G, "spectral", density=1 / compression, seed=seed, **options)
         assert _classes_reached(masks) == set(range(10))
         kept1 = int(masks["features.1.weight"].flatten(1).any(1).sum())
         assert int(masks["features.1.weight"].sum()) >= kept1 >= 4  # min_nodes channels, each with an edge
+        assert int(masks["classifier.2.weight"].any(1).sum()) == 10  # every class has an in-edge
         assert abs(sum(int(m.sum()) for m in masks.values()) - 34312 / compression) <= 4  # ERK rounds per block
-        old = graphprune.sparsify(G, "spectral", density=1 / compression, seed=seed, channels=False)
-        assert int(old["features.1.weight"].sum()) <= 1 and len(_classes_reached(old)) <= 4
+        old = graphprune.sparsify(G, "spectral", density=1 / compression, seed=seed, cover=False, **options)
+        if not options:
+            assert int(old["features.1.weight"].sum()) <= 1 and len(_classes_reached(old)) <= 4

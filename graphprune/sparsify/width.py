@@ -41,10 +41,10 @@ def choose_width(sp, graph, d):
     over the adjacent blocks (each block's leverages normalised to sum 1). Partitions reached only through
     identity edges keep the nodes a kept node feeds.
 
-    With ``sp.channels`` (the default) a partition reached only through identity edges counts as the nodes that
-    feed it when they are fewer (:func:`channel_sizes`: a flattened ``C x H x W`` feature map counts ``C``, not
-    ``C H W``), in ``E`` and in the ERK budgets (the Linear after the flatten has ``C`` inputs there), and each
-    block's budget is at least the edges that cover its kept channels (:func:`cover_floors`).
+    With ``sp.channels`` a partition reached only through identity edges counts as the nodes that feed it when
+    they are fewer (:func:`channel_sizes`: a flattened ``C x H x W`` feature map counts ``C``, not ``C H W``), in
+    ``E`` and in the ERK budgets (the Linear after the flatten has ``C`` inputs there). With ``sp.cover`` (the
+    default) each block's budget is at least the edges that cover its kept nodes (:func:`cover_floors`).
     """
     alloc = sp._allocation()
     all_units = sp.units(graph)
@@ -167,9 +167,9 @@ def fitted_budgets(sp, graph, units, d, base, kept, alloc):
     """Budgets in proportion to each block's kept nodes (``"nodes"``) or to its ERK budget, capped at the edges
     among its kept nodes and water-filled, so no budget is spent on edges that lead nowhere.
 
-    With ``sp.channels`` and nodes removed, each block's budget is also at least its :func:`cover_floors` (blocks
-    below it are held there and the rest water-filled again), when the floors fit in the total; ``"nodes"`` then
-    counts a flattened map's kept channels."""
+    With ``sp.cover`` and nodes removed, each block's budget is also at least its :func:`cover_floors` (blocks
+    below it are held there and the rest water-filled again), when the floors fit in the total. With
+    ``sp.channels``, ``"nodes"`` counts a flattened map's kept channels."""
     ks = {b.name: b.num_edges for b in units if sp._kept_dense(b)}
     todo = [b for b in units if not sp._kept_dense(b)]
     channels = bool(getattr(sp, "channels", False))
@@ -188,7 +188,7 @@ def fitted_budgets(sp, graph, units, d, base, kept, alloc):
         else:
             nodes[b.name] = max(float(base[b.name]), 1e-12)
     floor = {}
-    if channels and not all(k.all() for k in kept.values()):
+    if getattr(sp, "cover", False) and not all(k.all() for k in kept.values()):
         floor = cover_floors(graph, todo, kept, cap)
         if sum(floor.values()) > total:  # the budget cannot cover every kept node: no floors
             floor = {}
