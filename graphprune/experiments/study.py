@@ -32,8 +32,13 @@ __all__ = ["METHODS", "POST_METHODS", "ARMS", "FINETUNE", "COMPRESSIONS", "run_s
 #: saliency scores and magnitude, per-layer (uniform) for random, degree and the paper's spectral sampling, ERK for
 #: ERK random. "spectral" is what ``sparsify(G, "spectral")`` does by default (an effective width by node leverage
 #: below the node count, ERK budgets, an edge cover, then w R sampling; labelled "spectral-width" in results
-#: before it became the default); "spectral-iter" is the same in 10 rounds; "spectral-e4" and "spectral-e16"
-#: measure its sensitivity to ``edges_per_node`` (8 by default). "spectral-paper" is the paper's plain per-layer
+#: before it became the default); "spectral-nocover" is its rule before 2026-12 (``cover=False``: no budget
+#: floors; the same masks as the default on the MNIST-1D models), "spectral-channels" counts a flattened feature
+#: map by its channels (``channels=True``) and "spectral-n1" also lets a reduced layer shrink to one node
+#: (``min_nodes=1``), both measured on the 2-D CNN; "spectral-iter" is the default in 10 rounds; "spectral-e4" and
+#: "spectral-e16" measure its sensitivity to ``edges_per_node`` (8 by default). The last three were measured before
+#: the floors and are pinned to ``cover=False`` so the committed rows stay reproducible. "spectral-paper" is the
+#: paper's plain per-layer
 #: sampling (``width="all"``) and the rows after it are its variants: "spectral-erk" (within ERK per-layer
 #: densities) separates the effect of the sampling rule from that of the allocation; the paper's allocation is not
 #: known to us. "spectral-guard" keeps one edge per node first (where the budget allows), to test whether dead
@@ -48,9 +53,12 @@ METHODS = {
     "synflow-iter": ("synflow", {"iterations": 100}),
     "degree": ("degree", {}),
     "spectral": ("spectral", {}),
-    "spectral-iter": ("spectral", {"iterations": 10}),
-    "spectral-e4": ("spectral", {"edges_per_node": 4.0}),
-    "spectral-e16": ("spectral", {"edges_per_node": 16.0}),
+    "spectral-nocover": ("spectral", {"cover": False}),
+    "spectral-channels": ("spectral", {"channels": True}),
+    "spectral-n1": ("spectral", {"channels": True, "min_nodes": 1}),
+    "spectral-iter": ("spectral", {"iterations": 10, "cover": False}),
+    "spectral-e4": ("spectral", {"edges_per_node": 4.0, "cover": False}),
+    "spectral-e16": ("spectral", {"edges_per_node": 16.0, "cover": False}),
     "spectral-paper": ("spectral", {"width": "all"}),
     "spectral-rolled": ("spectral", {"width": "all", "view": "rolled"}),
     "spectral-reweight": ("spectral", {"width": "all", "reweight": True}),
@@ -229,7 +237,8 @@ def run_study(model: str = "mlp", dataset: str = "mnist1d", *, methods=None, com
     ----------
     model : str
         A name of :data:`graphprune.experiments.models.MODELS`.
-    dataset : {"mnist1d", "synthetic"}
+    dataset : {"mnist1d", "synthetic", "digits2d", "digits2d-rgb"}
+        The 2-D digits (:func:`~graphprune.experiments.data.digits2d`) go with ``model="cnn2d"`` (or an MLP).
     methods : list of str, optional
         Keys of :data:`METHODS` (arm "init") or :data:`POST_METHODS` (arm "post"); default all.
     compressions : sequence of float

@@ -17,7 +17,8 @@ import torch
 
 from ..resistance import effective_resistance
 
-__all__ = ["leverage", "choose_width", "fitted_budgets", "mask_within", "edge_cover", "grid_edge_cover"]
+__all__ = ["leverage", "choose_width", "channel_sizes", "cover_floors", "fitted_budgets", "mask_within",
+           "edge_cover", "grid_edge_cover"]
 
 
 def leverage(sp, graph, b, masks=None) -> torch.Tensor:
@@ -39,12 +40,24 @@ def choose_width(sp, graph, d):
     fraction ``f = E / edges_per_node`` of its nodes (at least ``min_nodes``), those of highest leverage summed
     over the adjacent blocks (each block's leverages normalised to sum 1). Partitions reached only through
     identity edges keep the nodes a kept node feeds.
+
+    With ``sp.channels`` a partition reached only through identity edges counts as the nodes that feed it when
+    they are fewer (:func:`channel_sizes`: a flattened ``C x H x W`` feature map counts ``C``, not ``C H W``), in
+    ``E`` and in the ERK budgets (the Linear after the flatten has ``C`` inputs there). With ``sp.cover`` (the
+    default) each block's budget is at least the edges that cover its kept nodes (:func:`cover_floors`).
     """
     alloc = sp._allocation()
     all_units = sp.units(graph)
     units = [b for b in all_units if not sp._kept_dense(b)]
     ks = sp.allocate(graph, units, d)  # "nodes" starts from uniform counts
-    nodes = sum(b.n_src + b.n_dst for b in units)
+    channels = bool(getattr(sp, "channels", False))
+    if channels:
+        size = channel_sizes(graph)
+        if alloc == "erk":
+            ks.update(_erk_by_channels(units, size, d))
+        nodes = sum(size[b.src] + size[b.dst] for b in units)
+    else:
+        nodes = sum(b.n_src + b.n_dst for b in units)
     E = sum(ks[b.name] for b in units) / max(nodes, 1)
     f = min(1.0, E / float(sp.edges_per_node))
     hidden = any(p.role == "hidden" for p in graph.partitions)
@@ -83,11 +96,83 @@ def choose_width(sp, graph, d):
     return kept, width, budgets
 
 
+def channel_sizes(graph) -> dict:
+    """Node count of every partition, a partition reached only through identity edges counted as the nodes that
+    feed it when they are fewer: a flattened ``C x H x W`` feature map counts its ``C`` channels (each channel's
+    ``H W`` positions are copies of one node of the layer before); a residual add or a concatenation counts its
+    own size."""
+    weight_dst = {b.dst for b in graph.weight_blocks}
+    size = {}
+    for p in graph.partitions:  # in topological order
+        n = p.size
+        if p.role == "hidden" and p.name not in weight_dst:
+            fed = sum(size.get(ib.src, graph.partition(ib.src).size) for ib in graph.blocks
+                      if ib.dst == p.name and not ib.is_weight)
+            n = min(n, fed) if fed else n
+        size[p.name] = n
+    return size
+
+
+def _kept_channels(graph, name, kept) -> int:
+    """Kept nodes of a partition, counted as in :func:`channel_sizes` (a flattened map: its kept channels)."""
+    n = int(kept[name].sum())
+    p = graph.partition(name)
+    if p.role != "hidden" or name in {b.dst for b in graph.weight_blocks}:
+        return n
+    fed = sum(_kept_channels(graph, ib.src, kept) for ib in graph.blocks if ib.dst == name and not ib.is_weight)
+    return min(n, fed) if fed else n
+
+
+def _erk_by_channels(blocks, size, d) -> dict:
+    """ERK budgets (:func:`~graphprune.sparsify.base.erk_counts`) with a Linear's inputs counted as in
+    :func:`channel_sizes`: a Linear after a flatten has ``C`` inputs, not ``C H W``."""
+    from types import SimpleNamespace
+
+    from .base import erk_counts
+
+    def shape(b):
+        s = list(b.weight.shape)
+        if b.layout == "linear" and size[b.src] < b.n_src:
+            s[1] = size[b.src]
+        return s
+
+    return erk_counts([SimpleNamespace(name=b.name, num_edges=b.num_edges, weight=SimpleNamespace(shape=shape(b)))
+                       for b in blocks], d)
+
+
+def cover_floors(graph, blocks, kept, cap) -> dict:
+    """The fewest edges with which each block covers its kept nodes, at most ``cap``: ``max(sources,
+    destinations)``, the size of the greedy :func:`edge_cover`, with sources counted only in a hidden layer (an
+    input needs no out-edge) and a flattened map counted by its kept channels (one edge per channel reaches it).
+
+    With every block at or above its floor, every kept destination has an edge from a kept source and every kept
+    hidden source an edge to a kept destination, so by induction over the layers every kept node lies on an
+    input-output path: no layer collapses, and every output (class) has a path from the input.
+    """
+    floor = {}
+    for b in blocks:
+        if kept[b.src].all() and kept[b.dst].all():
+            n_src, n_dst = b.n_src, b.n_dst
+        else:
+            s, t = b.edge_index("channel")
+            on = graph.block_mask(b).reshape(-1).numpy() & kept[b.src][s] & kept[b.dst][t]
+            n_src, n_dst = np.unique(s[on]).size, np.unique(t[on]).size
+        n_src = min(n_src, _kept_channels(graph, b.src, kept))
+        need = max(n_src if graph.partition(b.src).role == "hidden" else 0, n_dst)
+        floor[b.name] = min(int(need), cap[b.name])
+    return floor
+
+
 def fitted_budgets(sp, graph, units, d, base, kept, alloc):
     """Budgets in proportion to each block's kept nodes (``"nodes"``) or to its ERK budget, capped at the edges
-    among its kept nodes and water-filled, so no budget is spent on edges that lead nowhere."""
+    among its kept nodes and water-filled, so no budget is spent on edges that lead nowhere.
+
+    With ``sp.cover`` and nodes removed, each block's budget is also at least its :func:`cover_floors` (blocks
+    below it are held there and the rest water-filled again), when the floors fit in the total. With
+    ``sp.channels``, ``"nodes"`` counts a flattened map's kept channels."""
     ks = {b.name: b.num_edges for b in units if sp._kept_dense(b)}
     todo = [b for b in units if not sp._kept_dense(b)]
+    channels = bool(getattr(sp, "channels", False))
     total = round(d * sum(b.num_edges for b in todo)) if alloc == "nodes" else sum(int(base[b.name]) for b in todo)
     cap, nodes = {}, {}
     for b in todo:
@@ -97,18 +182,32 @@ def fitted_budgets(sp, graph, units, d, base, kept, alloc):
         else:
             s, t = b.edge_index("channel")
             cap[b.name] = int((avail & kept[b.src][s] & kept[b.dst][t]).sum())
-        nodes[b.name] = int(kept[b.src].sum() + kept[b.dst].sum()) if alloc == "nodes" \
-            else max(float(base[b.name]), 1e-12)
-    full, budget = set(), total
+        if alloc == "nodes":
+            src = _kept_channels(graph, b.src, kept) if channels else int(kept[b.src].sum())
+            nodes[b.name] = src + int(kept[b.dst].sum())
+        else:
+            nodes[b.name] = max(float(base[b.name]), 1e-12)
+    floor = {}
+    if getattr(sp, "cover", False) and not all(k.all() for k in kept.values()):
+        floor = cover_floors(graph, todo, kept, cap)
+        if sum(floor.values()) > total:  # the budget cannot cover every kept node: no floors
+            floor = {}
+    low = set()  # blocks held at their floor
     while True:
-        free = [b.name for b in todo if b.name not in full]
-        denom = sum(nodes[n] for n in free)
-        eps = (budget - sum(cap[n] for n in full)) / denom if denom else 0.0
-        over = {n for n in free if eps * nodes[n] >= cap[n]}
-        if not over:
+        full, budget = set(), total - sum(floor[n] for n in low)
+        while True:
+            free = [b.name for b in todo if b.name not in full and b.name not in low]
+            denom = sum(nodes[n] for n in free)
+            eps = (budget - sum(cap[n] for n in full)) / denom if denom else 0.0
+            over = {n for n in free if eps * nodes[n] >= cap[n]}
+            if not over:
+                break
+            full |= over
+        under = {n for n in free if eps * nodes[n] < floor.get(n, 0)}
+        if not under:
             break
-        full |= over
-    raw = {n: (cap[n] if n in full else eps * nodes[n]) for n in cap}
+        low |= under
+    raw = {n: (cap[n] if n in full else floor[n] if n in low else eps * nodes[n]) for n in cap}
     out = {n: int(math.floor(v)) for n, v in raw.items()}
     short = total - sum(out.values())  # largest remainders first, within caps (and the block's size)
     for n in sorted(raw, key=lambda n: raw[n] - out[n], reverse=True):
