@@ -429,7 +429,8 @@ def prune_checkpoint(src, dst, method=None, *, sparsity=None, density=None, seed
                              "calibration=<model inputs> (token ids for a language model).")
     sp = _sparsifier(method, sparsity, density, seed, progress, options)
     d = sp._validate()
-    G, blockwise = _plan_route(sp, model, example_inputs, executor)
+    G, ks = _plan_route(sp, d, model, example_inputs, executor)
+    blockwise = ks is not None
     for b in sp.units(G):
         e = ckpt.entry(keys[b.param])
         if e["dtype"] not in _DTYPES and not sp._kept_dense(b):
@@ -438,7 +439,7 @@ def prune_checkpoint(src, dst, method=None, *, sparsity=None, density=None, seed
                                   f"keep_dense=[{b.param!r}].")
     partial = dst + ".partial"
     if blockwise:
-        kept = _prune_blocks(sp, G, d, ckpt, keys, src, partial, executor, resume, progress)
+        kept = _prune_blocks(sp, G, d, ks, ckpt, keys, src, partial, executor, resume, progress)
     else:
         pruned = {b.param for b in sp.units(G) if not sp._kept_dense(b)}
         kept = _prune_mapped(sp, model, example_inputs, ckpt, keys, partial, progress, pruned)
@@ -454,10 +455,10 @@ def prune_checkpoint(src, dst, method=None, *, sparsity=None, density=None, seed
     return _table(kept, ckpt, keys, src, dst, sp)
 
 
-def _plan_route(sp, model, example_inputs, executor):
-    """``(graph, blockwise)``: the shape-only graph, and whether the method runs block by block from the shards
-    (else the whole model is mapped from the files: data-aware methods, methods that need the model or every
-    weight up front)."""
+def _plan_route(sp, d, model, example_inputs, executor):
+    """``(graph, budgets)``: the shape-only graph, and the per-block budgets when the method runs block by block
+    from the shards; None when the whole model is mapped from the files (data-aware methods, methods that need
+    the model or every weight up front)."""
     import copy
 
     from .export import _export
@@ -469,34 +470,29 @@ def _plan_route(sp, model, example_inputs, executor):
     if not units:
         raise GraphPruneError("The model has no prunable (weight) block: nothing to prune.")
     sp._check_names(G, units)
-    if isinstance(sp, CalibratedSparsifier) or "model" in sp._get_param_names():
-        blockwise = False
-    else:
+    ks = None
+    if not (isinstance(sp, CalibratedSparsifier) or "model" in sp._get_param_names()):
         try:
             sp.prepare(G)
-            blockwise = sp._distributable()
+            if sp._distributable():
+                ks = sp.allocate(G, units, d)
         except GraphPruneError:
             raise
         except Exception:  # it reads weights up front (the meta graph has none): the mapped route
-            blockwise = False
+            ks = None
         finally:
             sp.release()
-    if not blockwise and executor is not None:
+    if ks is None and executor is not None:
         raise ParameterError(f"{type(sp).__name__} with these options needs the whole model at once "
                              f"({sp._why_serial()}), so prune_checkpoint runs it in this process: drop executor=.")
-    return G, blockwise
+    return G, ks
 
 
-def _prune_blocks(sp, G, d, ckpt, keys, src, partial, executor, resume, progress) -> dict:
+def _prune_blocks(sp, G, d, ks, ckpt, keys, src, partial, executor, resume, progress) -> dict:
     """The block-by-block route: shard jobs (resumable); returns shard -> {parameter: kept}."""
     from .sparsify.base import _warn_zero_block, make_rng
 
     units = sp.units(G)
-    sp.prepare(G)
-    try:
-        ks = sp.allocate(G, units, d)
-    finally:
-        sp.release()
     seeds = dict(zip([b.name for b in units], make_rng(sp.seed, owner=type(sp).__name__).spawn(len(units))))
     todo = [b for b in units if not sp._kept_dense(b)]
     params = {k: v for k, v in sp.get_params().items() if k not in ("executor", "progress")}
