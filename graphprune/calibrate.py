@@ -234,6 +234,34 @@ def _shared_key(a):
     return tuple(map(ident, a.pending)) + ("ref",) + tuple(map(ident, a.pending_ref)) + (a.want_gram,)
 
 
+def _owning_mha(model: nn.Module, block):
+    """The ``nn.MultiheadAttention`` whose ``out_proj`` holds ``block``'s parameter, or None.
+
+    ``MultiheadAttention.forward`` uses ``out_proj.weight`` in a functional call, so the ``out_proj`` module itself
+    never runs and a hook on it never fires; its input is recovered from the attention call instead
+    (:func:`_mha_context`)."""
+    path = block.param.rpartition(".")[0]
+    parent, _, leaf = path.rpartition(".")
+    if leaf != "out_proj":
+        return None
+    m = model.get_submodule(parent) if parent else model
+    return m if isinstance(m, nn.MultiheadAttention) else None
+
+
+def _mha_context(mha: nn.MultiheadAttention, args, kwargs) -> torch.Tensor:
+    """The input of ``mha.out_proj`` in one call ``mha(*args, **kwargs)``: the heads' outputs concatenated.
+
+    The same call is run with the output projection replaced by the identity (``torch.func.functional_call``: the
+    module's parameters are not touched), which returns exactly ``concat_h(softmax(q_h k_h^T / sqrt(d)) v_h)``
+    whatever the masks, biases and batch layout of the call."""
+    w = mha.out_proj.weight
+    swap = {"out_proj.weight": torch.eye(w.shape[1], dtype=w.dtype, device=w.device)}
+    if mha.out_proj.bias is not None:
+        swap["out_proj.bias"] = torch.zeros_like(mha.out_proj.bias)
+    kwargs = dict(kwargs, need_weights=False)
+    return torch.func.functional_call(mha, swap, tuple(args), kwargs)[0]
+
+
 def _mha_input(block, args, kwargs):
     """The q, k or v input of a MultiheadAttention call for a sliced in_proj block."""
     names = ("query", "key", "value")
@@ -458,16 +486,32 @@ class StageRunner:
         the stage to run stops the forward."""
         by_module: dict[int, list] = {}
         mods = {}
+        context = set()  # accumulators of an out_proj, fed from their attention call
         for a in accs.values():
-            m = module_of(model, a.block)
+            m = _owning_mha(model, a.block)
+            if m is not None:
+                context.add(id(a))
+            else:
+                m = module_of(model, a.block)
             by_module.setdefault(id(m), []).append(a)
             mods[id(m)] = m
         seen: set = set()
+        inside = []  # re-entry guard: _mha_context calls the attention module again
 
         def hook(mod, args, kwargs):
+            if inside:
+                return
             for a in by_module[id(mod)]:
-                x = _mha_input(a.block, args, kwargs) if a.block.param_slice is not None else (
-                    args[0] if args else next(iter(kwargs.values())))
+                if id(a) in context:
+                    inside.append(True)
+                    try:
+                        x = _mha_context(mod, args, kwargs)
+                    finally:
+                        inside.pop()
+                elif a.block.param_slice is not None:
+                    x = _mha_input(a.block, args, kwargs)
+                else:
+                    x = args[0] if args else next(iter(kwargs.values()))
                 (a.pending_ref if ref else a.pending).append(x.detach())
             seen.add(id(mod))
             if len(seen) == len(mods):
