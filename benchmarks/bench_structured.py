@@ -16,11 +16,13 @@ Three sections (``--what latency,coverage,accuracy``), each printing a markdown 
   its model. "equal" is the largest difference to the masked model (graphprune only).
 * **lm**: the committed trained byte-level Llama of ``graphprune.experiments.lm`` (GQA 4/2): held-out perplexity
   per byte with no fine-tune, 2x and 4x fewer weights in its decoder layers (MLP neurons and query heads within
-  their key/value group), graphprune's criteria and Torch-Pruning.
+  their key/value group), graphprune's criteria (weights only, and data-aware with 16 x 128 training bytes of
+  calibration: edge weights ``|w| ||X||``) and Torch-Pruning.
 * **accuracy**: the study's MNIST-1D CNN (``cnn``, trained with the study's schedule and cached like the study's
   post arm), 2x and 4x fewer weights in its prunable layers, no fine-tune and after the post arm's fine-tune (5
-  epochs, Adam 1e-3): graphprune leverage, l2 (Torch-Pruning's default importance written here), random, and
-  Torch-Pruning's own ``MagnitudePruner`` at the same weight count.
+  epochs, Adam 1e-3): graphprune leverage, l2 (Torch-Pruning's default importance written here), random, the
+  data-aware leverage and l2 (256 training samples of calibration), and Torch-Pruning's own ``MagnitudePruner``
+  at the same weight count.
 
 Timings depend on the machine and its load: compare rows of one run only. On a loaded machine use ``--threads 1``:
 with more threads than free cores, every op waits on its thread barrier (GPT-2 small at batch 1 measured 3.3 s
@@ -121,15 +123,17 @@ def weights(model):
 
 # -- the two pruners ---------------------------------------------------------------------------------------------------
 def graphprune_shrink(model, x, *, ratio=None, amount=None, criterion="leverage", kinds=("neuron", "channel", "head"),
-                      prunable=None, seed=0, hf_config="ignore", round_to=1):
+                      prunable=None, seed=0, hf_config="ignore", round_to=1, calibration=None):
     """Shrink a copy of ``model``: ``amount`` of every layer's groups, or the amount that keeps ``1/ratio`` of the
-    weights of the layers ``prunable`` names (all weights by default). Returns (model, seconds, amount)."""
+    weights of the layers ``prunable`` names (all weights by default); data-aware scores with ``calibration``.
+    Returns (model, seconds, amount)."""
     m = copy.deepcopy(model).eval()
     t = time.perf_counter()
     G = graphprune.from_model(m, x)
     groups = node_groups(G)
     opts = dict(criterion=criterion, kinds=kinds, groups=groups, seed=seed, round_to=round_to)
-    scores = graphprune.structured.node_scores(G, criterion, groups=groups, seed=seed, kinds=kinds)
+    data = {} if calibration is None else dict(model=m, calibration=calibration)
+    scores = graphprune.structured.node_scores(G, criterion, groups=groups, seed=seed, kinds=kinds, **data)
     opts["scores"] = scores
     if amount is None:
         if prunable is None:
@@ -396,11 +400,16 @@ def bench_accuracy(seeds):
         x = torch.randn(1, ds.num_features)
         base = weights(dense)
         rows.append((seed, "dense", "1x", f"{base}", f"{evaluate(dense, ds) * 100:.1f}", ""))
+        calib = ds.x_train[:256]  # a little calibration data for the data-aware rows
         for ratio in (2.0, 4.0):
             gp_models = {}
             for crit in ("leverage", "l2", "random"):
                 gp_models[f"graphprune {crit}"] = graphprune_shrink(dense, x, ratio=ratio, criterion=crit,
                                                                     kinds=("channel", "neuron"), seed=seed)[0]
+            for crit in ("leverage", "l2"):
+                gp_models[f"graphprune {crit} + calibration"] = graphprune_shrink(
+                    dense, x, ratio=ratio, criterion=crit, kinds=("channel", "neuron"), seed=seed,
+                    calibration=calib)[0]
             target = weights(gp_models["graphprune leverage"])
             try:
                 gp_models["torch-pruning magnitude"] = tp_prune(dense, x, None, ignored=("fc",),
@@ -423,9 +432,10 @@ def bench_lm():
     fine-tune, 2x and 4x fewer weights in its decoder layers (MLP neurons and query heads)."""
     from graphprune.experiments.lm import load_lm, perplexity, splits
 
-    _, test = splits()
+    train_ids, test = splits()
     dense = load_lm()
     x = {"input_ids": test[:64].unsqueeze(0)}
+    calib = {"input_ids": train_ids[: 16 * 128].reshape(16, 128)}  # 16 x 128 training bytes
     rows = [("dense", "1x", f"{weights(dense)}", f"{perplexity(dense, test):.3f}")]
     print(rows[-1], flush=True)
     blocks = lambda p: p.startswith("model.layers.")  # noqa: E731
@@ -434,6 +444,12 @@ def bench_lm():
             m, _, amount = graphprune_shrink(dense, x, ratio=ratio, criterion=crit, prunable=blocks,
                                              hf_config="update")
             rows.append((f"graphprune {crit} (amount {amount:.2f})", f"{ratio:g}x", f"{weights(m)}",
+                         f"{perplexity(m, test):.3f}"))
+            print(rows[-1], flush=True)
+        for crit in ("leverage", "l2"):
+            m, _, amount = graphprune_shrink(dense, x, ratio=ratio, criterion=crit, prunable=blocks,
+                                             hf_config="update", calibration=calib)
+            rows.append((f"graphprune {crit} + calibration (amount {amount:.2f})", f"{ratio:g}x", f"{weights(m)}",
                          f"{perplexity(m, test):.3f}"))
             print(rows[-1], flush=True)
         try:  # one run at graphprune's amount (a bisection of Torch-Pruning on this model takes too long here)

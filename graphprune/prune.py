@@ -63,7 +63,9 @@ def prune(model: nn.Module, example_inputs, method=None, *, sparsity=None, densi
         ``"l1"``, ``"degree"``, ``"random"``), ``sparsity`` (or ``1 - density``) the fraction of each layer's
         groups to remove, and ``options`` those of :func:`~graphprune.structured.select_nodes` (``allocation``,
         ``kinds``, ``round_to``) and :func:`~graphprune.structured.shrink` (``hf_config``, ``allow_width``).
-        Returns the node masks; the model is shrunk in place (and checked on ``example_inputs``).
+        With ``calibration`` the criterion is data-aware (edge weights ``|w_ij| ||X_j||``, see
+        :func:`~graphprune.structured.node_scores`). Returns the node masks; the model is shrunk in place (and
+        checked on ``example_inputs``).
     **options
         Passed to the sparsifier's constructor (``allocation``, ``keep_dense``, method options such as
         ``dtype=torch.float32`` for spectral).
@@ -149,9 +151,6 @@ def _structured(model, example_inputs, method, sparsity, density, seed, calibrat
     from ._validation import check_options
     from .structured import select_nodes, shrink
 
-    if calibration is not None:
-        raise ParameterError("The 'calibration' parameter of prune is not used with structured=True (the node "
-                             "criteria use the weights only). Drop calibration.")
     if (sparsity is None) == (density is None):
         raise ParameterError("prune(structured=True) takes exactly one of 'sparsity' (the fraction of each layer's "
                              f"groups to remove) and 'density'. Got sparsity={sparsity!r}, density={density!r}.")
@@ -161,7 +160,8 @@ def _structured(model, example_inputs, method, sparsity, density, seed, calibrat
     check_options("prune(structured=True)", options, ("allocation", "kinds", "round_to", "hf_config", "allow_width"))
     amount = sparsity if sparsity is not None else 1.0 - density
     G = from_model(model, example_inputs, **(export_options or {}))
-    keep = select_nodes(G, amount, criterion=method or "leverage", seed=seed,
+    data = {} if calibration is None else {"model": model, "calibration": calibration}
+    keep = select_nodes(G, amount, criterion=method or "leverage", seed=seed, **data,
                         **{k: v for k, v in options.items() if k in ("allocation", "kinds", "round_to")})
     shrink(model, G, keep, example_inputs=example_inputs,
            **{k: v for k, v in options.items() if k in ("hf_config", "allow_width")})

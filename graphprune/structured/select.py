@@ -137,7 +137,8 @@ def _random(G, groups, seed, parts=None):
     return numpy_rng(seed, owner="select_nodes").random(len(groups))
 
 
-def node_scores(G, criterion: str = "leverage", *, groups=None, seed=0, kinds=None) -> np.ndarray:
+def node_scores(G, criterion: str = "leverage", *, groups=None, seed=0, kinds=None, model=None,
+                calibration=None) -> np.ndarray:
     """One score per group of ``node_groups(G)`` (higher: more important).
 
     Parameters
@@ -152,10 +153,24 @@ def node_scores(G, criterion: str = "leverage", *, groups=None, seed=0, kinds=No
     kinds : tuple of str, optional
         Only the prunable groups of these kinds need scores (the blocks at no such group are skipped; the other
         groups' scores are then partial).
+    model : torch.nn.Module, optional
+        The model ``G`` was exported from; needed with ``calibration``.
+    calibration : tensor, dict of tensors or iterable of batches, optional
+        Model inputs: the criterion then runs on the activation-weighted graph, edge weights
+        ``|w_ij| * ||X_j||_2`` (:func:`~graphprune.structured.activations.activation_graph`; data-aware ``"l2"``
+        is the diagonal optimal-brain-damage cost of removing a node).
     """
     check_graph(G, "node_scores")
     check_param("criterion", criterion, [Options(tuple(NODE_CRITERIA))], "node_scores")
     groups = node_groups(G) if groups is None else groups
+    if calibration is not None or model is not None:
+        if calibration is None or model is None:
+            raise ParameterError("node_scores takes 'model' and 'calibration' together (data-aware scores need the "
+                                 f"model the graph came from and its inputs). Got model={type(model).__name__}, "
+                                 f"calibration={type(calibration).__name__}.")
+        from .activations import activation_graph
+
+        G = activation_graph(G, model, calibration, owner="node_scores")
     parts = None
     if kinds is not None:
         parts = {p for g in groups if g.prunable and g.kind in kinds for p in g.nodes}
@@ -163,7 +178,8 @@ def node_scores(G, criterion: str = "leverage", *, groups=None, seed=0, kinds=No
 
 
 def select_nodes(G, amount: float, *, criterion: str = "leverage", allocation: str = "uniform",
-                 kinds=DEFAULT_KINDS, round_to: int = 1, groups=None, scores=None, seed=0) -> dict:
+                 kinds=DEFAULT_KINDS, round_to: int = 1, groups=None, scores=None, seed=0, model=None,
+                 calibration=None) -> dict:
     """Choose the groups to remove: node masks (partition -> bool array, True = kept) for :func:`shrink`.
 
     Parameters
@@ -190,6 +206,8 @@ def select_nodes(G, amount: float, *, criterion: str = "leverage", allocation: s
     scores : array, optional
         One score per group (from :func:`node_scores` or your own).
     seed : int, numpy Generator or torch Generator, default 0
+    model, calibration : optional
+        Data-aware scores (:func:`node_scores`): the model ``G`` came from and calibration inputs.
 
     Returns
     -------
@@ -225,7 +243,8 @@ def select_nodes(G, amount: float, *, criterion: str = "leverage", allocation: s
                              f"'neuron', 'channel', 'head', 'kv_group', 'width'. Got {kinds!r} instead.")
     groups = node_groups(G) if groups is None else groups
     if scores is None:
-        scores = node_scores(G, criterion, groups=groups, seed=seed, kinds=tuple(kinds))
+        scores = node_scores(G, criterion, groups=groups, seed=seed, kinds=tuple(kinds), model=model,
+                             calibration=calibration)
     scores = np.asarray(scores, dtype=np.float64)
     if scores.shape != (len(groups),):
         raise ParameterError(f"The 'scores' parameter of select_nodes must hold one score per group "
