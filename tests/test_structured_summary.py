@@ -1,0 +1,64 @@
+"""shrink_summary and count_macs against MACs and parameter counts derived by hand."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import graphprune
+from graphprune.errors import ParameterError
+from graphprune.structured import count_macs, shrink_summary
+
+
+class _Conv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.fc(self.dw(torch.relu(self.c1(x))).mean((2, 3)))
+
+
+def test_macs_by_hand_for_conv_depthwise_linear_and_attention():
+    net = _Conv()
+    m = count_macs(net, torch.randn(2, 3, 6, 6))
+    assert m == {"c1": 2 * 8 * 36 * 3 * 9, "dw": 2 * 8 * 36 * 1 * 9, "fc": 2 * 5 * 8}
+    att = nn.MultiheadAttention(12, 3, batch_first=True)
+    x = torch.randn(2, 7, 12)
+    assert count_macs(att, (x, x, x)) == {"": 2 * 7 * (12 * 36 + 12 * 12)}  # q, k, v and out projections
+
+
+def test_summary_of_a_halved_mlp_by_hand():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    small = copy.deepcopy(net)
+    keep = graphprune.prune(small, torch.randn(1, 8), "l2", sparsity=0.5, structured=True, progress=False)
+    G = graphprune.from_model(net, torch.randn(1, 8))
+    net.train()
+    net[2].eval()
+    s = shrink_summary(net, small, torch.randn(4, 8), G=G, node_masks=keep, runs=2)
+    assert [m.training for m in net] == [True, True, False]  # every module's own flag restored
+    assert list(s.layers.params_before) == [8 * 16 + 16, 16 * 2 + 2]
+    assert list(s.layers.params_after) == [8 * 8 + 8, 8 * 2 + 2]
+    assert list(s.layers.macs_before) == [4 * 16 * 8, 4 * 2 * 16] and list(s.layers.macs_after) == [4 * 8 * 8,
+                                                                                                     4 * 2 * 8]
+    assert list(s.layers.shape_after) == ["8→8", "8→2"]
+    assert s.summary["mac_ratio"] == pytest.approx((512 + 128) / (256 + 64))
+    assert s.summary["latency_before_s"] > 0 and s.summary["speedup"] > 0
+    assert s.nodes.to_dict("records") == [dict(partition="0", nodes=16, kept=8, removed=8)]
+    assert "| module |" in s.to_markdown()
+
+
+def test_bad_arguments_name_the_parameter():
+    net = nn.Linear(3, 2)
+    with pytest.raises(ParameterError, match="'after' parameter"):
+        shrink_summary(net, "small", torch.randn(1, 3))
+    with pytest.raises(ParameterError, match="'node_masks' parameter .* needs 'G'"):
+        shrink_summary(net, net, torch.randn(1, 3), node_masks={})
+    with pytest.raises(ParameterError, match="'runs'"):
+        shrink_summary(net, net, torch.randn(1, 3), runs=0)
