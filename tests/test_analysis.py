@@ -21,6 +21,7 @@ from graphprune.analysis import (
     effective_sparsity,
     layer_collapse,
     node_status,
+    reachability,
     removable_edges,
 )
 from graphprune.errors import ParameterError
@@ -153,12 +154,21 @@ def test_components_articulation_bridges_against_naive_removal():
     assert len(want_br) > 0
 
 
-def test_deprecated_mask_keyword_still_works():
+@pytest.mark.parametrize("fn", [node_status, degree_table, removable_edges, reachability, effective_mask,
+                                effective_sparsity, layer_collapse, count_paths, components, articulation_points,
+                                bridges])
+def test_removed_mask_keyword_is_refused(fn):
+    """The ``mask=`` alias is gone (0.1 clean-up): only ``masks=`` is accepted."""
+    _, G = chain(3, 4, 2)
+    with pytest.raises(TypeError, match="mask"):
+        fn(G, mask={})
+
+
+def test_count_paths_with_masks_by_hand():
     net, G = chain(3, 4, 2)
     masks = {"1.weight": torch.tensor([[True, False, True, True], [False, False, True, True]])}
-    with pytest.warns(DeprecationWarning, match="'mask' keyword of count_paths is deprecated"):
-        old = count_paths(G, mask=masks)
-    assert old == count_paths(G, masks=masks) == pytest.approx(math.log10(3 * 2 + 3 * 2 + 3 * 1))
+    # 3 inputs reach every hidden node; hidden 0 feeds output 0, hidden 2 and 3 feed both, hidden 1 none
+    assert count_paths(G, masks=masks) == pytest.approx(math.log10(3 * 2 + 3 * 2 + 3 * 1))
 
 
 @needs_graph_tool

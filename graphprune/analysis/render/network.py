@@ -1,9 +1,8 @@
-"""The picture of a network as a layered graph of its partitions, drawn from the graph object.
+"""The picture of a network as a layered graph of its partitions: inline SVG of
+:func:`graphprune.analysis.partition_graph.network_layout`.
 
-One node per partition (a layer of neurons or channels), placed in columns by longest path from the input (a
-residual branch and its shortcut sit side by side), one edge per block: weight blocks coloured by effective
-density and labelled with their kept density, residual and concatenation (identity) blocks dashed. Dead and
-isolated nodes are marked in red. Only the partition graph is drawn, never the millions of weight edges.
+Weight blocks are coloured by effective density and labelled with their kept density, residual and concatenation
+(identity) blocks dashed. Dead and isolated nodes are marked in red.
 """
 
 from __future__ import annotations
@@ -11,59 +10,7 @@ from __future__ import annotations
 import html
 import math
 
-__all__ = ["network_layout", "network_svg", "network_legend"]
-
-
-def _identity_kind(dst):
-    if dst.kind == "merge":
-        return "concat" if "cat" in dst.name.split(".")[-1] else "residual"
-    return "structural"
-
-
-def network_layout(H, rep=None) -> dict:
-    """Columns and counts of the partition graph: ``{"columns": int, "partitions": [...], "blocks": [...]}``.
-
-    Each partition: ``name``, ``role``, ``kind``, ``size``, ``column`` (longest path from an input), ``row``
-    (position within the column), ``dead`` (nodes on no input-output path), ``isolated``. Each block: ``name``,
-    ``src``, ``dst``, ``kind`` (``"weight"``, ``"residual"``, ``"concat"`` or ``"structural"``), ``layer``, and
-    for weight blocks ``density`` and ``effective_density`` (from ``rep`` when given).
-    """
-    from .report import layer_label
-
-    parts = H.partitions
-    col = {p.name: 0 for p in parts}
-    index = {p.name: i for i, p in enumerate(parts)}
-    for b in sorted(H.blocks, key=lambda b: index[b.dst]):
-        col[b.dst] = max(col[b.dst], col[b.src] + 1)
-    rows = {}
-    row_of = {}
-    for p in parts:
-        row_of[p.name] = rows.get(col[p.name], 0)
-        rows[col[p.name]] = row_of[p.name] + 1
-    stats = {}
-    if rep is not None:
-        for r in rep.partitions.to_dict(orient="records"):
-            stats[r["partition"]] = r
-    per_block = {}
-    if rep is not None and len(rep.frame):
-        per_block = rep.frame.set_index("block")[["density", "effective_density"]].to_dict(orient="index")
-    out_parts = [dict(name=p.name, role=p.role, kind=p.kind, size=p.size, column=col[p.name], row=row_of[p.name],
-                      rows=rows[col[p.name]], dead=int(stats.get(p.name, {}).get("dead", 0)),
-                      isolated=int(stats.get(p.name, {}).get("isolated", 0))) for p in parts]
-    out_blocks = []
-    for b in H.blocks:
-        e = dict(name=b.name, src=b.src, dst=b.dst, layer=layer_label(b))
-        if b.is_weight:
-            e["kind"] = "weight"
-            if b.name in per_block:
-                e.update(per_block[b.name])
-            else:
-                m = H.block_mask(b)
-                e["density"] = float(m.float().mean())
-        else:
-            e["kind"] = _identity_kind(H.partition(b.dst))
-        out_blocks.append(e)
-    return dict(columns=max(col.values()) + 1 if col else 0, partitions=out_parts, blocks=out_blocks)
+__all__ = ["network_svg", "network_legend"]
 
 
 def _color(x):
