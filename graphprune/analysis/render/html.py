@@ -266,13 +266,8 @@ def report_page(rep, *, figures: bool = True, title: str = "Connectivity report"
     return _page(title, "".join(parts))
 
 
-def comparison_page(cmp, *, figures: bool = True, title: str = "Comparison of sparsifiers") -> str:
-    """The HTML page of a :class:`~graphprune.analysis.report.Comparison`."""
-    from .figures import density_figure, pick_blocks, spectra_figure
-
-    reports = cmp.reports
-    first = next(iter(reports.values()))
-    cols = _fmt.compare_columns(cmp.frame)
+def _comparison_summary(cmp, cols):
+    """The sortable table of one row per candidate, with the reasons of infinite or undefined values."""
     head = ('<th class="text" data-key="candidate" title="The masks compared: the key given to compare() for each '
             'sparsifier.">candidate</th>') + "".join(_th(c) for c in cols)
     body = []
@@ -289,10 +284,14 @@ def comparison_page(cmp, *, figures: bool = True, title: str = "Comparison of sp
             else:
                 cells.append(f'<td data-v="{float(v)!r}">{_fmt.fmt_value(v, c["format"])}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
-    summary = (f'<div class="tablewrap"><table class="sortable compare"><thead><tr>{head}</tr></thead>'
-               f'<tbody>{"".join(body)}</tbody></table></div>')
-    # per-block densities side by side
+    return (f'<div class="tablewrap"><table class="sortable compare"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _per_block_densities(reports):
+    """Per block, each candidate's kept and effective density side by side (one column per candidate)."""
     names = list(reports)
+    first = next(iter(reports.values()))
     bhead = ['<th class="text" data-key="block" title="The weight\'s module path, layer type and shape.">block'
              '<a class="q" href="#g-block">?</a></th>']
     for n in names:  # one column per candidate (kept over effective in one cell): the table fits as candidates grow
@@ -310,37 +309,57 @@ def comparison_page(cmp, *, figures: bool = True, title: str = "Comparison of sp
             cells.append(f'<td data-v="{float(f["density"])!r}">{_fmt.pct(f["density"])}'
                          f'<span class="sub"{style}>{_fmt.pct(f["effective_density"])}</span></td>')
         brows.append("<tr>" + "".join(cells) + "</tr>")
-    per_block = (f'<div class="tablewrap"><table class="sortable perblock"><thead><tr>{"".join(bhead)}</tr>'
-                 f'</thead><tbody>{"".join(brows)}</tbody></table></div>')
-    parts = [f"<h1>{esc(title)}</h1><p class='lead'>{len(names)} candidates on one network: "
+    return (f'<div class="tablewrap"><table class="sortable perblock"><thead><tr>{"".join(bhead)}</tr>'
+            f'</thead><tbody>{"".join(brows)}</tbody></table></div>')
+
+
+def _comparison_plots(reports):
+    from .figures import density_figure, pick_blocks, spectra_figure
+
+    first = next(iter(reports.values()))
+    parts = ["<h2 id='plots'>Plots</h2>",
+             _img(density_figure({n: r.frame for n, r in reports.items()}), "density per block",
+                  "Kept (light) and effective (dark) density per block, one colour per candidate.")]
+    if first.options["spectral"]:
+        blocks = pick_blocks(first.frame, 3)
+        parts.append(_img(spectra_figure(reports, blocks, view=first.options["view"]), "spectra",
+                          "Singular values of |W| of three blocks (the largest of each third of the network) "
+                          "for every candidate against the dense network, relative to the dense block's largest; "
+                          "numerical zeros are not drawn."))
+    return parts
+
+
+def _comparison_networks(reports):
+    from .network import network_legend
+
+    parts = [f"<h2 id='networks'>Networks</h2><p class='hint'>One picture per candidate: one column per layer "
+             "of the partition graph, boxes are partitions (number: nodes, red: dead nodes), solid edges weight "
+             "blocks coloured by effective density and labelled with the kept density, dashed edges residual "
+             f"additions and concatenations. Hover for names.</p>{network_legend()}<div class='grid2'>"]
+    for n, r in reports.items():
+        pic = _network(r, f"network pruned by {n}", legend=False, caption=False, max_height=300)
+        parts.append(f"<div><h3>{esc(n)}</h3>{pic}</div>")
+    return parts
+
+
+def comparison_page(cmp, *, figures: bool = True, title: str = "Comparison of sparsifiers") -> str:
+    """The HTML page of a :class:`~graphprune.analysis.report.Comparison`."""
+    reports = cmp.reports
+    first = next(iter(reports.values()))
+    cols = _fmt.compare_columns(cmp.frame)
+    parts = [f"<h1>{esc(title)}</h1><p class='lead'>{len(reports)} candidates on one network: "
              f"{esc(_fmt.describe(first.graph))}.</p>",
              "<h2 id='summary'>Summary</h2><p class='hint'>One row per candidate. Click a header to sort; hover it "
-             "for what it measures.</p>", summary]
+             "for what it measures.</p>", _comparison_summary(cmp, cols)]
     warn = [(n, r.summary["warnings"]) for n, r in reports.items() if r.summary["warnings"]]
     if warn:
         items = "".join(f"<li><b>{esc(n)}</b>: {esc('; '.join(w[:6]))}{' …' if len(w) > 6 else ''}</li>"
                         for n, w in warn)
         parts.append(f'<div class="warnings"><b>Warnings</b><ul>{items}</ul></div>')
-    parts += ["<h2 id='blocks'>Per-block density</h2>", per_block]
+    parts += ["<h2 id='blocks'>Per-block density</h2>", _per_block_densities(reports)]
     if figures:
-        parts.append("<h2 id='plots'>Plots</h2>")
-        parts.append(_img(density_figure({n: r.frame for n, r in reports.items()}), "density per block",
-                          "Kept (light) and effective (dark) density per block, one colour per candidate."))
-        if first.options["spectral"]:
-            blocks = pick_blocks(first.frame, 3)
-            parts.append(_img(spectra_figure(reports, blocks, view=first.options["view"]), "spectra",
-                              "Singular values of |W| of three blocks (the largest of each third of the network) "
-                              "for every candidate against the dense network, relative to the dense block's largest; "
-                              "numerical zeros are not drawn."))
-    from .network import network_legend
-
-    parts.append(f"<h2 id='networks'>Networks</h2><p class='hint'>One picture per candidate: one column per layer "
-                 "of the partition graph, boxes are partitions (number: nodes, red: dead nodes), solid edges weight "
-                 "blocks coloured by effective density and labelled with the kept density, dashed edges residual "
-                 f"additions and concatenations. Hover for names.</p>{network_legend()}<div class='grid2'>")
-    for n, r in reports.items():
-        pic = _network(r, f"network pruned by {n}", legend=False, caption=False, max_height=300)
-        parts.append(f"<div><h3>{esc(n)}</h3>{pic}</div>")
+        parts += _comparison_plots(reports)
+    parts += _comparison_networks(reports)
     parts.append("</div><h2 id='details'>Candidates in detail</h2>")
     for n, r in reports.items():
         parts.append(f"<details><summary>{esc(n)}: per-block table</summary>{_block_table(r, block_columns())}"
@@ -348,5 +367,3 @@ def comparison_page(cmp, *, figures: bool = True, title: str = "Comparison of sp
     parts.append("<h2 id='glossary'>Glossary</h2>")
     parts.append(_glossary([("Summary", cols), ("Per-block columns", block_columns())]))
     return _page(title, "".join(parts))
-
-
