@@ -181,8 +181,18 @@ def test_undefined_values_have_reasons(lenet, tmp_path):
         "one node on a side"
     disconnected = f[np.isinf(f.kappa)]
     assert len(disconnected) >= 1
-    for _, row in disconnected.iterrows():
-        assert row["na"]["kappa"].startswith("disconnected:") and row["na"]["epsilon"] == "κ = ∞"
+    import networkx as nx
+
+    H = lenet.with_masks(masks)
+    for name, row in disconnected.iterrows():
+        # the component counts of the reason, against networkx on the block's kept channel pairs (every node of a
+        # dense lenet block has an edge, so the dense block is one component)
+        B = H.biadjacency(H.block(name)).toarray()
+        g = nx.Graph()
+        g.add_nodes_from([("o", i) for i in range(B.shape[0])] + [("i", j) for j in range(B.shape[1])])
+        g.add_edges_from((("o", i), ("i", j)) for i, j in zip(*np.nonzero(B)))
+        want = f"disconnected: {nx.number_connected_components(g)} components (dense 1)"
+        assert row["na"]["kappa"] == want and row["na"]["epsilon"] == "κ = ∞"
     md = rep.to_markdown()
     assert "n/a (average degree" in md and "∞ (disconnected:" in md
     page = rep.to_html(tmp_path / "r.html", figures=False)
