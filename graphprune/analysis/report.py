@@ -261,6 +261,11 @@ class ConnectivityReport:
         return self._graph
 
     @property
+    def reference(self):
+        """The graph the spectral metrics compare with (by default ``G`` without masks)."""
+        return self._reference
+
+    @property
     def network(self) -> dict:
         """The layered picture of the network as data (:func:`~graphprune.analysis.partition_graph.network_layout`
         with this report's densities and dead nodes): what the page draws and the JSON's ``network``."""

@@ -136,7 +136,8 @@ def forward_sweep(H, *, owner: str = "report", degrees: bool = False, paths: boo
     for b in order:
         s, d, w = kept_edges(H, b, weights=degrees or synflow)
         gs, gd = s + off[b.src], d + off[b.dst]
-        wt = w if w is not None else np.ones(s.size)
+        if degrees or synflow:
+            wt = w if w is not None else np.ones(s.size)  # identity edges weigh 1
         if degrees:
             ind += np.bincount(gd, minlength=n)
             outd += np.bincount(gs, minlength=n)
