@@ -210,3 +210,45 @@ def test_algebraic_connectivity_matches_networkx():
         g.add_edge(("o", i), ("i", j), weight=B[i, j])
     assert algebraic_connectivity(B) == pytest.approx(nx.algebraic_connectivity(g, weight="weight", tol=1e-12,
                                                                                 method="tracemin_lu"), rel=1e-6)
+
+
+def test_analysis_imports_flow_one_way():
+    """No import circle in analysis/, lazy imports included: rendering reads reports and never imports the report
+    module; the metric families and the traversal import neither rendering nor the report."""
+    import ast
+    from pathlib import Path
+
+    root = Path(graphprune.__file__).parent / "analysis"
+
+    def is_module(dotted):
+        path = root / dotted.replace(".", "/")
+        return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+    deps = {}
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root).with_suffix("")
+        pkg = list(rel.parts[:-1])  # the package a relative import starts from
+        name = ".".join(pkg if rel.name == "__init__" else rel.parts) or "__init__"
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.ImportFrom) and node.level) or node.level - 1 > len(pkg):
+                continue  # absolute imports, and relative ones above analysis/ (graphprune's own modules)
+            mod = pkg[: len(pkg) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+            targets = [".".join(mod + [a.name]) for a in node.names] + ([".".join(mod)] if node.module else [])
+            found |= {t for t in targets if is_module(t)}
+        deps[name] = found - {name}
+    for low in ("reasons", "glossary", "local", "traversal", "global_", "spectral", "partition_graph"):
+        assert not {d for d in deps.get(low, ()) if d.startswith(("render", "report"))}, (low, deps.get(low))
+    for name, found in deps.items():
+        if name.startswith("render"):
+            assert "report" not in found, (name, found)
+
+    def reach(start, seen):
+        for d in deps.get(start, ()):
+            if d not in seen:
+                seen.add(d)
+                reach(d, seen)
+        return seen
+
+    for name in deps:
+        assert name not in reach(name, set()), (name, "is in an import circle")

@@ -12,6 +12,7 @@ __all__ = ["num", "pct", "count", "is_missing", "fmt_value", "summary_value", "d
 
 
 def num(v, digits=4):
+    """A number in ``digits`` significant figures; scientific notation outside [1e-3, 1e5)."""
     v = float(v)
     if v == 0:
         return "0"
@@ -22,6 +23,7 @@ def num(v, digits=4):
 
 
 def pct(v):
+    """A fraction as a percentage with three significant figures: ``"12.5%"``."""
     v = float(v)
     if v == 0:
         return "0%"
@@ -39,10 +41,12 @@ def count(n):
 
 
 def is_missing(v):
+    """None, NaN or infinite: a value shown with its reason instead of a number."""
     return v is None or (isinstance(v, (float, np.floating)) and not math.isfinite(v))
 
 
 def fmt_value(v, fmt):
+    """A value in a glossary ``format``: ``"pct"``, ``"int"``, ``"bool"`` or a number."""
     if fmt == "pct":
         return pct(v)
     if fmt == "int":
@@ -53,6 +57,7 @@ def fmt_value(v, fmt):
 
 
 def summary_value(key, s):
+    """A summary figure as ``(text, why)``: ``why`` says why it is n/a or infinite, else empty."""
     v = s.get(key)
     if v is None:
         return "n/a", "graph larger than max_cut_edges" if key in ("articulation_points", "bridges") else ""
@@ -63,6 +68,7 @@ def summary_value(key, s):
 
 
 def describe(G):
+    """One line on a graph's size: partitions, nodes, weight blocks, prunable weights."""
     nw = sum(b.num_edges for b in G.weight_blocks)
     return (f"{len(G.partitions)} partitions ({G.num_nodes:,} nodes), {len(G.weight_blocks)} weight blocks, "
             f"{nw:,} prunable weights")
@@ -86,6 +92,7 @@ _EXTRA = {
 
 
 def compare_columns(frame):
+    """The glossary entries of the comparison table's columns present in ``frame``, in page order."""
     items = {c["key"]: c for c in summary_items()}
     items.update(_EXTRA)
     return [items[k] for k in _COMPARE_COLS if k in frame.columns]
