@@ -7,6 +7,7 @@ analysis / :func:`apply_masks` -> model.
 from __future__ import annotations
 
 from . import errors
+from ._version import __version__ as __version__  # the version lives in a leaf module
 from .analysis import ConnectivityReport, compare, report, spectral_similarity
 from .apply import apply_masks, load_masks, make_permanent, save_masks
 from .checkpoint import prune_checkpoint
@@ -18,8 +19,6 @@ from .prune import prune
 from .resistance import effective_resistance
 from .sparsify import Sparsifier, available_sparsifiers, check_sparsifier, get_sparsifier, register, sparsify
 from .structured import node_groups, select_nodes, shrink
-
-__version__ = "0.1.0"
 
 __all__ = [
     "from_model", "register_adapter", "MultipartiteGraph", "Partition", "Block", "sparsify", "Sparsifier",

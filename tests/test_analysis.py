@@ -21,6 +21,7 @@ from graphprune.analysis import (
     effective_sparsity,
     layer_collapse,
     node_status,
+    reachability,
     removable_edges,
 )
 from graphprune.errors import ParameterError
@@ -153,12 +154,21 @@ def test_components_articulation_bridges_against_naive_removal():
     assert len(want_br) > 0
 
 
-def test_deprecated_mask_keyword_still_works():
+@pytest.mark.parametrize("fn", [node_status, degree_table, removable_edges, reachability, effective_mask,
+                                effective_sparsity, layer_collapse, count_paths, components, articulation_points,
+                                bridges])
+def test_removed_mask_keyword_is_refused(fn):
+    """The ``mask=`` alias is gone (0.1 clean-up): only ``masks=`` is accepted."""
+    _, G = chain(3, 4, 2)
+    with pytest.raises(TypeError, match="mask"):
+        fn(G, mask={})
+
+
+def test_count_paths_with_masks_by_hand():
     net, G = chain(3, 4, 2)
     masks = {"1.weight": torch.tensor([[True, False, True, True], [False, False, True, True]])}
-    with pytest.warns(DeprecationWarning, match="'mask' keyword of count_paths is deprecated"):
-        old = count_paths(G, mask=masks)
-    assert old == count_paths(G, masks=masks) == pytest.approx(math.log10(3 * 2 + 3 * 2 + 3 * 1))
+    # 3 inputs reach every hidden node; hidden 0 feeds output 0, hidden 2 and 3 feed both, hidden 1 none
+    assert count_paths(G, masks=masks) == pytest.approx(math.log10(3 * 2 + 3 * 2 + 3 * 1))
 
 
 @needs_graph_tool
@@ -200,3 +210,45 @@ def test_algebraic_connectivity_matches_networkx():
         g.add_edge(("o", i), ("i", j), weight=B[i, j])
     assert algebraic_connectivity(B) == pytest.approx(nx.algebraic_connectivity(g, weight="weight", tol=1e-12,
                                                                                 method="tracemin_lu"), rel=1e-6)
+
+
+def test_analysis_imports_flow_one_way():
+    """No import circle in analysis/, lazy imports included: rendering reads reports and never imports the report
+    module; the metric families and the traversal import neither rendering nor the report."""
+    import ast
+    from pathlib import Path
+
+    root = Path(graphprune.__file__).parent / "analysis"
+
+    def is_module(dotted):
+        path = root / dotted.replace(".", "/")
+        return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+    deps = {}
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root).with_suffix("")
+        pkg = list(rel.parts[:-1])  # the package a relative import starts from
+        name = ".".join(pkg if rel.name == "__init__" else rel.parts) or "__init__"
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.ImportFrom) and node.level) or node.level - 1 > len(pkg):
+                continue  # absolute imports, and relative ones above analysis/ (graphprune's own modules)
+            mod = pkg[: len(pkg) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+            targets = [".".join(mod + [a.name]) for a in node.names] + ([".".join(mod)] if node.module else [])
+            found |= {t for t in targets if is_module(t)}
+        deps[name] = found - {name}
+    for low in ("reasons", "glossary", "local", "traversal", "global_", "spectral", "partition_graph"):
+        assert not {d for d in deps.get(low, ()) if d.startswith(("render", "report"))}, (low, deps.get(low))
+    for name, found in deps.items():
+        if name.startswith("render"):
+            assert "report" not in found, (name, found)
+
+    def reach(start, seen):
+        for d in deps.get(start, ()):
+            if d not in seen:
+                seen.add(d)
+                reach(d, seen)
+        return seen
+
+    for name in deps:
+        assert name not in reach(name, set()), (name, "is in an import circle")

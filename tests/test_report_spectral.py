@@ -105,3 +105,32 @@ def test_isolated_nodes_of_the_sparse_block_disconnect_it():
     r = block_spectral_similarity(W, Bs)
     assert np.isinf(r["kappa"])
     assert r["reason"] == "the sparse block has 3 connected components where the dense one has 1"
+
+
+def test_reasons_are_structured_where_they_arise():
+    """The analysers hand the report codes and numbers (derived by hand here), and write the same sentence in their
+    public ``reason``: nothing has to parse it back."""
+    from graphprune.analysis.spectral import similarity_and_reason, spectrum_metrics_and_reasons
+
+    # eye(3, 4): three matched pairs and one lone input column -> 4 components; ones(3, 4) is connected
+    _, why = similarity_and_reason(np.ones((3, 4)), np.eye(3, 4))
+    assert (why.code, why.numbers) == ("disconnected", {"components": 4, "dense_components": 1})
+    assert why.text == block_spectral_similarity(np.ones((3, 4)), np.eye(3, 4))["reason"]
+    _, why = similarity_and_reason(np.ones((30, 30)), np.ones((30, 30)), max_nodes=50)
+    assert (why.code, why.numbers) == ("too_large", {"nodes": 60, "max_nodes": 50})
+    assert similarity_and_reason(np.ones((3, 4)), np.ones((3, 4)))[1] is None
+    # a 5x2 block with 3 edges: average degrees 1 (outputs) and 1.5 (inputs) -> the smaller, 1, is below 3
+    B = np.zeros((5, 2))
+    B[0, 0] = B[1, 0] = B[2, 1] = 1.0
+    _, reasons = spectrum_metrics_and_reasons(B)
+    assert set(reasons) == {"ramanujan_gap"}
+    assert (reasons["ramanujan_gap"].code, reasons["ramanujan_gap"].numbers) == ("average_degree",
+                                                                                 {"average_degree": 1.0})
+    # one input column: no second singular value, every gap undefined for that one reason
+    _, reasons = spectrum_metrics_and_reasons(np.ones((4, 1)))
+    assert {k: r.code for k, r in reasons.items()} == dict.fromkeys(
+        ("spectral_gap", "ramanujan_gap", "weighted_spectral_gap"), "one_node_side")
+    # no edge at all: every metric undefined
+    _, reasons = spectrum_metrics_and_reasons(np.zeros((3, 3)))
+    assert reasons["algebraic_connectivity"].code == "few_nodes" and reasons["spectral_gap"].code == "no_edges"
+    assert block_spectrum_metrics(np.zeros((3, 3)))["reason"] == "no edges"

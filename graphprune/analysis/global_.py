@@ -14,15 +14,13 @@ References
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import breadth_first_order, connected_components
 
 from .._validation import ANALYSIS_BACKENDS
 from ..errors import ParameterError
 from .local import _masked
+from .traversal import backward_sweep, collapse_findings, forward_sweep
 
 __all__ = ["reachability", "effective_mask", "effective_sparsity", "layer_collapse", "count_paths",
            "components", "articulation_points", "bridges", "BACKENDS"]
@@ -30,35 +28,21 @@ __all__ = ["reachability", "effective_mask", "effective_sparsity", "layer_collap
 BACKENDS = ANALYSIS_BACKENDS
 
 
-def _role_nodes(G, role):
-    out = [np.arange(G.node_offset(p.name), G.node_offset(p.name) + p.size) for p in G.partitions if p.role == role]
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
-
-
-def _reach(A, starts):
-    """Nodes reachable along directed edges of ``A`` from any node in ``starts`` (a virtual super-source)."""
-    n = A.shape[0]
-    if starts.size == 0:
-        return np.zeros(n, dtype=bool)
-    S = sp.csr_array((np.ones(starts.size), (np.full(starts.size, n), starts)), shape=(n + 1, n + 1))
-    Ab = sp.block_array([[A, None], [None, sp.csr_array((1, 1))]]).tocsr() + S
-    order = breadth_first_order(Ab, n, directed=True, return_predecessors=False)
-    seen = np.zeros(n + 1, dtype=bool)
-    seen[order] = True
-    return seen[:n]
-
-
-def reachability(G, *, masks=None, mask=None):
+def reachability(G, *, masks=None):
     """``(forward, backward)`` bool arrays over nodes: reachable from an input node, and reaching an output node,
-    along kept edges (identity edges included)."""
-    H = _masked(G, masks, mask, "reachability")
-    A = H.adjacency(directed=True, weighted=False)
-    fwd = _reach(A, _role_nodes(H, "input"))
-    bwd = _reach(A.T.tocsr(), _role_nodes(H, "output"))
-    return fwd, bwd
+    along kept edges (identity edges included).
+
+    Notes
+    -----
+    One forward and one backward sweep over the blocks in topological order
+    (:mod:`graphprune.analysis.traversal`); memory beyond the masks is one block's kept edges.
+    """
+    H = _masked(G, masks, "reachability")
+    sw = forward_sweep(H, owner="reachability")
+    return sw["fwd"], backward_sweep(H, sw["order"])
 
 
-def effective_mask(G, *, masks=None, mask=None) -> dict:
+def effective_mask(G, *, masks=None) -> dict:
     """Masks keeping only the kept edges that lie on some input-to-output path (Vysogorets & Kempe 2023).
 
     An edge ``u -> v`` is effective when ``u`` is reachable from the input and ``v`` reaches the output.
@@ -71,7 +55,7 @@ def effective_mask(G, *, masks=None, mask=None) -> dict:
 
     Notes
     -----
-    One reachability search over the node-pair adjacency, then per block a broadcast of the node flags over the
+    The forward and backward sweeps of :func:`reachability`, then per block a broadcast of the node flags over the
     mask (:meth:`Block.broadcast_nodes`): no per-edge index arrays.
 
     Examples
@@ -85,7 +69,7 @@ def effective_mask(G, *, masks=None, mask=None) -> dict:
     """
     import torch
 
-    H = _masked(G, masks, mask, "effective_mask")
+    H = _masked(G, masks, "effective_mask")
     fwd, bwd = reachability(H)
     out = {name: torch.zeros(shape, dtype=torch.bool) for name, shape in H.param_shapes.items() if name in H.params}
     for b in H.weight_blocks:
@@ -100,9 +84,9 @@ def effective_mask(G, *, masks=None, mask=None) -> dict:
     return out
 
 
-def effective_sparsity(G, *, masks=None, per_param: bool = False, mask=None):
+def effective_sparsity(G, *, masks=None, per_param: bool = False):
     """Fraction of prunable weights that are not on any input-output path (1 - effective density)."""
-    H = _masked(G, masks, mask, "effective_sparsity")
+    H = _masked(G, masks, "effective_sparsity")
     eff = effective_mask(H)
     if per_param:
         return {k: 1.0 - float(v.float().mean()) for k, v in eff.items()}
@@ -111,79 +95,45 @@ def effective_sparsity(G, *, masks=None, per_param: bool = False, mask=None):
     return 1.0 - kept / total if total else 0.0
 
 
-def layer_collapse(G, *, masks=None, mask=None) -> list[str]:
-    """Human-readable collapse findings (empty when none): blocks or partitions cut off from the input-output flow,
-    and input and output disconnected."""
-    H = _masked(G, masks, mask, "layer_collapse")
+def layer_collapse(G, *, masks=None) -> list[str]:
+    """Human-readable collapse findings (empty when none): input and output disconnected, blocks with no effective
+    edge, and partitions cut off from the input-output flow, in that order.
+
+    The findings are the texts of :func:`graphprune.analysis.traversal.collapse_findings` (the report's
+    ``warnings`` use the same reasons).
+    """
+    H = _masked(G, masks, "layer_collapse")
     fwd, bwd = reachability(H)
-    alive = fwd & bwd
-    found = []
-    if not (fwd[_role_nodes(H, "output")]).any():
-        found.append("input and output are disconnected")
     eff = effective_mask(H)
+    collapsed = []
     for b in H.weight_blocks:
         m = eff[b.param]
         if b.param_slice is not None:
             m = m[b.param_slice[0] : b.param_slice[1]]
         if not bool(m.any()):
-            found.append(f"layer collapsed: block '{b.name}' has no effective edge")
-    for p in H.partitions:
-        off = H.node_offset(p.name)
-        if not alive[off : off + p.size].any():
-            found.append(f"partition '{p.name}' is cut off (no node on an input-output path)")
-    return found
+            collapsed.append(b.name)
+    return [r.text for r in collapse_findings(H, fwd, bwd, collapsed)]
 
 
-def _topological_blocks(H, owner: str = "count_paths"):
-    """The blocks sorted by destination partition, and the partition index; ParameterError on a backward block."""
-    index = {p.name: i for i, p in enumerate(H.partitions)}
-    for b in H.blocks:
-        if index[b.src] >= index[b.dst]:
-            raise ParameterError(f"{owner} needs partitions in topological order; block '{b.name}' goes from "
-                                 f"'{b.src}' back to '{b.dst}'.")
-    return sorted(H.blocks, key=lambda b: index[b.dst]), index
-
-
-def count_paths(G, *, masks=None, weighted: bool = False, mask=None) -> float:
+def count_paths(G, *, masks=None, weighted: bool = False) -> float:
     """log10 of the number of input-output paths (``weighted=True``: of the sum over paths of the product of
     ``|w|``, the SynFlow objective ``1^T |W_L| ... |W_1| 1``). Dynamic programming over the layered graph in log
     space, so no overflow; ``-inf`` when input and output are disconnected. Parallel edges are distinct paths;
     identity edges have weight 1.
 
+    Raises
+    ------
+    ParameterError
+        A block goes from a later partition back to an earlier one.
+
     Notes
     -----
-    Per block, a log-sum-exp over each destination's kept source pairs (:meth:`MultipartiteGraph.block_pairs`:
-    parallel edges folded into a count or a summed ``|w|``), exact per row; cost O(connected pairs).
+    The forward sweep of :mod:`graphprune.analysis.traversal` (the report's): per block, a log-sum-exp over each
+    destination's kept edges; cost O(kept edges), memory one block's kept edges.
     """
-    H = _masked(G, masks, mask, "count_paths")
-    logp = np.full(H.num_nodes, -np.inf)
-    logp[_role_nodes(H, "input")] = 0.0
-    for b in _topological_blocks(H)[0]:
-        so, do = H.node_offset(b.src), H.node_offset(b.dst)
-        ls = logp[so : so + b.n_src]
-        if not np.isfinite(ls).any():
-            continue
-        P = H.block_pairs(b, weighted=weighted and b.is_weight)  # (n_dst, n_src), counts or |w| sums
-        P.eliminate_zeros()
-        with np.errstate(divide="ignore"):
-            vals = ls[P.indices] + np.log(P.data)  # one term per connected (dst, src) pair
-        rows = np.repeat(np.arange(P.shape[0]), np.diff(P.indptr))
-        ok = np.isfinite(vals)
-        if not ok.any():
-            continue
-        vals, rows = vals[ok], rows[ok]
-        mx = np.full(P.shape[0], -np.inf)
-        np.maximum.at(mx, rows, vals)
-        tot = np.bincount(rows, weights=np.exp(vals - mx[rows]), minlength=P.shape[0])
-        touched = np.flatnonzero(tot > 0)
-        new = mx[touched] + np.log(tot[touched])
-        logp[do + touched] = np.logaddexp(logp[do + touched], new)
-    outs = logp[_role_nodes(H, "output")]
-    outs = outs[np.isfinite(outs)]
-    if outs.size == 0:
-        return -math.inf
-    m = outs.max()
-    return float((m + np.log(np.exp(outs - m).sum())) / math.log(10))
+    H = _masked(G, masks, "count_paths")
+    sw = forward_sweep(H, owner="count_paths", paths=not weighted, synflow=weighted)
+    return sw["log10_synflow"] if weighted else sw["log10_paths"]
 
 
 def _simple_undirected(H):
@@ -194,10 +144,10 @@ def _simple_undirected(H):
     return U.row[keep].astype(np.int64), U.col[keep].astype(np.int64), U.data[keep].astype(np.int64)
 
 
-def _bounded_simple(G, masks, mask, backend, max_edges, what):
+def _bounded_simple(G, masks, backend, max_edges, what):
     """Masked graph and its simple undirected edges, refusing graphs past ``max_edges`` (Python-speed backends)."""
     _check_backend(backend)
-    H = _masked(G, masks, mask, what.replace(" ", "_"))
+    H = _masked(G, masks, what.replace(" ", "_"))
     u, v, mult = _simple_undirected(H)
     if u.size > max_edges:
         raise ParameterError(f"The graph has {u.size} distinct edges > max_edges={max_edges}; raise max_edges to "
@@ -210,18 +160,18 @@ def _check_backend(backend):
         raise ParameterError(f"The 'backend' parameter must be one of {BACKENDS}. Got {backend!r} instead.")
 
 
-def components(G, *, masks=None, backend: str = "scipy", mask=None) -> np.ndarray:
+def components(G, *, masks=None, backend: str = "scipy") -> np.ndarray:
     """Weakly connected component label of every node (isolated nodes are their own component).
 
-    The scipy backend labels the node-pair adjacency (:meth:`MultipartiteGraph.adjacency`, assembled per block)
-    with ``scipy.sparse.csgraph.connected_components``: linear time, whatever the number of components.
+    The scipy backend merges the components block by block in the forward sweep of
+    :mod:`graphprune.analysis.traversal` (``scipy.sparse.csgraph.connected_components`` on the labels touched by
+    one block; memory one block's kept edges), labels numbered in order of each component's first node.
     """
     _check_backend(backend)
-    H = _masked(G, masks, mask, "components")
+    H = _masked(G, masks, "components")
     n = H.num_nodes
     if backend == "scipy":
-        return connected_components(H.adjacency(directed=True, weighted=False), directed=True,
-                                    connection="weak")[1]
+        return forward_sweep(H, owner="components", components=True)["component_labels"].astype(np.int32)
     u, v, _ = _simple_undirected(H)
     if backend == "networkx":
         import networkx as nx
@@ -237,13 +187,12 @@ def components(G, *, masks=None, backend: str = "scipy", mask=None) -> np.ndarra
     return np.asarray(comp.a, dtype=np.int64)
 
 
-def articulation_points(G, *, masks=None, backend: str = "networkx", max_edges: int = 2_000_000,
-                        mask=None) -> np.ndarray:
+def articulation_points(G, *, masks=None, backend: str = "networkx", max_edges: int = 2_000_000) -> np.ndarray:
     """Global ids of cut vertices of the undirected kept graph (networkx or graph-tool).
 
     Raises ParameterError when the simple graph has more than ``max_edges`` edges.
     """
-    H, u, v, _ = _bounded_simple(G, masks, mask, backend, max_edges, "articulation points")
+    H, u, v, _ = _bounded_simple(G, masks, backend, max_edges, "articulation points")
     if backend in ("networkx", "scipy"):
         import networkx as nx
 
@@ -255,11 +204,10 @@ def articulation_points(G, *, masks=None, backend: str = "networkx", max_edges: 
     return np.flatnonzero(np.asarray(art.a)).astype(np.int64)
 
 
-def bridges(G, *, masks=None, backend: str = "networkx", max_edges: int = 2_000_000,
-            mask=None) -> list[tuple[int, int]]:
+def bridges(G, *, masks=None, backend: str = "networkx", max_edges: int = 2_000_000) -> list[tuple[int, int]]:
     """Bridges ``(u, v)`` (u < v, global ids) of the undirected kept multigraph: edges whose removal disconnects
     their component. A channel pair joined by several parallel convolution edges is never a bridge."""
-    H, u, v, mult = _bounded_simple(G, masks, mask, backend, max_edges, "bridges")
+    H, u, v, mult = _bounded_simple(G, masks, backend, max_edges, "bridges")
     single = {(int(a), int(b)) for a, b, c in zip(u, v, mult) if c == 1}
     if backend in ("networkx", "scipy"):
         import networkx as nx

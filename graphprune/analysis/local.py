@@ -6,13 +6,9 @@ the graph is never modified. A first argument that is not a MultipartiteGraph ra
 edges, identity edges included (a residual add keeps a node alive), and parallel convolution edges separately.
 Everything is computed from per-block reductions of the masks (:meth:`MultipartiteGraph.block_degrees`,
 :meth:`Block.broadcast_nodes`), never from per-edge index arrays.
-
-``mask=`` (the former name of ``masks=``) still works for one release, with a DeprecationWarning.
 """
 
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 
@@ -21,17 +17,13 @@ from .._validation import check_graph
 __all__ = ["node_status", "degree_table", "removable_edges"]
 
 
-def _masked(G, masks=None, mask=None, owner="this function"):
+def _masked(G, masks=None, owner="this function"):
+    """``G`` with ``masks`` applied (``G`` itself when None), after the graph-first check naming ``owner``."""
     check_graph(G, owner)
-    if mask is not None:
-        warnings.warn(f"The 'mask' keyword of {owner} is deprecated; use 'masks=' (same meaning). 'mask' will be "
-                      "removed in the next release.", DeprecationWarning, stacklevel=3)
-        if masks is None:
-            masks = mask
     return G if masks is None else G.with_masks(masks)
 
 
-def node_status(G, *, masks=None, mask=None) -> dict:
+def node_status(G, *, masks=None) -> dict:
     """Per node (global order): in/out degree, strength and status flags.
 
     Returns
@@ -50,7 +42,7 @@ def node_status(G, *, masks=None, mask=None) -> dict:
     >>> st["sink"].nonzero()[0].tolist()  # hidden neuron 1 feeds nothing
     [3]
     """
-    H = _masked(G, masks, mask, "node_status")
+    H = _masked(G, masks, "node_status")
     ind = H.degrees("in")
     outd = H.degrees("out")
     roles = np.array([p.role for p in H.partitions])
@@ -64,7 +56,7 @@ def node_status(G, *, masks=None, mask=None) -> dict:
     )
 
 
-def degree_table(G, *, masks=None, bins: int = 10, mask=None):
+def degree_table(G, *, masks=None, bins: int = 10):
     """One row per partition: degree statistics, dead nodes and strength.
 
     Columns: ``partition``, ``role``, ``size``, ``in_min``, ``in_mean``, ``in_max``, ``out_min``, ``out_mean``,
@@ -73,7 +65,7 @@ def degree_table(G, *, masks=None, bins: int = 10, mask=None):
     """
     import pandas as pd
 
-    st = node_status(_masked(G, masks, mask, "degree_table"))
+    st = node_status(_masked(G, masks, "degree_table"))
     rows = []
     for i, p in enumerate(G.partitions):
         sel = st["partition"] == i
@@ -90,14 +82,14 @@ def degree_table(G, *, masks=None, bins: int = 10, mask=None):
     return pd.DataFrame(rows)
 
 
-def removable_edges(G, *, masks=None, mask=None) -> dict:
+def removable_edges(G, *, masks=None) -> dict:
     """Per block, the kept edges that only feed sinks or only come from sources (they cannot carry signal from
     input to output), as bool arrays in edge (parameter) order, and their count under ``"<block>:count"``.
 
     This is the local, one-hop view; :func:`graphprune.analysis.global_.effective_mask` gives the exact global
     answer (edges on no input-output path).
     """
-    H = _masked(G, masks, mask, "removable_edges")
+    H = _masked(G, masks, "removable_edges")
     st = node_status(H)
     dead_end = st["sink"] | st["isolated"]
     no_input = st["source"] | st["isolated"]

@@ -1,10 +1,13 @@
-"""Connectivity reports: one call, a per-block table with reasons for undefined values, a summary, a picture of
-the network, and the same content as a self-contained HTML page, markdown and JSON.
+"""Connectivity reports: one call, a per-block table with reasons for undefined values, a summary, the layered
+picture of the network as data, and the same content as a self-contained HTML page, markdown and JSON.
 
-The report walks the blocks a fixed number of times, whatever the metrics asked for: a forward sweep in
-topological order (degrees, strength, reachability from the input, input-output path counts, the SynFlow
-objective, components), a backward sweep (what reaches the output) and one sweep of per-block rows (effective
-edges, dead neurons, spectral metrics). No whole-graph edge array is built; memory beyond the masks is per block.
+This module builds the data; :mod:`graphprune.analysis.render` turns it into pages. The report walks the blocks a
+fixed number of times, whatever the metrics asked for: the forward and backward sweeps of
+:mod:`graphprune.analysis.traversal` (the ones behind :mod:`graphprune.analysis.global_`: degrees, strength,
+reachability, input-output path counts, the SynFlow objective, components) and one sweep of per-block rows
+(effective edges, dead neurons, spectral metrics). No whole-graph edge array is built; memory beyond the masks is
+per block. Undefined values carry the :class:`~graphprune.analysis.reasons.Reason` the analysers give, rendered
+here as short phrases (the ``na`` column).
 """
 
 from __future__ import annotations
@@ -17,146 +20,25 @@ import numpy as np
 
 from .._validation import VIEWS, check_graph
 from ..errors import ParameterError
-from .global_ import _topological_blocks
+from . import global_
 from .glossary import SCHEMA_VERSION, block_columns, summary_items
-from .spectral import block_spectral_similarity, block_spectrum_metrics
+from .partition_graph import layer_label, network_layout
+from .reasons import Reason
+from .spectral import similarity_and_reason, spectrum_metrics_and_reasons
+from .traversal import backward_sweep, collapse_findings, forward_sweep
 
-__all__ = ["ConnectivityReport", "Comparison", "report", "compare", "layer_label"]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# names
-# ---------------------------------------------------------------------------------------------------------------
-def layer_label(b) -> str:
-    """A weight block's layer type and shape: ``"Conv2d 64→128 3×3"`` (input → output channels, kernel),
-    ``"Linear 784→300"``, ``"Embedding 1000×64"``; ``"identity"`` for structural blocks."""
-    if not b.is_weight:
-        return "identity"
-    w = tuple(int(x) for x in b.weight.shape)
-    if b.layout == "linear":
-        text = f"Linear {w[1]}→{w[0]}"
-    elif b.layout == "embedding":
-        text = f"Embedding {w[0]}×{w[1]}"
-    else:
-        k = "×".join(str(x) for x in w[2:])
-        name = "Conv" if b.layout == "conv" else "ConvTranspose"
-        text = f"{name}{len(w) - 2}d {b.n_src}→{b.n_dst} {k}"
-        if b.groups != 1:
-            text += f" g{b.groups}"
-    if b.param_slice is not None:
-        text += f" rows {b.param_slice[0]}:{b.param_slice[1]}"
-    return text
+__all__ = ["ConnectivityReport", "Comparison", "report", "compare"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the sweeps
+# the steps of report()
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _kept_edges(H, b):
-    """Local ``(src, dst)`` of a block's kept edges and, for weight blocks, their ``|w|``."""
-    s, d = b.edge_index()
-    if not b.is_weight:
-        return s, d, None
-    keep = H.block_mask(b).reshape(-1).numpy()
-    w = b.weight.detach().reshape(-1).abs().to("cpu").double().numpy()
-    return s[keep], d[keep], w[keep]
-
-
-def _logsumexp_into(target, idx, vals):
-    """``target[i] = log(exp(target[i]) + sum(exp(vals[idx == i])))`` for every touched ``i``."""
-    ok = np.isfinite(vals)
-    if not ok.any():
-        return
-    idx, vals = idx[ok], vals[ok]
-    mx = np.full(target.size, -np.inf)
-    np.maximum.at(mx, idx, vals)
-    tot = np.zeros(target.size)
-    np.add.at(tot, idx, np.exp(vals - mx[idx]))
-    touched = np.flatnonzero(tot > 0)
-    target[touched] = np.logaddexp(target[touched], mx[touched] + np.log(tot[touched]))
-
-
-class _Components:
-    """Connected components merged block by block: labels of every node, memory per block only."""
-
-    def __init__(self, n):
-        self.labels = np.arange(n)
-
-    def add(self, u, v):
-        from scipy.sparse import csr_array
-        from scipy.sparse.csgraph import connected_components
-
-        if u.size == 0:
-            return
-        n = int(self.labels.max()) + 1
-        lu, lv = self.labels[u], self.labels[v]
-        A = csr_array((np.ones(lu.size), (lu, lv)), shape=(n, n))
-        _, merged = connected_components(A, directed=False)
-        self.labels = merged[self.labels]
-
-    @property
-    def count(self):
-        return int(np.unique(self.labels).size)
-
-
-def _sweep(H, *, max_cut_edges):
-    """Forward and backward sweeps: per-node degrees, strength, reachability, log path counts, components and
-    (while small) the simple undirected graph for cut vertices and bridges."""
-    order, index = _topological_blocks(H, "report")
-    n = H.num_nodes
-    off = {p.name: H.node_offset(p.name) for p in H.partitions}
-    ind, outd = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    strength = np.zeros(n)
-    fwd = np.zeros(n, dtype=bool)
-    logp = np.full(n, -np.inf)
-    logw = np.full(n, -np.inf)
-    inputs = [p for p in H.partitions if p.role == "input"]
-    for p in inputs:
-        fwd[off[p.name] : off[p.name] + p.size] = True
-        logp[off[p.name] : off[p.name] + p.size] = 0.0
-        logw[off[p.name] : off[p.name] + p.size] = 0.0
-    comps = _Components(n)
-    pairs, n_pairs = [], 0
-    for b in order:
-        s, d, w = _kept_edges(H, b)
-        gs, gd = s + off[b.src], d + off[b.dst]
-        ind += np.bincount(gd, minlength=n)
-        outd += np.bincount(gs, minlength=n)
-        wt = w if w is not None else np.ones(s.size)
-        strength += np.bincount(gs, weights=wt, minlength=n) + np.bincount(gd, weights=wt, minlength=n)
-        fwd[gd[fwd[gs]]] = True
-        _logsumexp_into(logp, gd, logp[gs])
-        with np.errstate(divide="ignore"):
-            _logsumexp_into(logw, gd, logw[gs] + np.log(wt))
-        key = np.unique(np.minimum(gs, gd) * n + np.maximum(gs, gd)) if gs.size else np.zeros(0, dtype=np.int64)
-        comps.add(key // n, key % n)
-        if n_pairs <= max_cut_edges:
-            pairs.append(key)
-            n_pairs += key.size
-    bwd = np.zeros(n, dtype=bool)
-    for p in H.partitions:
-        if p.role == "output":
-            bwd[off[p.name] : off[p.name] + p.size] = True
-    for b in reversed(order):
-        s, d, _ = _kept_edges(H, b)
-        gs, gd = s + off[b.src], d + off[b.dst]
-        bwd[gs[bwd[gd]]] = True
-    outs = np.concatenate([np.arange(off[p.name], off[p.name] + p.size) for p in H.partitions
-                           if p.role == "output"] or [np.zeros(0, dtype=np.int64)])
-
-    def total(lp):
-        v = lp[outs]
-        v = v[np.isfinite(v)]
-        if v.size == 0:
-            return -math.inf
-        m = v.max()
-        return float((m + np.log(np.exp(v - m).sum())) / math.log(10))
-
-    distinct = int(np.unique(np.concatenate(pairs)).size) if pairs and n_pairs <= max_cut_edges else None
-    return dict(order=order, index=index, offsets=off, in_degree=ind, out_degree=outd, strength=strength,
-                fwd=fwd, bwd=bwd, log10_paths=total(logp), log10_synflow=total(logw), components=comps.count,
-                cut_pairs=distinct)
+def _sweeps(H, max_cut_edges):
+    """The forward sweep (everything the report shows) and the backward sweep, in one dict."""
+    sw = forward_sweep(H, owner="report", degrees=True, paths=True, synflow=True, components=True,
+                       max_cut_edges=max_cut_edges)
+    sw["bwd"] = backward_sweep(H, sw["order"])
+    return sw
 
 
 def _partition_table(H, sw, bins=10):
@@ -180,6 +62,134 @@ def _partition_table(H, sw, bins=10):
             in_hist=np.histogram(i, bins=bins, range=(0, max(int(i.max()), 1)))[0].tolist(),
         ))
     return pd.DataFrame(rows)
+
+
+class _EffectiveEdges:
+    """Effective edges per parameter: counted per block, or OR-ed into one mask for a parameter that backs several
+    blocks (tied weights, row slices), so an edge effective in any of its uses counts once."""
+
+    def __init__(self, H):
+        import torch
+
+        uses = {}
+        for b in H.weight_blocks:
+            uses[b.param] = uses.get(b.param, 0) + 1
+        self.total = sum(math.prod(H.param_shapes[p]) for p in uses)
+        self.shared = {p: torch.zeros(H.param_shapes[p], dtype=torch.bool) for p, c in uses.items() if c > 1}
+        self.counts = {}
+
+    def add(self, b, eff, n_eff):
+        """Record block ``b``'s effective edges (``eff``: bool per edge in parameter order; ``n_eff`` of them)."""
+        import torch
+
+        if b.param not in self.shared:
+            self.counts[b.param] = n_eff
+            return
+        full = self.shared[b.param]
+        e = torch.from_numpy(eff).reshape(b.weight.shape)
+        if b.param_slice is not None:
+            full[b.param_slice[0] : b.param_slice[1]] |= e
+        else:
+            full |= e
+
+    def alive(self, param, n_eff):
+        """Whether the parameter of a block with ``n_eff`` effective edges keeps an effective edge."""
+        return bool(self.shared[param].any()) if param in self.shared else n_eff > 0
+
+    def kept(self):
+        return sum(self.counts.values()) + sum(int(e.sum()) for e in self.shared.values())
+
+
+def _block_row(H, b, sw, effective):
+    """The counting columns of a block's row (kept, effective, dead ends) and its kept degrees."""
+    s, d = b.edge_index()
+    keep = H.block_mask(b).reshape(-1).numpy()
+    off = sw["offsets"]
+    eff = keep & sw["fwd"][s + off[b.src]] & sw["bwd"][d + off[b.dst]]
+    n_eff = int(eff.sum())
+    effective.add(b, eff, n_eff)
+    out_deg = np.bincount(s[keep], minlength=b.n_src)
+    in_deg = np.bincount(d[keep], minlength=b.n_dst)
+    kept = int(keep.sum())
+    row = dict(block=b.name, layer=layer_label(b), param=b.param, src=b.src, dst=b.dst, kept=kept,
+               total=b.num_edges, density=kept / b.num_edges if b.num_edges else 1.0, effective_kept=n_eff,
+               effective_density=n_eff / b.num_edges if b.num_edges else 1.0,
+               dead_inputs=int((out_deg == 0).sum()), dead_outputs=int((in_deg == 0).sum()))
+    return row, {"in": in_deg, "out": out_deg}
+
+
+def _na_text(reason: Reason) -> str:
+    """The short phrase of the ``na`` column for an analyser's reason, from its code and numbers."""
+    n = reason.numbers
+    if reason.code == "disconnected":
+        return f"disconnected: {n['components']} components (dense {n['dense_components']})"
+    if reason.code == "average_degree":
+        return f"average degree {n['average_degree']:.2f} < 3"
+    if reason.code == "one_node_side":
+        return "one node on a side"
+    return reason.text
+
+
+_UNDEFINED = Reason("undefined", "undefined")
+
+
+def _spectral_columns(H, R, b, kept, view, max_spectral_nodes):
+    """A block's spectral metrics and, per undefined or infinite one, its reason (``na``)."""
+    Bs = H.biadjacency(b, view=view)
+    factors = {}  # the block's Cholesky factors, shared by its spectral metrics and dropped after it
+    cols, reasons = spectrum_metrics_and_reasons(Bs, factors=factors)
+    na = {}
+    for col, v in cols.items():
+        if not math.isfinite(v):
+            na[col] = "no kept edge" if kept == 0 else _na_text(reasons.get(col, _UNDEFINED))
+    if cols["algebraic_connectivity"] == 0.0:
+        na["algebraic_connectivity"] = "disconnected"
+    nodes = sum(Bs.shape)
+    if nodes <= max_spectral_nodes:
+        Bd = R.biadjacency(R.block(b.name), view=view)
+        sim, why = similarity_and_reason(Bd, Bs, max_nodes=max_spectral_nodes, factors=factors)
+    else:
+        sim = dict(kappa=np.nan, epsilon=np.nan)
+        why = Reason("too_large", f"{nodes} nodes > max_spectral_nodes={max_spectral_nodes}",
+                     {"nodes": nodes, "max_nodes": max_spectral_nodes})
+    del factors
+    cols["kappa"], cols["epsilon"] = sim["kappa"], sim["epsilon"]
+    if why is not None:
+        na["kappa"] = _na_text(why)
+        na["epsilon"] = "κ = ∞" if math.isinf(cols["kappa"]) else na["kappa"]
+    return cols, na
+
+
+def _block_warnings(row) -> list[str]:
+    """A block's own warnings: collapsed, ineffective edges, dead neurons."""
+    warn = []
+    if row["effective_kept"] == 0:
+        warn.append("layer collapsed")
+    elif row["effective_kept"] < row["kept"]:
+        warn.append(f"{row['kept'] - row['effective_kept']} ineffective edges")
+    if row["dead_outputs"]:
+        warn.append(f"{row['dead_outputs']} dead neurons")
+    return warn
+
+
+def _summary(H, sw, rows, effective, table, max_cut_edges):
+    """Whole-graph figures and the collapse findings (as reasons) of the report."""
+    collapsed = [r["block"] for r in rows if not effective.alive(r["param"], r["effective_kept"])]
+    findings = collapse_findings(H, sw["fwd"], sw["bwd"], collapsed)
+    hidden = table.role == "hidden"
+    ed = effective.kept() / effective.total if effective.total else 1.0
+    summary = dict(
+        density=H.density(), effective_density=ed, effective_sparsity=1.0 - ed,
+        log10_paths=sw["log10_paths"], log10_synflow=sw["log10_synflow"], components=sw["components"],
+        isolated=int(table.isolated.sum()), sinks=int(table.sinks.sum()), sources=int(table.sources.sum()),
+        dead_neurons=int(table.dead[hidden].sum()),
+        layer_collapse=any(f.code in ("layer_collapsed", "disconnected") for f in findings),
+        warnings=[f.text for f in findings], articulation_points=None, bridges=None,
+    )
+    if sw["cut_pairs"] is not None and sw["cut_pairs"] <= max_cut_edges:
+        summary["articulation_points"] = int(global_.articulation_points(H, max_edges=max_cut_edges).size)
+        summary["bridges"] = len(global_.bridges(H, max_edges=max_cut_edges))
+    return summary, findings
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -226,14 +236,22 @@ class ConnectivityReport:
     block_degrees : dict of str to dict
         Per block, ``"in"``: the kept in-degree of each destination node within the block, ``"out"``: the kept
         out-degree of each source node.
+    findings : list of Reason
+        The summary's ``warnings`` as structured reasons (codes ``"disconnected"``, ``"layer_collapsed"``,
+        ``"partition_cut_off"``; see :func:`graphprune.analysis.traversal.collapse_findings`).
+    block_warnings : dict of str to list of str
+        Per block, its warnings (the ``warnings`` column is the same list joined with ``"; "``).
     """
 
-    def __init__(self, frame, partitions, summary, graph, reference, block_degrees, options):
+    def __init__(self, frame, partitions, summary, graph, reference, block_degrees, options, *, findings=(),
+                 block_warnings=None):
         self.frame = frame
         self.partitions = partitions
         self.summary = summary
         self.block_degrees = block_degrees
         self.options = options
+        self.findings = list(findings)
+        self.block_warnings = dict(block_warnings or {})
         self._graph = graph
         self._reference = reference
 
@@ -241,6 +259,17 @@ class ConnectivityReport:
     def graph(self):
         """The masked graph the report describes."""
         return self._graph
+
+    @property
+    def reference(self):
+        """The graph the spectral metrics compare with (by default ``G`` without masks)."""
+        return self._reference
+
+    @property
+    def network(self) -> dict:
+        """The layered picture of the network as data (:func:`~graphprune.analysis.partition_graph.network_layout`
+        with this report's densities and dead nodes): what the page draws and the JSON's ``network``."""
+        return network_layout(self._graph, self)
 
     def __repr__(self):
         s = self.summary
@@ -250,19 +279,17 @@ class ConnectivityReport:
     # -- data ----------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         """The JSON document (see :meth:`to_json`) as Python objects."""
-        from .network import network_layout
-
         blocks = []
         for rec in self.frame.to_dict(orient="records"):
             rec = dict(rec)
-            rec["warnings"] = [w for w in rec["warnings"].split("; ") if w]
+            rec["warnings"] = list(self.block_warnings.get(rec["block"], []))
             rec.pop("notes", None)
             blocks.append(rec)
         return _clean(dict(
             schema="graphprune.report", version=SCHEMA_VERSION,
             options=self.options, summary=self.summary, blocks=blocks,
             partitions=self.partitions.to_dict(orient="records"),
-            network=network_layout(self._graph, self),
+            network=self.network,
             columns={c["key"]: {k: c[k] for k in ("label", "meaning", "reference")} for c in block_columns()},
             summary_items={c["key"]: {k: c[k] for k in ("label", "meaning", "reference")}
                            for c in summary_items()},
@@ -296,7 +323,7 @@ class ConnectivityReport:
     def to_markdown(self, path=None) -> str:
         """The same content as the page, in markdown: summary with meanings, per-block table (``n/a (reason)``
         for undefined values), glossary with references, partitions. No extra dependency."""
-        from .html import report_markdown
+        from .render.markdown import report_markdown
 
         text = report_markdown(self)
         _write(path, text)
@@ -306,7 +333,7 @@ class ConnectivityReport:
         """One self-contained HTML page (styles, the table sorter and every figure inlined; opens offline).
 
         ``figures=False`` leaves out the matplotlib plots (the network picture, inline SVG, stays)."""
-        from .html import report_page
+        from .render.html import report_page
 
         text = report_page(self, figures=figures)
         _write(path, text)
@@ -316,7 +343,7 @@ class ConnectivityReport:
         """A matplotlib Figure: kept and effective density per block, the in-degree histogram of each block's
         destination nodes, and the normalised singular values of ``|W|`` (dense against sparse) of ``block``
         (default: up to four of the largest blocks), clipped at machine precision. Works headless (Agg)."""
-        from .figures import report_figure
+        from .render.figures import report_figure
 
         return report_figure(self, blocks=None if block is None else [block])
 
@@ -330,8 +357,7 @@ class Comparison:
         Index: candidate name; columns: the report's summary (density, effective density and sparsity, log10
         paths and SynFlow, components, isolated/sinks/sources, dead neurons, layer collapse), ``collapsed_blocks``,
         ``warnings`` (their count) and, with spectral metrics, ``median_kappa`` and
-        ``median_algebraic_connectivity``. The frame's columns and methods are also reachable on the comparison
-        itself (``cmp.density``, ``cmp.index``), as when :func:`compare` returned a DataFrame.
+        ``median_algebraic_connectivity``.
     reports : dict of str to ConnectivityReport
     na : dict of str to dict
         Per candidate, column -> why its value is infinite or undefined.
@@ -341,11 +367,6 @@ class Comparison:
         self.frame = frame
         self.reports = reports
         self.na = na or {k: {} for k in reports}
-
-    def __getattr__(self, name):
-        if name.startswith("_") or name in ("frame", "reports", "na"):
-            raise AttributeError(name)
-        return getattr(self.frame, name)
 
     def __getitem__(self, key):
         return self.frame[key]
@@ -372,7 +393,7 @@ class Comparison:
 
     def to_markdown(self, path=None) -> str:
         """Summary rows, per-block densities side by side, and each candidate's warnings, in markdown."""
-        from .html import comparison_markdown
+        from .render.markdown import comparison_markdown
 
         text = comparison_markdown(self)
         _write(path, text)
@@ -381,7 +402,7 @@ class Comparison:
     def to_html(self, path=None, *, figures: bool = True) -> str:
         """One self-contained page: summary rows per candidate, per-block kept and effective densities side by
         side, the spectra of the largest blocks, and each candidate's network picture and table."""
-        from .html import comparison_page
+        from .render.html import comparison_page
 
         text = comparison_page(self, figures=figures)
         _write(path, text)
@@ -474,7 +495,6 @@ def report(G, masks=None, reference=None, *, spectral: bool = True, view: str = 
     (['0', '2'], ['Linear 8→8', 'Linear 8→2'], 0.5)
     """
     import pandas as pd
-    import torch
 
     from ..graph import MultipartiteGraph
 
@@ -486,136 +506,31 @@ def report(G, masks=None, reference=None, *, spectral: bool = True, view: str = 
     _check_options(spectral, view, max_spectral_nodes, max_cut_edges, "report")
     H = G if masks is None else G.with_masks(masks)
     R = reference if reference is not None else G.with_masks(None, combine=False)
-    sw = _sweep(H, max_cut_edges=max_cut_edges)
-    fwd, bwd, off = sw["fwd"], sw["bwd"], sw["offsets"]
-    tied = {}
-    for b in H.weight_blocks:
-        tied[b.param] = tied.get(b.param, 0) + 1
-    eff_param = {p: torch.zeros(H.param_shapes[p], dtype=torch.bool) for p, c in tied.items() if c > 1}
-    eff_count = {}
-    rows, degrees = [], {}
+    sw = _sweeps(H, max_cut_edges)
+    effective = _EffectiveEdges(H)
+    rows, degrees, warnings = [], {}, {}
     blocks = H.weight_blocks
     if progress:
         from tqdm.auto import tqdm
 
         blocks = tqdm(blocks, desc="report", unit="block")
     for b in blocks:
-        s, d = b.edge_index()
-        m = H.block_mask(b)
-        keep = m.reshape(-1).numpy()
-        eff = keep & fwd[s + off[b.src]] & bwd[d + off[b.dst]]
-        n_eff = int(eff.sum())
-        if b.param in eff_param:
-            full = eff_param[b.param]
-            e = torch.from_numpy(eff).reshape(b.weight.shape)
-            if b.param_slice is not None:
-                full[b.param_slice[0] : b.param_slice[1]] |= e
-            else:
-                full |= e
-        else:
-            eff_count[b.param] = n_eff
-        out_deg = np.bincount(s[keep], minlength=b.n_src)
-        in_deg = np.bincount(d[keep], minlength=b.n_dst)
-        degrees[b.name] = {"in": in_deg, "out": out_deg}
-        kept = int(keep.sum())
-        row = dict(block=b.name, layer=layer_label(b), param=b.param, src=b.src, dst=b.dst, kept=kept,
-                   total=b.num_edges, density=kept / b.num_edges if b.num_edges else 1.0, effective_kept=n_eff,
-                   effective_density=n_eff / b.num_edges if b.num_edges else 1.0,
-                   dead_inputs=int((out_deg == 0).sum()), dead_outputs=int((in_deg == 0).sum()))
+        row, degrees[b.name] = _block_row(H, b, sw, effective)
         na = {}
         if spectral:
-            Bs = H.biadjacency(b, view=view)
-            factors = {}  # the block's Cholesky factors, shared by its spectral metrics and dropped after it
-            met = block_spectrum_metrics(Bs, _factors=factors)
-            reason = met.pop("reason")
-            row.update(met)
-            for col in ("algebraic_connectivity", "spectral_gap", "ramanujan_gap", "weighted_spectral_gap"):
-                if not math.isfinite(row[col]):
-                    na[col] = _reason_for(col, reason, kept)
-            if row["algebraic_connectivity"] == 0.0:
-                na["algebraic_connectivity"] = "disconnected"
-            if sum(Bs.shape) <= max_spectral_nodes:
-                Bd = R.biadjacency(R.block(b.name), view=view)
-                sim = block_spectral_similarity(Bd, Bs, max_nodes=max_spectral_nodes, _factors=factors)
-            else:
-                sim = dict(kappa=np.nan, epsilon=np.nan,
-                           reason=f"{sum(Bs.shape)} nodes > max_spectral_nodes={max_spectral_nodes}")
-            del factors
-            row["kappa"], row["epsilon"] = sim["kappa"], sim["epsilon"]
-            if sim.get("reason"):
-                na["kappa"] = _short_reason(sim["reason"])
-                na["epsilon"] = "κ = ∞" if math.isinf(row["kappa"]) else na["kappa"]
-        warn = []
-        if n_eff == 0:
-            warn.append("layer collapsed")
-        elif n_eff < kept:
-            warn.append(f"{kept - n_eff} ineffective edges")
-        if row["dead_outputs"]:
-            warn.append(f"{row['dead_outputs']} dead neurons")
+            cols, na = _spectral_columns(H, R, b, row["kept"], view, max_spectral_nodes)
+            row.update(cols)
+        warnings[b.name] = _block_warnings(row)
         row["na"] = na
         row["notes"] = "; ".join(f"{k}: {v}" for k, v in na.items())
-        row["warnings"] = "; ".join(warn)
+        row["warnings"] = "; ".join(warnings[b.name])
         rows.append(row)
-    frame = pd.DataFrame(rows)
-    for p, e in eff_param.items():
-        eff_count[p] = int(e.sum())
-    total = sum(math.prod(H.param_shapes[p]) for p in tied)
-    kept_eff = sum(eff_count.values())
     table = _partition_table(H, sw)
-    findings = []
-    outs = [p for p in H.partitions if p.role == "output"]
-    if not any(fwd[off[p.name] : off[p.name] + p.size].any() for p in outs):
-        findings.append("input and output are disconnected")
-    for r in rows:
-        p = r["param"]
-        if not (bool(eff_param[p].any()) if p in eff_param else r["effective_kept"] > 0):
-            findings.append(f"layer collapsed: block '{r['block']}' has no effective edge")
-    for p, dead in zip(H.partitions, table.dead):
-        if dead == p.size:
-            findings.append(f"partition '{p.name}' is cut off (no node on an input-output path)")
-    hidden = table.role == "hidden"
-    ed = kept_eff / total if total else 1.0
-    summary = dict(
-        density=H.density(), effective_density=ed, effective_sparsity=1.0 - ed,
-        log10_paths=sw["log10_paths"], log10_synflow=sw["log10_synflow"], components=sw["components"],
-        isolated=int(table.isolated.sum()), sinks=int(table.sinks.sum()), sources=int(table.sources.sum()),
-        dead_neurons=int(table.dead[hidden].sum()),
-        layer_collapse=any(c.startswith(("layer collapsed", "input and output")) for c in findings),
-        warnings=findings, articulation_points=None, bridges=None,
-    )
-    if sw["cut_pairs"] is not None and sw["cut_pairs"] <= max_cut_edges:
-        from . import global_
-
-        summary["articulation_points"] = int(global_.articulation_points(H, max_edges=max_cut_edges).size)
-        summary["bridges"] = len(global_.bridges(H, max_edges=max_cut_edges))
+    summary, findings = _summary(H, sw, rows, effective, table, max_cut_edges)
     options = dict(spectral=bool(spectral), view=view, max_spectral_nodes=int(max_spectral_nodes),
                    max_cut_edges=int(max_cut_edges))
-    return ConnectivityReport(frame, table, summary, H, R, degrees, options)
-
-
-def _short_reason(reason):
-    import re
-
-    m = re.match(r"the sparse block has (\d+) connected components where the dense one has (\d+)", reason)
-    if m:
-        return f"disconnected: {m.group(1)} components (dense {m.group(2)})"
-    return reason
-
-
-def _reason_for(col, reason, kept):
-    if kept == 0:
-        return "no kept edge"
-    parts = [r for r in reason.split("; ") if r]
-    if col == "ramanujan_gap":
-        for r in parts:
-            if r.startswith("ramanujan"):
-                return r.replace("ramanujan gap undefined: ", "")
-    if col == "algebraic_connectivity":
-        return "fewer than two nodes with edges"
-    for r in parts:
-        if r.startswith("spectral gaps"):
-            return r.replace("spectral gaps undefined: ", "")
-    return reason or "undefined"
+    return ConnectivityReport(pd.DataFrame(rows), table, summary, H, R, degrees, options, findings=findings,
+                              block_warnings=warnings)
 
 
 def compare(candidates, G=None, *, spectral: bool = True, **kwargs) -> Comparison:
@@ -666,6 +581,17 @@ def compare(candidates, G=None, *, spectral: bool = True, **kwargs) -> Compariso
             f"MultipartiteGraph), e.g. compare({{'spectral': masks, 'random': masks2}}, G). Got {got} instead.")
     if G is not None:
         check_graph(G, "compare")
+    reports = _candidate_reports(candidates, G, spectral, kwargs)
+    rows, na = {}, {}
+    for name, rep in reports.items():
+        rows[name], na[name] = _comparison_row(rep, spectral)
+    return Comparison(pd.DataFrame.from_dict(rows, orient="index"), reports, na)
+
+
+def _candidate_reports(candidates, G, spectral, kwargs):
+    """One report per candidate (masks for ``G``, or an already masked graph against ``G``)."""
+    from ..graph import MultipartiteGraph
+
     reports = {}
     for name, cand in candidates.items():
         if isinstance(cand, MultipartiteGraph):
@@ -678,25 +604,27 @@ def compare(candidates, G=None, *, spectral: bool = True, **kwargs) -> Compariso
         else:
             raise ParameterError(f"Candidate {name!r} of compare must be a dict of masks or a MultipartiteGraph. "
                                  f"Got {type(cand).__name__} instead.")
-    rows, na = {}, {}
-    for name, rep in reports.items():
-        s = dict(rep.summary)
-        s["collapsed_blocks"] = int((rep.frame.effective_kept == 0).sum())
-        s["warnings"] = len(s["warnings"])
-        why = {}
-        for k in ("log10_paths", "log10_synflow"):
-            if s[k] == -math.inf:
-                why[k] = "input and output are disconnected"
-        if spectral:
-            f = rep.frame
-            s["median_kappa"] = float(f.kappa.median())
-            s["median_algebraic_connectivity"] = float(f.algebraic_connectivity.median())
-            if math.isinf(s["median_kappa"]):
-                why["median_kappa"] = f"{int(np.isinf(f.kappa).sum())} of {len(f)} blocks disconnected"
-            elif math.isnan(s["median_kappa"]):
-                why["median_kappa"] = "no block has κ (too large for max_spectral_nodes)"
-            if math.isnan(s["median_algebraic_connectivity"]):
-                why["median_algebraic_connectivity"] = "no block has two nodes with edges"
-        rows[name] = s
-        na[name] = why
-    return Comparison(pd.DataFrame.from_dict(rows, orient="index"), reports, na)
+    return reports
+
+
+def _comparison_row(rep, spectral):
+    """A candidate's row of the comparison (its report's summary, collapsed blocks, medians) and the reasons of
+    its infinite or undefined values."""
+    s = dict(rep.summary)
+    s["collapsed_blocks"] = int((rep.frame.effective_kept == 0).sum())
+    s["warnings"] = len(s["warnings"])
+    why = {}
+    for k in ("log10_paths", "log10_synflow"):
+        if s[k] == -math.inf:
+            why[k] = "input and output are disconnected"
+    if spectral:
+        f = rep.frame
+        s["median_kappa"] = float(f.kappa.median())
+        s["median_algebraic_connectivity"] = float(f.algebraic_connectivity.median())
+        if math.isinf(s["median_kappa"]):
+            why["median_kappa"] = f"{int(np.isinf(f.kappa).sum())} of {len(f)} blocks disconnected"
+        elif math.isnan(s["median_kappa"]):
+            why["median_kappa"] = "no block has κ (too large for max_spectral_nodes)"
+        if math.isnan(s["median_algebraic_connectivity"]):
+            why["median_algebraic_connectivity"] = "no block has two nodes with edges"
+    return s, why

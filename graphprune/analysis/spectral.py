@@ -31,6 +31,7 @@ from scipy.sparse.csgraph import connected_components
 
 from .._validation import check_graph, show_typed
 from ..errors import ParameterError
+from .reasons import Reason
 
 __all__ = ["spectral_similarity", "block_spectral_similarity", "algebraic_connectivity", "block_spectrum_metrics"]
 
@@ -198,6 +199,16 @@ def block_spectral_similarity(dense_B, sparse_B, *, max_nodes: int = 4096, _fact
     >>> block_spectral_similarity(B, np.eye(3, 4))["reason"]
     'the sparse block has 4 connected components where the dense one has 1'
     """
+    values, why = similarity_and_reason(dense_B, sparse_B, max_nodes=max_nodes, factors=_factors)
+    return {**values, "reason": why.text if why is not None else ""}
+
+
+def similarity_and_reason(dense_B, sparse_B, *, max_nodes: int = 4096, factors=None) -> tuple[dict, Reason | None]:
+    """The values of :func:`block_spectral_similarity` without ``reason``, and the
+    :class:`~graphprune.analysis.reasons.Reason` why ``kappa`` is infinite or missing (None when it is not): code
+    ``"too_large"`` (numbers ``nodes``, ``max_nodes``), ``"dense_no_edges"``, ``"disconnected"`` (``components``,
+    ``dense_components``) or ``"lambda_min_zero"``. The report reads the reason; the public function writes its
+    text."""
     Bd = _as_csr(dense_B, "dense_B", "block_spectral_similarity")
     Bs = _as_csr(sparse_B, "sparse_B", "block_spectral_similarity")
     if Bd.shape != Bs.shape:
@@ -206,23 +217,27 @@ def block_spectral_similarity(dense_B, sparse_B, *, max_nodes: int = 4096, _fact
     live = np.flatnonzero(deg > 0)
     nan = dict(lambda_min=np.nan, lambda_max=np.nan, kappa=np.nan, epsilon=np.nan, epsilon_unscaled=np.nan)
     if live.size > max_nodes:
-        return {**nan, "reason": f"{live.size} nodes > max_nodes={max_nodes}"}
+        return nan, Reason("too_large", f"{live.size} nodes > max_nodes={max_nodes}",
+                           {"nodes": int(live.size), "max_nodes": int(max_nodes)})
     if live.size == 0:
-        return {**nan, "reason": "the dense block has no edges"}
+        return nan, Reason("dense_no_edges", "the dense block has no edges")
     cd, labels = _components(Bd, live)
     cs, _ = _components(Bs, live)
     split = cs > cd
-    lmin, lmax = _pencil_extremes(Bd, Bs, live, labels, need_min=not split, factors=_factors)
-    reason = ""
+    lmin, lmax = _pencil_extremes(Bd, Bs, live, labels, need_min=not split, factors=factors)
+    why = None
     if split or lmin <= 1e-9 * max(lmax, 1e-300):
         lmin, kappa, eps = 0.0, np.inf, 1.0
-        reason = (f"the sparse block has {cs} connected components where the dense one has {cd}" if split
-                  else "lambda_min is numerically 0")
+        if split:
+            why = Reason("disconnected", f"the sparse block has {cs} connected components where the dense one has "
+                         f"{cd}", {"components": int(cs), "dense_components": int(cd)})
+        else:
+            why = Reason("lambda_min_zero", "lambda_min is numerically 0")
     else:
         kappa = lmax / lmin
         eps = (kappa - 1) / (kappa + 1)
     return dict(lambda_min=lmin, lambda_max=lmax, kappa=kappa, epsilon=eps,
-                epsilon_unscaled=max(lmax - 1.0, 1.0 - lmin), reason=reason)
+                epsilon_unscaled=max(lmax - 1.0, 1.0 - lmin)), why
 
 
 def spectral_similarity(dense, sparse, *, view: str = "channel", blocks=None, max_nodes: int = 4096,
@@ -372,15 +387,33 @@ def block_spectrum_metrics(B, *, _factors=None) -> dict:
     >>> block_spectrum_metrics(np.eye(4))["reason"]
     'ramanujan gap undefined: average degree 1.00 < 3'
     """
+    values, reasons = spectrum_metrics_and_reasons(B, factors=_factors)
+    # one sentence per distinct reason; "few_nodes" only explains the NaN that "no edges" already covers
+    return {**values, "reason": "; ".join(dict.fromkeys(r.text for r in reasons.values() if r.code != "few_nodes"))}
+
+
+_GAPS = ("spectral_gap", "ramanujan_gap", "weighted_spectral_gap")
+
+
+def spectrum_metrics_and_reasons(B, *, factors=None) -> tuple[dict, dict]:
+    """The values of :func:`block_spectrum_metrics` without ``reason`` and, per metric that is NaN, the
+    :class:`~graphprune.analysis.reasons.Reason` why: codes ``"no_edges"``, ``"few_nodes"`` (the algebraic
+    connectivity of fewer than two nodes with edges), ``"one_node_side"`` (no second singular value) and
+    ``"average_degree"`` (numbers ``average_degree``: the Ramanujan gap needs at least 3 on both sides). The report
+    reads the reasons; the public function joins their texts."""
     Bw = _as_csr(B, "B", "block_spectrum_metrics")
     Bu = Bw.copy()
     Bu.data[:] = 1.0
-    reasons = []
     out = dict(algebraic_connectivity=np.nan, spectral_gap=np.nan, ramanujan_gap=np.nan,
                weighted_spectral_gap=np.nan)
     if Bu.nnz == 0:
-        return {**out, "reason": "no edges"}
-    out["algebraic_connectivity"] = algebraic_connectivity(Bw, _factors=_factors)
+        none = Reason("no_edges", "no edges")
+        return out, {"algebraic_connectivity": Reason("few_nodes", "fewer than two nodes with edges"),
+                     **dict.fromkeys(_GAPS, none)}
+    reasons = {}
+    out["algebraic_connectivity"] = algebraic_connectivity(Bw, _factors=factors)
+    if np.isnan(out["algebraic_connectivity"]):
+        reasons["algebraic_connectivity"] = Reason("few_nodes", "fewer than two nodes with edges")
     su = _top_singular_values(Bu, 2)
     sw = _top_singular_values(Bw, 2)
     if su.size >= 2:
@@ -391,9 +424,11 @@ def block_spectrum_metrics(B, *, _factors=None) -> dict:
         d_out = rows[rows > 0].mean()  # average degree of the output side
         d_in = cols[cols > 0].mean()
         if min(d_out, d_in) < 3:
-            reasons.append(f"ramanujan gap undefined: average degree {min(d_out, d_in):.2f} < 3")
+            d = float(min(d_out, d_in))
+            reasons["ramanujan_gap"] = Reason("average_degree", f"ramanujan gap undefined: average degree {d:.2f} < 3",
+                                              {"average_degree": d})
         else:
             out["ramanujan_gap"] = float(np.sqrt(d_out - 1) + np.sqrt(d_in - 1) - su[1])
     else:
-        reasons.append("spectral gaps undefined: one node on a side")
-    return {**out, "reason": "; ".join(reasons)}
+        reasons.update(dict.fromkeys(_GAPS, Reason("one_node_side", "spectral gaps undefined: one node on a side")))
+    return out, reasons

@@ -141,7 +141,7 @@ def spectra_figure(reports: dict, blocks, *, view: str = "channel"):
     legend."""
     plt = _plt()
     first = next(iter(reports.values()))
-    R = first._reference
+    R = first.reference
     fig, axes = plt.subplots(1, len(blocks), figsize=(_WIDTH, 3.1), squeeze=False)
     for ax, name in zip(axes[0], blocks):
         sd = singular_values(R.biadjacency(R.block(name), view=view))
@@ -196,7 +196,7 @@ def report_figure(rep, *, blocks=None):
         ax[1].hist(deg, bins=20, histtype="step", label=_short(name, 18))
     ax[1].set_title("kept in-degree", fontsize=9)
     ax[1].legend(fontsize=6)
-    R = rep._reference
+    R = rep.reference
     name = blocks[0]
     sd = singular_values(R.biadjacency(R.block(name)))
     ss = singular_values(rep.graph.biadjacency(rep.graph.block(name)))

@@ -1,5 +1,5 @@
 """Connectivity reports as pages people read: a self-contained HTML page (styles, a small table sorter and every
-figure inlined, so it opens offline) and the same content in markdown.
+figure inlined, so it opens offline). The same content in markdown is :mod:`.markdown`.
 
 The page fits a window 1024 px wide and up: a summary with one-line meanings, the layered picture of the network,
 the per-block table (sortable; each header explains its column and the glossary gives the reference; undefined
@@ -13,9 +13,11 @@ import math
 
 import numpy as np
 
-from .glossary import block_columns, summary_items
+from ..._version import __version__
+from ..glossary import block_columns, summary_items
+from . import _format as _fmt
 
-__all__ = ["report_page", "comparison_page", "report_markdown", "comparison_markdown"]
+__all__ = ["report_page", "comparison_page"]
 
 esc = html.escape
 
@@ -93,50 +95,9 @@ document.querySelectorAll('table.sortable').forEach(function(t){
 # ---------------------------------------------------------------------------------------------------------------
 # formatting
 # ---------------------------------------------------------------------------------------------------------------
-def _num(v, digits=4):
-    v = float(v)
-    if v == 0:
-        return "0"
-    if abs(v) >= 1e5 or abs(v) < 1e-3:
-        mant, ex = f"{v:.{digits - 2}e}".split("e")
-        return f"{mant}e{int(ex)}"
-    return f"{v:.{digits}g}"
-
-
-def _pct(v):
-    v = float(v)
-    if v == 0:
-        return "0%"
-    return f"{100 * v:#.3g}".rstrip(".") + "%"
-
-
-def _count(n):
-    """Compact count: 9,408; 36.9k; 1.18M; 7.00G."""
-    n = int(n)
-    for div, suf in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
-        if n >= div:
-            scale = 1e3 if suf == "k" else div
-            return f"{n / scale:.3g}{suf}"
-    return f"{n:,}"
-
-
 def _breakable(name):
     """A module path that may wrap after its dots only."""
     return esc(str(name)).replace(".", ".<wbr>")
-
-
-def _is_missing(v):
-    return v is None or (isinstance(v, (float, np.floating)) and not math.isfinite(v))
-
-
-def _fmt_value(v, fmt):
-    if fmt == "pct":
-        return _pct(v)
-    if fmt == "int":
-        return f"{int(v):,}"
-    if fmt == "bool":
-        return "yes" if v else "no"
-    return _num(v)
 
 
 def _cell(key, row, fmt, index):
@@ -146,8 +107,8 @@ def _cell(key, row, fmt, index):
         return (f'<td class="text block" data-v="{index}"><code>{_breakable(row["block"])}</code>'
                 f'<span class="sub">{esc(row["layer"])}</span></td>')
     if key == "kept":
-        return (f'<td data-v="{row["kept"]}" title="{row["kept"]:,} of {row["total"]:,}">{_count(row["kept"])}'
-                f'<span class="sub">of {_count(row["total"])}</span></td>')
+        return (f'<td data-v="{row["kept"]}" title="{row["kept"]:,} of {row["total"]:,}">{_fmt.count(row["kept"])}'
+                f'<span class="sub">of {_fmt.count(row["total"])}</span></td>')
     if key == "warnings":
         text = row.get("warnings") or ""
         return f'<td class="text warn" data-v="{esc(text)}">{esc(text)}</td>'
@@ -161,7 +122,7 @@ def _cell(key, row, fmt, index):
         return (f'<td class="inf" data-v="Infinity" title="{esc(why)}">∞'
                 f'<span class="why">{esc(why)}</span></td>')
     extra = f'<span class="why">{esc(why)}</span>' if why else ""
-    return f'<td data-v="{float(v)!r}">{_fmt_value(v, fmt)}{extra}</td>'
+    return f'<td data-v="{float(v)!r}">{_fmt.fmt_value(v, fmt)}{extra}</td>'
 
 
 def _th(col, extra_class=""):
@@ -195,21 +156,11 @@ def _glossary(items_lists):
     return "".join(out)
 
 
-def _summary_value(key, s):
-    v = s.get(key)
-    if v is None:
-        return "n/a", "graph larger than max_cut_edges" if key in ("articulation_points", "bridges") else ""
-    if isinstance(v, float) and math.isinf(v):
-        return ("−∞" if v < 0 else "∞"), "input and output are disconnected" if key.startswith("log10") else ""
-    fmt = next(c["format"] for c in summary_items() if c["key"] == key)
-    return _fmt_value(v, fmt), ""
-
-
 def _cards(rep):
     s = rep.summary
     out = []
     for c in summary_items():
-        v, why = _summary_value(c["key"], s)
+        v, why = _fmt.summary_value(c["key"], s)
         bad = (c["key"] == "layer_collapse" and s.get("layer_collapse")) or \
               (c["key"] == "log10_paths" and s.get("log10_paths") == -math.inf) or \
               (c["key"] == "dead_neurons" and s.get("dead_neurons"))
@@ -236,9 +187,9 @@ _NETWORK_CAPTION = ("One column per layer of the partition graph (longest path f
 
 
 def _network(rep, title, legend=True, caption=True, max_height=None):
-    from .network import network_layout, network_legend, network_svg
+    from .network import network_legend, network_svg
 
-    svg = network_svg(network_layout(rep.graph, rep), title=title, max_height=max_height)
+    svg = network_svg(rep.network, title=title, max_height=max_height)
     cap = f"<figcaption>{esc(_NETWORK_CAPTION)}</figcaption>" if caption else ""
     return f'<figure class="network-figure">{svg}{network_legend() if legend else ""}{cap}</figure>'
 
@@ -262,27 +213,19 @@ def _partitions_table(rep):
             if c in ("partition", "role", "kind"):
                 cells.append(f'<td class="text" data-v="{esc(str(v))}"><code>{esc(str(v))}</code></td>')
             else:
-                cells.append(f'<td data-v="{float(v)!r}">{_num(v) if isinstance(v, float) else v}</td>')
+                cells.append(f'<td data-v="{float(v)!r}">{_fmt.num(v) if isinstance(v, float) else v}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (f'<div class="tablewrap"><table class="sortable partitions"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
 def _page(title, body):
-    import graphprune
-
-    version = getattr(graphprune, "__version__", "")
+    version = __version__
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>{esc(title)}</title><style>{_CSS}</style></head><body><main>{body}"
             f"<footer>Written by graphprune {esc(version)}. Self-contained: styles, script and figures are inside "
             f"this file.</footer></main><script>{_JS}</script></body></html>")
-
-
-def _describe(G):
-    nw = sum(b.num_edges for b in G.weight_blocks)
-    return (f"{len(G.partitions)} partitions ({G.num_nodes:,} nodes), {len(G.weight_blocks)} weight blocks, "
-            f"{nw:,} prunable weights")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -294,7 +237,7 @@ def report_page(rep, *, figures: bool = True, title: str = "Connectivity report"
 
     cols = block_columns()
     opts = rep.options
-    parts = [f"<h1>{esc(title)}</h1><p class='lead'>{esc(_describe(rep.graph))}; spectral metrics "
+    parts = [f"<h1>{esc(title)}</h1><p class='lead'>{esc(_fmt.describe(rep.graph))}; spectral metrics "
              f"{'in the ' + esc(opts['view']) + ' view' if opts['spectral'] else 'not computed'}.</p>",
              "<h2 id='summary'>Summary</h2>", _cards(rep), _warnings(rep),
              "<h2 id='network'>Network</h2>", _network(rep, "layered picture of the network"),
@@ -323,36 +266,8 @@ def report_page(rep, *, figures: bool = True, title: str = "Connectivity report"
     return _page(title, "".join(parts))
 
 
-_COMPARE_COLS = ["density", "effective_density", "effective_sparsity", "log10_paths", "log10_synflow",
-                 "dead_neurons", "components", "collapsed_blocks", "median_kappa", "median_algebraic_connectivity"]
-_EXTRA = {
-    "collapsed_blocks": dict(key="collapsed_blocks", label="collapsed blocks", format="int",
-                             meaning="Blocks with no effective edge (layer collapse).",
-                             reference="H. Tanaka et al. NeurIPS 2020.", url=""),
-    "median_kappa": dict(key="median_kappa", label="median κ", format="num",
-                         meaning="Median over blocks of κ (1 is a perfect spectral copy; ∞ when most blocks are "
-                                 "disconnected).", reference="D. A. Spielman, S.-H. Teng. SIAM J. Comput. 2011.",
-                         url="https://doi.org/10.1137/08074489X"),
-    "median_algebraic_connectivity": dict(key="median_algebraic_connectivity", label="median λ₂", format="num",
-                                          meaning="Median over blocks of the algebraic connectivity.",
-                                          reference="M. Fiedler. Czechoslovak Math. J. 1973.",
-                                          url="https://doi.org/10.21136/CMJ.1973.101168"),
-}
-
-
-def _compare_columns(frame):
-    items = {c["key"]: c for c in summary_items()}
-    items.update(_EXTRA)
-    return [items[k] for k in _COMPARE_COLS if k in frame.columns]
-
-
-def comparison_page(cmp, *, figures: bool = True, title: str = "Comparison of sparsifiers") -> str:
-    """The HTML page of a :class:`~graphprune.analysis.report.Comparison`."""
-    from .figures import density_figure, pick_blocks, spectra_figure
-
-    reports = cmp.reports
-    first = next(iter(reports.values()))
-    cols = _compare_columns(cmp.frame)
+def _comparison_summary(cmp, cols):
+    """The sortable table of one row per candidate, with the reasons of infinite or undefined values."""
     head = ('<th class="text" data-key="candidate" title="The masks compared: the key given to compare() for each '
             'sparsifier.">candidate</th>') + "".join(_th(c) for c in cols)
     body = []
@@ -360,19 +275,23 @@ def comparison_page(cmp, *, figures: bool = True, title: str = "Comparison of sp
         cells = [f'<td class="text" data-v="{i}" style="white-space:nowrap"><b>{esc(str(name))}</b></td>']
         for c in cols:
             v = row.get(c["key"])
-            if _is_missing(v):
+            if _fmt.is_missing(v):
                 why = cmp.na.get(name, {}).get(c["key"], "")
                 sym = "−∞" if isinstance(v, float) and v == -math.inf else ("∞" if v == math.inf else "n/a")
                 dv = "-Infinity" if sym == "−∞" else ("Infinity" if sym == "∞" else "")
                 cells.append(f'<td class="na" data-v="{dv}" title="{esc(why)}">{sym}<span class="why">{esc(why)}'
                              f'</span></td>')
             else:
-                cells.append(f'<td data-v="{float(v)!r}">{_fmt_value(v, c["format"])}</td>')
+                cells.append(f'<td data-v="{float(v)!r}">{_fmt.fmt_value(v, c["format"])}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
-    summary = (f'<div class="tablewrap"><table class="sortable compare"><thead><tr>{head}</tr></thead>'
-               f'<tbody>{"".join(body)}</tbody></table></div>')
-    # per-block densities side by side
+    return (f'<div class="tablewrap"><table class="sortable compare"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _per_block_densities(reports):
+    """Per block, each candidate's kept and effective density side by side (one column per candidate)."""
     names = list(reports)
+    first = next(iter(reports.values()))
     bhead = ['<th class="text" data-key="block" title="The weight\'s module path, layer type and shape.">block'
              '<a class="q" href="#g-block">?</a></th>']
     for n in names:  # one column per candidate (kept over effective in one cell): the table fits as candidates grow
@@ -387,40 +306,60 @@ def comparison_page(cmp, *, figures: bool = True, title: str = "Comparison of sp
         for n in names:
             f = frames[n].loc[row["block"]]
             style = ' style="color:#c0392b;font-weight:600"' if f["effective_density"] == 0 else ""
-            cells.append(f'<td data-v="{float(f["density"])!r}">{_pct(f["density"])}'
-                         f'<span class="sub"{style}>{_pct(f["effective_density"])}</span></td>')
+            cells.append(f'<td data-v="{float(f["density"])!r}">{_fmt.pct(f["density"])}'
+                         f'<span class="sub"{style}>{_fmt.pct(f["effective_density"])}</span></td>')
         brows.append("<tr>" + "".join(cells) + "</tr>")
-    per_block = (f'<div class="tablewrap"><table class="sortable perblock"><thead><tr>{"".join(bhead)}</tr>'
-                 f'</thead><tbody>{"".join(brows)}</tbody></table></div>')
-    parts = [f"<h1>{esc(title)}</h1><p class='lead'>{len(names)} candidates on one network: "
-             f"{esc(_describe(first.graph))}.</p>",
+    return (f'<div class="tablewrap"><table class="sortable perblock"><thead><tr>{"".join(bhead)}</tr>'
+            f'</thead><tbody>{"".join(brows)}</tbody></table></div>')
+
+
+def _comparison_plots(reports):
+    from .figures import density_figure, pick_blocks, spectra_figure
+
+    first = next(iter(reports.values()))
+    parts = ["<h2 id='plots'>Plots</h2>",
+             _img(density_figure({n: r.frame for n, r in reports.items()}), "density per block",
+                  "Kept (light) and effective (dark) density per block, one colour per candidate.")]
+    if first.options["spectral"]:
+        blocks = pick_blocks(first.frame, 3)
+        parts.append(_img(spectra_figure(reports, blocks, view=first.options["view"]), "spectra",
+                          "Singular values of |W| of three blocks (the largest of each third of the network) "
+                          "for every candidate against the dense network, relative to the dense block's largest; "
+                          "numerical zeros are not drawn."))
+    return parts
+
+
+def _comparison_networks(reports):
+    from .network import network_legend
+
+    parts = [f"<h2 id='networks'>Networks</h2><p class='hint'>One picture per candidate: one column per layer "
+             "of the partition graph, boxes are partitions (number: nodes, red: dead nodes), solid edges weight "
+             "blocks coloured by effective density and labelled with the kept density, dashed edges residual "
+             f"additions and concatenations. Hover for names.</p>{network_legend()}<div class='grid2'>"]
+    for n, r in reports.items():
+        pic = _network(r, f"network pruned by {n}", legend=False, caption=False, max_height=300)
+        parts.append(f"<div><h3>{esc(n)}</h3>{pic}</div>")
+    return parts
+
+
+def comparison_page(cmp, *, figures: bool = True, title: str = "Comparison of sparsifiers") -> str:
+    """The HTML page of a :class:`~graphprune.analysis.report.Comparison`."""
+    reports = cmp.reports
+    first = next(iter(reports.values()))
+    cols = _fmt.compare_columns(cmp.frame)
+    parts = [f"<h1>{esc(title)}</h1><p class='lead'>{len(reports)} candidates on one network: "
+             f"{esc(_fmt.describe(first.graph))}.</p>",
              "<h2 id='summary'>Summary</h2><p class='hint'>One row per candidate. Click a header to sort; hover it "
-             "for what it measures.</p>", summary]
+             "for what it measures.</p>", _comparison_summary(cmp, cols)]
     warn = [(n, r.summary["warnings"]) for n, r in reports.items() if r.summary["warnings"]]
     if warn:
         items = "".join(f"<li><b>{esc(n)}</b>: {esc('; '.join(w[:6]))}{' …' if len(w) > 6 else ''}</li>"
                         for n, w in warn)
         parts.append(f'<div class="warnings"><b>Warnings</b><ul>{items}</ul></div>')
-    parts += ["<h2 id='blocks'>Per-block density</h2>", per_block]
+    parts += ["<h2 id='blocks'>Per-block density</h2>", _per_block_densities(reports)]
     if figures:
-        parts.append("<h2 id='plots'>Plots</h2>")
-        parts.append(_img(density_figure({n: r.frame for n, r in reports.items()}), "density per block",
-                          "Kept (light) and effective (dark) density per block, one colour per candidate."))
-        if first.options["spectral"]:
-            blocks = pick_blocks(first.frame, 3)
-            parts.append(_img(spectra_figure(reports, blocks, view=first.options["view"]), "spectra",
-                              "Singular values of |W| of three blocks (the largest of each third of the network) "
-                              "for every candidate against the dense network, relative to the dense block's largest; "
-                              "numerical zeros are not drawn."))
-    from .network import network_legend
-
-    parts.append(f"<h2 id='networks'>Networks</h2><p class='hint'>One picture per candidate: one column per layer "
-                 "of the partition graph, boxes are partitions (number: nodes, red: dead nodes), solid edges weight "
-                 "blocks coloured by effective density and labelled with the kept density, dashed edges residual "
-                 f"additions and concatenations. Hover for names.</p>{network_legend()}<div class='grid2'>")
-    for n, r in reports.items():
-        pic = _network(r, f"network pruned by {n}", legend=False, caption=False, max_height=300)
-        parts.append(f"<div><h3>{esc(n)}</h3>{pic}</div>")
+        parts += _comparison_plots(reports)
+    parts += _comparison_networks(reports)
     parts.append("</div><h2 id='details'>Candidates in detail</h2>")
     for n, r in reports.items():
         parts.append(f"<details><summary>{esc(n)}: per-block table</summary>{_block_table(r, block_columns())}"
@@ -428,91 +367,3 @@ def comparison_page(cmp, *, figures: bool = True, title: str = "Comparison of sp
     parts.append("<h2 id='glossary'>Glossary</h2>")
     parts.append(_glossary([("Summary", cols), ("Per-block columns", block_columns())]))
     return _page(title, "".join(parts))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# markdown
-# ---------------------------------------------------------------------------------------------------------------
-def _md_cell(key, row, fmt):
-    if key == "block":
-        return f"`{row['block']}` {row['layer']}"
-    if key == "kept":
-        return f"{row['kept']:,} / {row['total']:,}"
-    if key == "warnings":
-        return row.get("warnings") or ""
-    if key not in row:
-        return "n/a (not computed)"
-    v = row[key]
-    why = (row.get("na") or {}).get(key, "")
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return f"n/a ({why})" if why else "n/a"
-    if isinstance(v, float) and math.isinf(v):
-        return f"∞ ({why})" if why else "∞"
-    return _fmt_value(v, fmt) + (f" ({why})" if why else "")
-
-
-def _md_table(header, rows):
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
-    return out
-
-
-def _md_glossary(items):
-    return [f"- **{c['label']}** (`{c['key']}`): {c['meaning']} {c['reference']}"
-            + (f" <{c['url']}>" if c["url"] else "") for c in items]
-
-
-def report_markdown(rep, *, title="Connectivity report") -> str:
-    """The report page's content in markdown."""
-    cols = [c for c in block_columns() if c["key"] in ("block", "kept", "warnings") or c["key"] in rep.frame]
-    lines = [f"# {title}", "", _describe(rep.graph) + ".", "", "## Summary", ""]
-    for c in summary_items():
-        v, why = _summary_value(c["key"], rep.summary)
-        lines.append(f"- **{c['label']}**: {v}{f' ({why})' if why else ''}: {c['meaning']}")
-    lines.append("")
-    if rep.summary["warnings"]:
-        lines += ["## Warnings", ""] + [f"- WARNING: {w}" for w in rep.summary["warnings"]] + [""]
-    lines += ["## Network", ""]
-    from .network import network_layout
-
-    lay = network_layout(rep.graph, rep)
-    for p in lay["partitions"]:
-        marks = (f", {p['dead']} dead" if p["dead"] else "") + (f", {p['isolated']} isolated" if p["isolated"] else "")
-        lines.append(f"- column {p['column']}: `{p['name']}` ({p['role']}, {p['kind']}) {p['size']} nodes{marks}")
-    for e in lay["blocks"]:
-        if e["kind"] == "weight":
-            lines.append(f"  - `{e['src']}` → `{e['dst']}`: {e['name']} ({e['layer']}), kept {_pct(e['density'])}, "
-                         f"effective {_pct(e.get('effective_density', e['density']))}")
-        else:
-            lines.append(f"  - `{e['src']}` ⇢ `{e['dst']}`: {e['kind']}")
-    lines += ["", "## Blocks", ""]
-    rows = [[_md_cell(c["key"], r, c["format"]) for c in cols] for r in rep.frame.to_dict(orient="records")]
-    lines += _md_table([c["label"] for c in cols], rows)
-    lines += ["", "## Glossary", ""] + _md_glossary(cols) + _md_glossary(summary_items())
-    return "\n".join(lines) + "\n"
-
-
-def comparison_markdown(cmp, *, title="Comparison of sparsifiers") -> str:
-    """The comparison page's content in markdown."""
-    cols = _compare_columns(cmp.frame)
-    lines = [f"# {title}", "", "## Summary", ""]
-    rows = []
-    for name, row in cmp.frame.to_dict(orient="index").items():
-        rows.append([name] + ["n/a" if _is_missing(row.get(c["key"])) and not (
-            isinstance(row.get(c["key"]), float) and math.isinf(row[c["key"]]))
-            else ("−∞" if row[c["key"]] == -math.inf else "∞" if row[c["key"]] == math.inf
-                  else _fmt_value(row[c["key"]], c["format"])) for c in cols])
-    lines += _md_table(["candidate"] + [c["label"] for c in cols], rows)
-    names = list(cmp.reports)
-    first = cmp.reports[names[0]]
-    frames = {n: r.frame.set_index("block") for n, r in cmp.reports.items()}
-    lines += ["", "## Per-block density (kept / effective)", ""]
-    brows = [[f"`{b}` {layer}"] + [f"{_pct(frames[n].loc[b, 'density'])} / "
-                                   f"{_pct(frames[n].loc[b, 'effective_density'])}" for n in names]
-             for b, layer in zip(first.frame.block, first.frame.layer)]
-    lines += _md_table(["block"] + names, brows)
-    for n, r in cmp.reports.items():
-        if r.summary["warnings"]:
-            lines += ["", f"### Warnings: {n}", ""] + [f"- {w}" for w in r.summary["warnings"]]
-    lines += ["", "## Glossary", ""] + _md_glossary(cols)
-    return "\n".join(lines) + "\n"
