@@ -312,3 +312,27 @@ def test_report_counts_cut_vertices_and_bridges():
     assert (s["components"], s["log10_paths"]) == (1, 0.0)  # one path
     big = graphprune.report(G, max_cut_edges=1).summary
     assert big["bridges"] is None
+
+
+def test_collapse_of_a_row_slice_is_its_own_rows_against_networkx():
+    """A packed in_proj's k rows can die while its q rows live: the report names the k block collapsed. The
+    reference: networkx effective edges per block, a block collapsed when no block on the same rows of the same
+    parameter keeps one (tied uses share; row slices do not)."""
+    model, x = build("transformer")
+    G = graphprune.from_model(model, x)
+    sliced_seen = False
+    for seed in range(4):
+        masks = graphprune.sparsify(G, "random", sparsity=0.97, seed=seed)
+        H = G.with_masks(masks)
+        eff = _naive_effective(H, _kept_multidigraph(H))
+        rows = {}
+        for b in H.weight_blocks:
+            rows.setdefault((b.param, b.param_slice), []).append(b.name)
+        want = {n for names in rows.values() if sum(eff[n] for n in names) == 0 for n in names}
+        got = {f.split("'")[1] for f in graphprune.report(G, masks, spectral=False).summary["warnings"]
+               if f.startswith("layer collapsed: block")}
+        assert got == want, seed
+        for n in want:
+            siblings = [o.name for o in H.blocks_of(H.block(n).param) if o.name != n]
+            sliced_seen |= H.block(n).param_slice is not None and any(eff[m] for m in siblings)
+    assert sliced_seen  # a slice collapsed while a sibling slice lived: the case the test is about

@@ -92,9 +92,16 @@ class _EffectiveEdges:
         else:
             full |= e
 
-    def alive(self, param, n_eff):
-        """Whether the parameter of a block with ``n_eff`` effective edges keeps an effective edge."""
-        return bool(self.shared[param].any()) if param in self.shared else n_eff > 0
+    def alive(self, b, n_eff):
+        """Whether block ``b`` (with ``n_eff`` effective edges of its own) keeps an effective edge: its own, or, for
+        a parameter with several uses, one effective in any use within the block's rows (a row slice, such as the
+        k rows of a packed in_proj, is alive only through its own rows), as :func:`layer_collapse` decides."""
+        if b.param not in self.shared:
+            return n_eff > 0
+        full = self.shared[b.param]
+        if b.param_slice is not None:
+            full = full[b.param_slice[0] : b.param_slice[1]]
+        return bool(full.any())
 
     def kept(self):
         return sum(self.counts.values()) + sum(int(e.sum()) for e in self.shared.values())
@@ -174,7 +181,7 @@ def _block_warnings(row) -> list[str]:
 
 def _summary(H, sw, rows, effective, table, max_cut_edges):
     """Whole-graph figures and the collapse findings (as reasons) of the report."""
-    collapsed = [r["block"] for r in rows if not effective.alive(r["param"], r["effective_kept"])]
+    collapsed = [r["block"] for r in rows if not effective.alive(H.block(r["block"]), r["effective_kept"])]
     findings = collapse_findings(H, sw["fwd"], sw["bwd"], collapsed)
     hidden = table.role == "hidden"
     ed = effective.kept() / effective.total if effective.total else 1.0
