@@ -47,6 +47,7 @@ COMPARISONS = ("block", "row")
 REPAIRS = ("auto", "ls", "obs", "none")
 TARGETS = ("dense", "pruned")
 CRITERIA = ("leverage", "degree", "flow")
+MASK_FILE_FORMATS = ("auto", "safetensors", "torch")
 
 
 # -- constraints ------------------------------------------------------------------------------------------------
