@@ -19,6 +19,7 @@ import inspect
 import numbers
 import os
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -30,6 +31,8 @@ __all__ = [
     "Callable", "check_param", "validate_params", "check_options", "seed_sequence", "numpy_rng", "torch_seed",
     "check_mask", "check_mask_key", "check_graph", "show_typed", "VIEWS", "ALLOCATIONS", "RESISTANCE_METHODS",
     "BLOCK_RESISTANCE_METHODS", "SAMPLINGS", "SCOPES", "TRACERS", "DATASETS", "ANALYSIS_BACKENDS", "SALIENCY_MODES",
+    "COMPARISONS", "REPAIRS", "TARGETS", "CRITERIA", "MASK_FILE_FORMATS", "WIDTHS", "EXECUTORS", "ARMS",
+    "SparsifierInputs", "sparsifier_inputs",
 ]
 
 # -- the allowed-value lists, in one place ----------------------------------------------------------------------
@@ -48,6 +51,9 @@ REPAIRS = ("auto", "ls", "obs", "none")
 TARGETS = ("dense", "pruned")
 CRITERIA = ("leverage", "degree", "flow")
 MASK_FILE_FORMATS = ("auto", "safetensors", "torch")
+WIDTHS = ("auto", "all")  # SpectralSparsifier's width
+EXECUTORS = ("local", "ray")  # the command line's --executor
+ARMS = ("init", "post")  # the study's arms
 
 
 # -- constraints ------------------------------------------------------------------------------------------------
@@ -467,3 +473,49 @@ def check_mask(name: str, mask, shape, *, owner: str, numeric: bool = False, wha
         raise MaskError(f"The {what} for {name!r} passed to {owner} must be boolean or hold only 0 and 1. "
                         f"It holds {bad} (dtype {mask.dtype}).")
     return mask != 0
+
+
+# -- what a sparsifier takes beyond the graph --------------------------------------------------------------------
+class SparsifierInputs(NamedTuple):
+    """What a sparsifier class takes beyond the graph, read from its constructor and its ``needs_data`` flag.
+
+    ``data_kind`` is ``"loader"`` when the sparsifier draws ``batches`` batches from an iterable of its own (the
+    saliency methods: SNIP, GraSP, SynFlow), ``"calibration"`` when it needs a list of calibration batches (the
+    calibrated methods: Wanda, RIA, SparseGPT, flow), and None when it needs no data.
+    """
+
+    model: bool
+    data: bool
+    needs_data: bool
+    batches: bool
+    input_shape: bool
+
+    @property
+    def data_kind(self):
+        if self.model and self.data and self.batches:
+            return "loader"
+        if self.needs_data:
+            return "calibration"
+        return None
+
+
+def sparsifier_inputs(cls) -> SparsifierInputs:
+    """The one reading of "which sparsifiers need a model and data", for the command line and the study alike.
+
+    Parameters
+    ----------
+    cls : type
+        A :class:`~graphprune.sparsify.Sparsifier` subclass (its ``_get_param_names()`` and ``needs_data``).
+
+    Examples
+    --------
+    >>> import graphprune
+    >>> sparsifier_inputs(graphprune.get_sparsifier("wanda")).data_kind
+    'calibration'
+    >>> sparsifier_inputs(graphprune.get_sparsifier("spectral"))
+    SparsifierInputs(model=False, data=False, needs_data=False, batches=False, input_shape=False)
+    """
+    names = set(cls._get_param_names())
+    return SparsifierInputs(model="model" in names, data="data" in names,
+                            needs_data=bool(getattr(cls, "needs_data", False)), batches="batches" in names,
+                            input_shape="input_shape" in names)
