@@ -8,8 +8,7 @@ formatter writes every message::
 
 The allowed-value lists (views, resistance methods, allocations, tracers, datasets, ...) live here and nowhere
 else; the command line's ``choices`` come from them. This module sits at the bottom of the package: it imports
-nothing of graphprune's but :mod:`graphprune.errors` (and :mod:`graphprune.graph`, at call time, in
-:func:`check_graph`).
+nothing of graphprune's but :mod:`graphprune.errors`.
 """
 
 from __future__ import annotations
@@ -381,6 +380,15 @@ def _graph_fix(value) -> str:
     return "Build one with graphprune.from_model(model, example_inputs)."
 
 
+_GRAPH_CLASS = "graphprune.graph.MultipartiteGraph"
+
+
+def _is_graph(value) -> bool:
+    """``isinstance(value, MultipartiteGraph)``, by the class's full name: this module sits below graph.py and
+    never imports it (the layers contract in pyproject.toml)."""
+    return any(f"{t.__module__}.{t.__qualname__}" == _GRAPH_CLASS for t in type(value).__mro__)
+
+
 def check_graph(value, owner: str, name: str = "G"):
     """Raise ParameterError unless ``value`` is a :class:`~graphprune.MultipartiteGraph`; return ``value``.
 
@@ -390,9 +398,7 @@ def check_graph(value, owner: str, name: str = "G"):
         The 'G' parameter of node_status must be a MultipartiteGraph. Got 'layer' (str) instead. Build one with
         graphprune.from_model(model, example_inputs).
     """
-    from .graph import MultipartiteGraph  # graph.py imports this module: import at call time
-
-    if not isinstance(value, MultipartiteGraph):
+    if not _is_graph(value):
         raise ParameterError(f"The '{name}' parameter of {owner} must be a MultipartiteGraph. Got "
                              f"{show_typed(value)} instead. {_graph_fix(value)}")
     return value
