@@ -30,7 +30,7 @@ __all__ = [
     "Callable", "check_param", "validate_params", "check_options", "seed_sequence", "numpy_rng", "torch_seed",
     "check_mask", "check_mask_key", "check_graph", "show_typed", "VIEWS", "ALLOCATIONS", "RESISTANCE_METHODS",
     "BLOCK_RESISTANCE_METHODS", "SAMPLINGS", "SCOPES", "TRACERS", "DATASETS", "ANALYSIS_BACKENDS", "SALIENCY_MODES",
-    "COMPARISONS", "REPAIRS", "TARGETS", "CRITERIA", "MASK_FILE_FORMATS", "WIDTHS", "EXECUTORS", "ARMS",
+    "COMPARISONS", "REPAIRS", "TARGETS", "CRITERIA", "MASK_FILE_FORMATS", "WIDTHS", "EXECUTORS", "ARMS", "INPUT_DTYPES",
     "SparsifierInputs", "sparsifier_inputs",
 ]
 
@@ -53,6 +53,7 @@ MASK_FILE_FORMATS = ("auto", "safetensors", "torch")
 WIDTHS = ("auto", "all")  # SpectralSparsifier's width
 EXECUTORS = ("local", "ray")  # the command line's --executor
 ARMS = ("init", "post")  # the study's arms
+INPUT_DTYPES = ("float", "long")  # the command line's --input-dtype (example inputs: floats or token ids)
 
 
 # -- constraints ------------------------------------------------------------------------------------------------

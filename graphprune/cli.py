@@ -303,7 +303,7 @@ def cmd_experiment(args):
 
 
 def build_parser():
-    from ._validation import ALLOCATIONS, ARMS, DATASETS, EXECUTORS, WIDTHS
+    from ._validation import ALLOCATIONS, ARMS, DATASETS, EXECUTORS, INPUT_DTYPES, WIDTHS
     from .sparsify import available_sparsifiers
 
     p = _Parser(prog="graphprune", description="Treat a neural network as a graph and prune it with graph theory.")
@@ -316,7 +316,7 @@ def build_parser():
         sp.add_argument("--weights", help="state dict to load (torch.load(weights_only=True))")
         sp.add_argument("--input-shape", type=_shape, help="example input shape, e.g. 1,3,224,224 (the default "
                         "for torchvision models)")
-        sp.add_argument("--input-dtype", choices=("float", "long"), default="float",
+        sp.add_argument("--input-dtype", choices=INPUT_DTYPES, default="float",
                         help="long for token ids (embeddings)")
         sp.add_argument("--skip-unsupported", action="store_true", help="skip parametrised modules with no graph "
                         "encoding instead of failing")
