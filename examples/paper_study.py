@@ -1,6 +1,6 @@
 """The paper's study: one-shot pruning at initialisation on MNIST-1D, accuracy against compression.
 
-Full study (what the README's tables come from)::
+Full study (what the tables of the study guide, docs/source/guides/study.md, come from)::
 
     .venv/bin/python examples/paper_study.py --model mlp --jobs 2
     .venv/bin/python examples/paper_study.py --model conv1d --jobs 2

@@ -8,8 +8,7 @@ formatter writes every message::
 
 The allowed-value lists (views, resistance methods, allocations, tracers, datasets, ...) live here and nowhere
 else; the command line's ``choices`` come from them. This module sits at the bottom of the package: it imports
-nothing of graphprune's but :mod:`graphprune.errors` (and :mod:`graphprune.graph`, at call time, in
-:func:`check_graph`).
+nothing of graphprune's but :mod:`graphprune.errors`.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import inspect
 import numbers
 import os
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -30,6 +30,8 @@ __all__ = [
     "Callable", "check_param", "validate_params", "check_options", "seed_sequence", "numpy_rng", "torch_seed",
     "check_mask", "check_mask_key", "check_graph", "show_typed", "VIEWS", "ALLOCATIONS", "RESISTANCE_METHODS",
     "BLOCK_RESISTANCE_METHODS", "SAMPLINGS", "SCOPES", "TRACERS", "DATASETS", "ANALYSIS_BACKENDS", "SALIENCY_MODES",
+    "COMPARISONS", "REPAIRS", "TARGETS", "CRITERIA", "MASK_FILE_FORMATS", "WIDTHS", "EXECUTORS", "ARMS", "INPUT_DTYPES",
+    "SparsifierInputs", "sparsifier_inputs",
 ]
 
 # -- the allowed-value lists, in one place ----------------------------------------------------------------------
@@ -47,6 +49,11 @@ COMPARISONS = ("block", "row")
 REPAIRS = ("auto", "ls", "obs", "none")
 TARGETS = ("dense", "pruned")
 CRITERIA = ("leverage", "degree", "flow")
+MASK_FILE_FORMATS = ("auto", "safetensors", "torch")
+WIDTHS = ("auto", "all")  # SpectralSparsifier's width
+EXECUTORS = ("local", "ray")  # the command line's --executor
+ARMS = ("init", "post")  # the study's arms
+INPUT_DTYPES = ("float", "long")  # the command line's --input-dtype (example inputs: floats or token ids)
 
 
 # -- constraints ------------------------------------------------------------------------------------------------
@@ -374,6 +381,15 @@ def _graph_fix(value) -> str:
     return "Build one with graphprune.from_model(model, example_inputs)."
 
 
+_GRAPH_CLASS = "graphprune.graph.MultipartiteGraph"
+
+
+def _is_graph(value) -> bool:
+    """``isinstance(value, MultipartiteGraph)``, by the class's full name: this module sits below graph.py and
+    never imports it (the layers contract in pyproject.toml)."""
+    return any(f"{t.__module__}.{t.__qualname__}" == _GRAPH_CLASS for t in type(value).__mro__)
+
+
 def check_graph(value, owner: str, name: str = "G"):
     """Raise ParameterError unless ``value`` is a :class:`~graphprune.MultipartiteGraph`; return ``value``.
 
@@ -383,9 +399,7 @@ def check_graph(value, owner: str, name: str = "G"):
         The 'G' parameter of node_status must be a MultipartiteGraph. Got 'layer' (str) instead. Build one with
         graphprune.from_model(model, example_inputs).
     """
-    from .graph import MultipartiteGraph  # graph.py imports this module: import at call time
-
-    if not isinstance(value, MultipartiteGraph):
+    if not _is_graph(value):
         raise ParameterError(f"The '{name}' parameter of {owner} must be a MultipartiteGraph. Got "
                              f"{show_typed(value)} instead. {_graph_fix(value)}")
     return value
@@ -466,3 +480,49 @@ def check_mask(name: str, mask, shape, *, owner: str, numeric: bool = False, wha
         raise MaskError(f"The {what} for {name!r} passed to {owner} must be boolean or hold only 0 and 1. "
                         f"It holds {bad} (dtype {mask.dtype}).")
     return mask != 0
+
+
+# -- what a sparsifier takes beyond the graph --------------------------------------------------------------------
+class SparsifierInputs(NamedTuple):
+    """What a sparsifier class takes beyond the graph, read from its constructor and its ``needs_data`` flag.
+
+    ``data_kind`` is ``"loader"`` when the sparsifier draws ``batches`` batches from an iterable of its own (the
+    saliency methods: SNIP, GraSP, SynFlow), ``"calibration"`` when it needs a list of calibration batches (the
+    calibrated methods: Wanda, RIA, SparseGPT, flow), and None when it needs no data.
+    """
+
+    model: bool
+    data: bool
+    needs_data: bool
+    batches: bool
+    input_shape: bool
+
+    @property
+    def data_kind(self):
+        if self.model and self.data and self.batches:
+            return "loader"
+        if self.needs_data:
+            return "calibration"
+        return None
+
+
+def sparsifier_inputs(cls) -> SparsifierInputs:
+    """The one reading of "which sparsifiers need a model and data", for the command line and the study alike.
+
+    Parameters
+    ----------
+    cls : type
+        A :class:`~graphprune.sparsify.Sparsifier` subclass (its ``_get_param_names()`` and ``needs_data``).
+
+    Examples
+    --------
+    >>> import graphprune
+    >>> sparsifier_inputs(graphprune.get_sparsifier("wanda")).data_kind
+    'calibration'
+    >>> sparsifier_inputs(graphprune.get_sparsifier("spectral"))
+    SparsifierInputs(model=False, data=False, needs_data=False, batches=False, input_shape=False)
+    """
+    names = set(cls._get_param_names())
+    return SparsifierInputs(model="model" in names, data="data" in names,
+                            needs_data=bool(getattr(cls, "needs_data", False)), batches="batches" in names,
+                            input_shape="input_shape" in names)

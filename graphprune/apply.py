@@ -1,4 +1,5 @@
-"""Masks -> model through ``torch.nn.utils.prune``, and masks to and from files.
+"""Masks -> model through ``torch.nn.utils.prune``; :func:`save_masks` / :func:`load_masks` re-exported from
+:mod:`graphprune.masks`, where mask files are written and read.
 
 Masks are keyed by parameter name (``"features.0.weight"``) and hold bool tensors of the parameter's shape, so
 writing them back is exact. Every mask is checked against the model before anything is written: a mask that does
@@ -7,21 +8,18 @@ not fit raises :class:`~graphprune.errors.MaskError` and the model is left as it
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from ._validation import InstanceOf, Options, PathLike, check_mask, check_mask_key, check_param
+from ._torchprune import ORIG, canonical, original
+from ._validation import InstanceOf, check_mask, check_mask_key, check_param
 from .errors import MaskError, ParameterError
-from .masks import FILE_FORMATS, PackedMasks, load_masks_safetensors, mask_file_format, save_masks_safetensors
+from .masks import load_masks, save_masks  # public here too: graphprune.apply.save_masks
 
 __all__ = ["apply_masks", "make_permanent", "save_masks", "load_masks"]
-
-_FORMAT = "graphprune-masks"
-_VERSION = 1
 
 
 def _holders(model: nn.Module, name: str):
@@ -31,8 +29,8 @@ def _holders(model: nn.Module, name: str):
         owner = model.get_submodule(path) if path else model
     except AttributeError:
         return []
-    if hasattr(owner, attr + "_orig"):  # already pruned: the parameter is <attr>_orig
-        target = getattr(owner, attr + "_orig")
+    if hasattr(owner, attr + ORIG):  # already pruned: the parameter is <attr>_orig
+        target = getattr(owner, attr + ORIG)
     else:
         target = owner._parameters.get(attr)
     if target is None:
@@ -41,7 +39,7 @@ def _holders(model: nn.Module, name: str):
     for mod in model.modules():
         for a, p in list(mod._parameters.items()):
             if p is target:
-                out.append((mod, a[: -len("_orig")] if a.endswith("_orig") else a))
+                out.append((mod, canonical(a)))
     return list(dict.fromkeys(out))
 
 
@@ -60,8 +58,7 @@ def _check(model, masks, what="mask", owner="apply_masks"):
                 "Key it by parameter names as in model.named_parameters() (e.g. 'features.0.weight')."
             )
         mod, attr = holders[0]
-        current = getattr(mod, attr + "_orig", None)
-        current = current if current is not None else getattr(mod, attr)
+        current = original(mod, attr)
         if what == "mask":
             m = check_mask(name, m, current.shape, owner=owner, numeric=True)
         else:
@@ -165,8 +162,7 @@ def apply_masks(model: nn.Module, graph=None, masks: Mapping | None = None, *,
     targets = []
     for holders, _ in sc_plan:
         mod, attr = holders[0]
-        t = getattr(mod, attr + "_orig", None)
-        targets.append(t if t is not None else getattr(mod, attr))
+        targets.append(original(mod, attr))
     snap = _Snapshot([mod for holders, _ in plan + sc_plan for mod, _ in holders],
                      sorted({attr for holders, _ in plan for _, attr in holders}), targets)
     try:
@@ -215,105 +211,3 @@ def make_permanent(model: nn.Module) -> nn.Module:
             if isinstance(hook, _DetachPrunedWeight):
                 del mod._forward_hooks[key]
     return model
-
-
-def save_masks(masks: Mapping, path: str | os.PathLike, *, format: str = "auto") -> None:
-    """Save masks to ``path``: the torch.save format (loads with ``torch.load(weights_only=True)``) or safetensors.
-
-    Parameters
-    ----------
-    masks : mapping of str to torch.Tensor
-        Bool tensors keyed by parameter name (anything else raises MaskError: convert with ``mask.bool()``);
-        a :class:`graphprune.masks.PackedMasks` too.
-    path : str or os.PathLike
-        The file; its folder must exist.
-    format : {"auto", "torch", "safetensors"}, default "auto"
-        ``"auto"``: safetensors when the name ends in ``.safetensors`` (one bit-packed entry per parameter,
-        written one at a time, format and version in the metadata; the Hugging Face convention, safe by
-        construction), else torch.save.
-    """
-    check_param("path", path, [PathLike()], "save_masks")
-    check_param("format", format, [Options(FILE_FORMATS)], "save_masks")
-    if not isinstance(masks, Mapping):
-        raise MaskError("The 'masks' parameter of save_masks must be a dict of parameter name -> bool tensor. "
-                        f"Got {type(masks).__name__} instead.")
-    packed = isinstance(masks, PackedMasks)
-    out = {}
-    for k in masks:
-        check_mask_key(k, "save_masks")
-        if packed:
-            continue  # bit-packed bool masks by construction; not expanded here
-        v = masks[k]
-        out[k] = check_mask(k, v, tuple(v.shape) if isinstance(v, torch.Tensor) else (), owner="save_masks")
-        out[k] = out[k].detach().to("cpu")
-    folder = os.path.dirname(os.fspath(path))
-    if folder and not os.path.isdir(folder):
-        raise ParameterError(f"The 'path' parameter of save_masks names a folder that does not exist: "
-                             f"{folder!r}. Create it first (os.makedirs).")
-    if mask_file_format(path, format) == "safetensors":
-        return save_masks_safetensors(masks if packed else out, path)
-    if packed:
-        out = {k: masks[k] for k in masks}
-    payload = {"format": _FORMAT, "version": _VERSION, "masks": out}
-    tmp = os.fspath(path) + ".tmp"
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)  # atomic: an interrupted write never leaves half a file under the name
-    except OSError as exc:
-        raise ParameterError(f"The 'path' parameter of save_masks: cannot write {os.fspath(path)!r} "
-                             f"({exc.strerror or exc}).") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def load_masks(path: str | os.PathLike, *, format: str = "auto"):
-    """Load masks written by :func:`save_masks`.
-
-    A torch.save file is read with ``torch.load(weights_only=True)`` (no code runs) and its structure is checked:
-    the ``format`` and ``version`` entries, a ``masks`` dict with str keys and bool tensors. A plain dict of str
-    to bool tensors (an older or hand-made file) also loads. A safetensors file (by name or header, or
-    ``format="safetensors"``) gives a :class:`graphprune.masks.PackedMasks`, read per parameter.
-
-    Raises
-    ------
-    MaskError
-        The file is missing, unreadable, or not a mask file; the message names what is wrong.
-    """
-    check_param("path", path, [PathLike()], "load_masks")
-    check_param("format", format, [Options(FILE_FORMATS)], "load_masks")
-    where = repr(os.fspath(path))
-    if not os.path.isfile(path):
-        raise MaskError(f"No mask file at {where}.")
-    if mask_file_format(path, format, reading=True) == "safetensors":
-        return load_masks_safetensors(path)
-    try:
-        data = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is one MaskError
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise MaskError(f"{where} is not a mask file readable with torch.load(weights_only=True): {first}") \
-            from None
-    if not isinstance(data, dict):
-        raise MaskError(f"{where} holds a {type(data).__name__}, not a mask file (a dict with 'format', 'version' "
-                        "and 'masks', as written by save_masks).")
-    if "format" in data or "version" in data or "masks" in data:
-        if data.get("format") != _FORMAT:
-            raise MaskError(f"{where} has format {data.get('format')!r}; expected {_FORMAT!r}.")
-        if data.get("version") != _VERSION:
-            raise MaskError(f"{where} has version {data.get('version')!r}; this graphprune reads version "
-                            f"{_VERSION}.")
-        if "masks" not in data:
-            raise MaskError(f"{where} has no 'masks' entry.")
-        data = data["masks"]
-        if not isinstance(data, dict):
-            raise MaskError(f"{where}: its 'masks' entry is a {type(data).__name__}, not a dict.")
-    out = {}
-    for k, v in data.items():
-        if not isinstance(k, str):
-            raise MaskError(f"{where}: mask keys must be parameter names (str). Found the key {k!r} "
-                            f"({type(k).__name__}).")
-        if not isinstance(v, torch.Tensor) or v.dtype != torch.bool:
-            got = v.dtype if isinstance(v, torch.Tensor) else type(v).__name__
-            raise MaskError(f"{where}: the mask for {k!r} must be a bool tensor. Found {got}.")
-        out[k] = v
-    return out

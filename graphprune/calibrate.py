@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._torchprune import canonical, original
 from .errors import GraphPruneError, ParameterError
 
 __all__ = ["InputStats", "check_batches", "stages", "gather", "to_matrix", "from_matrix", "column_scale",
@@ -614,7 +615,7 @@ def param_of(model: nn.Module, name: str) -> torch.Tensor:
     """Parameter ``name`` of ``model``; its ``_orig`` tensor when ``torch.nn.utils.prune`` reparametrised it."""
     path, _, attr = name.rpartition(".")
     mod = model.get_submodule(path) if path else model
-    return getattr(mod, attr + "_orig", None) if hasattr(mod, attr + "_orig") else getattr(mod, attr)
+    return original(mod, attr)
 
 
 def check_model(model: nn.Module, graph, *, owner: str) -> None:
@@ -623,7 +624,7 @@ def check_model(model: nn.Module, graph, *, owner: str) -> None:
     for mod_name, mod in model.named_modules():
         for attr, p in mod._parameters.items():
             if p is not None:
-                key = (mod_name + "." if mod_name else "") + (attr[:-5] if attr.endswith("_orig") else attr)
+                key = (mod_name + "." if mod_name else "") + canonical(attr)
                 have[key] = tuple(p.shape)
     missing = [n for n in graph.params if have.get(n) != tuple(graph.param_shapes[n])]
     if missing:

@@ -121,25 +121,25 @@ def load_data(spec: str, *, batch_size: int = 128, seed: int = 0):
 
 def _sparsifier_options(args, model):
     """Constructor options a data- or model-dependent sparsifier needs, from --data and --input-shape."""
+    from ._validation import DATASETS, sparsifier_inputs
     from .sparsify import get_sparsifier
 
-    cls = get_sparsifier(args.sparsifier)
-    names = cls._get_param_names()
+    inputs = sparsifier_inputs(get_sparsifier(args.sparsifier))
     opts = {}
-    if "model" in names:
+    if inputs.model:
         opts["model"] = model
-    if getattr(cls, "needs_data", False):
+    if inputs.needs_data:
         if not args.data:
             raise _Fail(f"--sparsifier {args.sparsifier} is data-dependent: pass --data (one of the datasets "
-                        "mnist1d, synthetic, or package.module:loader)")
+                        f"{', '.join(DATASETS)}, or package.module:loader)")
         opts["data"] = load_data(args.data, batch_size=args.batch_size, seed=args.seed)
-        if "batches" in names:
+        if inputs.data_kind == "loader":
             opts["batches"] = args.batches or 1
         elif args.batches is not None:
             opts["data"] = list(itertools.islice(opts["data"], args.batches))
-    elif args.data and "data" in names:
+    elif args.data and inputs.data:
         opts["data"] = load_data(args.data, batch_size=args.batch_size, seed=args.seed)
-    if "input_shape" in names and "data" not in opts:
+    if inputs.input_shape and "data" not in opts:
         shape = args.input_shape or ((1, 3, 224, 224) if ":" not in args.model else None)
         opts["input_shape"] = tuple(shape[1:]) if shape else None
     return opts
@@ -303,8 +303,7 @@ def cmd_experiment(args):
 
 
 def build_parser():
-    from ._validation import ALLOCATIONS, DATASETS
-    from .experiments.study import ARMS
+    from ._validation import ALLOCATIONS, ARMS, DATASETS, EXECUTORS, INPUT_DTYPES, WIDTHS
     from .sparsify import available_sparsifiers
 
     p = _Parser(prog="graphprune", description="Treat a neural network as a graph and prune it with graph theory.")
@@ -317,7 +316,7 @@ def build_parser():
         sp.add_argument("--weights", help="state dict to load (torch.load(weights_only=True))")
         sp.add_argument("--input-shape", type=_shape, help="example input shape, e.g. 1,3,224,224 (the default "
                         "for torchvision models)")
-        sp.add_argument("--input-dtype", choices=("float", "long"), default="float",
+        sp.add_argument("--input-dtype", choices=INPUT_DTYPES, default="float",
                         help="long for token ids (embeddings)")
         sp.add_argument("--skip-unsupported", action="store_true", help="skip parametrised modules with no graph "
                         "encoding instead of failing")
@@ -336,7 +335,7 @@ def build_parser():
     pr.add_argument("--allocation", choices=ALLOCATIONS, help="density allocation over blocks (default: the "
                     "sparsifier's own: erk for spectral, uniform for the paper's spectral (--width all), random, "
                     "magnitude and degree, global for snip/grasp/synflow)")
-    pr.add_argument("--width", choices=("auto", "all"), help="spectral only: auto (default) chooses an effective "
+    pr.add_argument("--width", choices=WIDTHS, help="spectral only: auto (default) chooses an effective "
                     "width below 8 edges per node; all keeps every node (the paper's per-layer sampling)")
     pr.add_argument("--data", help="batches for data-dependent sparsifiers (snip, grasp): a dataset name ("
                     f"{', '.join(DATASETS)}) or package.module:loader")
@@ -344,7 +343,7 @@ def build_parser():
                     help="batches of --data to score on (snip, grasp: default 1) or to calibrate on (wanda, "
                          "sparsegpt, ria, flow: default all)")
     pr.add_argument("--batch-size", type=int, default=128, help="batch size for a --data dataset name")
-    pr.add_argument("--executor", default="local", choices=("local", "ray"), help="local: blocks in this process; "
+    pr.add_argument("--executor", default="local", choices=EXECUTORS, help="local: blocks in this process; "
                     "ray: one Ray task per block on the cluster named by RAY_ADDRESS (or a local one)")
     pr.add_argument("--out", help="masks file (default masks.pt; loads with torch.load(weights_only=True)); for a "
                     "checkpoint directory (config.json + safetensors) as the model: the new pruned checkpoint "
@@ -376,7 +375,7 @@ def build_parser():
     x.add_argument("--seeds", type=_list("seed"), default=["0", "1", "2"])
     x.add_argument("--epochs", type=int, default=40)
     x.add_argument("--jobs", type=int, default=1, help="local worker processes (with --executor local)")
-    x.add_argument("--executor", default="local", choices=("local", "ray"), help="local: --jobs processes on this "
+    x.add_argument("--executor", default="local", choices=EXECUTORS, help="local: --jobs processes on this "
                    "machine; ray: tasks on the Ray cluster named by RAY_ADDRESS (or a local one)")
     x.add_argument("--out", default="data/results")
     x.add_argument("--tag", help="file name stem (default <model>_<dataset>)")

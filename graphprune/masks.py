@@ -1,10 +1,11 @@
-"""Compact masks: bit-packed per parameter, and masks to and from safetensors files.
+"""Compact masks (bit-packed per parameter) and mask files: the one module that reads and writes them.
 
 A bool mask costs one byte per weight (about 6.7 GB for a 7B-parameter model). :class:`PackedMasks` keeps eight
 weights per byte and expands one parameter to a bool tensor only when it is read. The safetensors format (the
 Hugging Face convention: a JSON header then raw bytes, nothing executed on load) stores one ``uint8`` entry of
 packed bits per parameter, with the shapes and a format version in the header's metadata; files are written and
-read one parameter at a time.
+read one parameter at a time. :func:`save_masks` / :func:`load_masks` (also ``graphprune.save_masks`` and
+``graphprune.apply.save_masks``) write either format, the torch.save one by default.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 import torch
 
+from . import _validation
+from ._validation import Options, PathLike, check_mask, check_mask_key, check_param
 from .errors import MaskError, MissingDependencyError, ParameterError
 
 __all__ = ["PackedMasks", "pack_mask", "unpack_mask", "save_masks_safetensors", "load_masks_safetensors",
            "mask_file_format", "mask_table", "sparsity_summary", "param_kind", "SAFETENSORS_FORMAT",
-           "SAFETENSORS_VERSION"]
+           "SAFETENSORS_VERSION", "save_masks", "load_masks"]
 
 SAFETENSORS_FORMAT = "graphprune-masks"
 SAFETENSORS_VERSION = 1
@@ -373,7 +376,7 @@ def load_masks_safetensors(path: str | os.PathLike) -> PackedMasks:
 
 
 # -- one entry point per direction ---------------------------------------------------------------------------------
-FILE_FORMATS = ("auto", "safetensors", "torch")
+FILE_FORMATS = _validation.MASK_FILE_FORMATS
 
 
 def mask_file_format(path, format: str = "auto", *, reading: bool = False) -> str:
@@ -395,3 +398,110 @@ def mask_file_format(path, format: str = "auto", *, reading: bool = False) -> st
         if len(head) == 9 and head[8:9] == b"{" and not head.startswith(b"PK"):
             return "safetensors"
     return "torch"
+
+
+# -- the public pair: either format ------------------------------------------------------------------------------
+TORCH_FORMAT = "graphprune-masks"
+TORCH_VERSION = 1
+
+
+def save_masks(masks: Mapping, path: str | os.PathLike, *, format: str = "auto") -> None:
+    """Save masks to ``path``: the torch.save format (loads with ``torch.load(weights_only=True)``) or safetensors.
+
+    Parameters
+    ----------
+    masks : mapping of str to torch.Tensor
+        Bool tensors keyed by parameter name (anything else raises MaskError: convert with ``mask.bool()``);
+        a :class:`graphprune.masks.PackedMasks` too.
+    path : str or os.PathLike
+        The file; its folder must exist.
+    format : {"auto", "torch", "safetensors"}, default "auto"
+        ``"auto"``: safetensors when the name ends in ``.safetensors`` (one bit-packed entry per parameter,
+        written one at a time, format and version in the metadata; the Hugging Face convention, safe by
+        construction), else torch.save.
+    """
+    check_param("path", path, [PathLike()], "save_masks")
+    check_param("format", format, [Options(FILE_FORMATS)], "save_masks")
+    if not isinstance(masks, Mapping):
+        raise MaskError("The 'masks' parameter of save_masks must be a dict of parameter name -> bool tensor. "
+                        f"Got {type(masks).__name__} instead.")
+    packed = isinstance(masks, PackedMasks)
+    out = {}
+    for k in masks:
+        check_mask_key(k, "save_masks")
+        if packed:
+            continue  # bit-packed bool masks by construction; not expanded here
+        v = masks[k]
+        out[k] = check_mask(k, v, tuple(v.shape) if isinstance(v, torch.Tensor) else (), owner="save_masks")
+        out[k] = out[k].detach().to("cpu")
+    folder = os.path.dirname(os.fspath(path))
+    if folder and not os.path.isdir(folder):
+        raise ParameterError(f"The 'path' parameter of save_masks names a folder that does not exist: "
+                             f"{folder!r}. Create it first (os.makedirs).")
+    if mask_file_format(path, format) == "safetensors":
+        return save_masks_safetensors(masks if packed else out, path)
+    if packed:
+        out = {k: masks[k] for k in masks}
+    payload = {"format": TORCH_FORMAT, "version": TORCH_VERSION, "masks": out}
+    tmp = os.fspath(path) + ".tmp"
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)  # atomic: an interrupted write never leaves half a file under the name
+    except OSError as exc:
+        raise ParameterError(f"The 'path' parameter of save_masks: cannot write {os.fspath(path)!r} "
+                             f"({exc.strerror or exc}).") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_masks(path: str | os.PathLike, *, format: str = "auto"):
+    """Load masks written by :func:`save_masks`.
+
+    A torch.save file is read with ``torch.load(weights_only=True)`` (no code runs) and its structure is checked:
+    the ``format`` and ``version`` entries, a ``masks`` dict with str keys and bool tensors. A plain dict of str
+    to bool tensors (an older or hand-made file) also loads. A safetensors file (by name or header, or
+    ``format="safetensors"``) gives a :class:`graphprune.masks.PackedMasks`, read per parameter.
+
+    Raises
+    ------
+    MaskError
+        The file is missing, unreadable, or not a mask file; the message names what is wrong.
+    """
+    check_param("path", path, [PathLike()], "load_masks")
+    check_param("format", format, [Options(FILE_FORMATS)], "load_masks")
+    where = repr(os.fspath(path))
+    if not os.path.isfile(path):
+        raise MaskError(f"No mask file at {where}.")
+    if mask_file_format(path, format, reading=True) == "safetensors":
+        return load_masks_safetensors(path)
+    try:
+        data = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one MaskError
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MaskError(f"{where} is not a mask file readable with torch.load(weights_only=True): {first}") \
+            from None
+    if not isinstance(data, dict):
+        raise MaskError(f"{where} holds a {type(data).__name__}, not a mask file (a dict with 'format', 'version' "
+                        "and 'masks', as written by save_masks).")
+    if "format" in data or "version" in data or "masks" in data:
+        if data.get("format") != TORCH_FORMAT:
+            raise MaskError(f"{where} has format {data.get('format')!r}; expected {TORCH_FORMAT!r}.")
+        if data.get("version") != TORCH_VERSION:
+            raise MaskError(f"{where} has version {data.get('version')!r}; this graphprune reads version "
+                            f"{TORCH_VERSION}.")
+        if "masks" not in data:
+            raise MaskError(f"{where} has no 'masks' entry.")
+        data = data["masks"]
+        if not isinstance(data, dict):
+            raise MaskError(f"{where}: its 'masks' entry is a {type(data).__name__}, not a dict.")
+    out = {}
+    for k, v in data.items():
+        if not isinstance(k, str):
+            raise MaskError(f"{where}: mask keys must be parameter names (str). Found the key {k!r} "
+                            f"({type(k).__name__}).")
+        if not isinstance(v, torch.Tensor) or v.dtype != torch.bool:
+            got = v.dtype if isinstance(v, torch.Tensor) else type(v).__name__
+            raise MaskError(f"{where}: the mask for {k!r} must be a bool tensor. Found {got}.")
+        out[k] = v
+    return out

@@ -162,3 +162,40 @@ def test_training_after_apply_updates_only_kept_weights():
     assert g is not None and torch.all(g[~masks["0.weight"]] == 0) and g[masks["0.weight"]].abs().sum() > 0
     opt.step()
     assert torch.all(model[0].weight[~masks["0.weight"]] == 0)
+
+
+def test_torchprune_naming_matches_torch():
+    """graphprune._torchprune reads a parameter that torch.nn.utils.prune itself re-parametrised."""
+    from torch.nn.utils import prune as tprune
+
+    from graphprune import _torchprune
+
+    lin = torch.nn.Linear(4, 3)
+    assert _torchprune.pruned(lin, "weight") is None
+    assert _torchprune.original(lin, "weight") is lin.weight
+    tprune.l1_unstructured(lin, "weight", amount=0.5)
+    orig, mask = _torchprune.pruned(lin, "weight")
+    assert orig is lin.weight_orig and mask is lin.weight_mask
+    assert _torchprune.original(lin, "weight") is lin.weight_orig
+    assert _torchprune.original(lin, "bias") is lin.bias
+    assert _torchprune.original(lin, "nothing", None) is None
+    assert sorted(_torchprune.canonical(n) for n, _ in lin.named_parameters()) == ["bias", "weight"]
+
+
+def test_torchprune_suffixes_are_written_once():
+    """No module but graphprune/_torchprune.py spells torch.prune's '_orig' / '_mask' suffixes in code."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(graphprune.__file__).parent
+    # structured/shrink.py:175 still filters names on "_orig" (not this change's file; see CHANGELOG).
+    known = {"structured/shrink.py"}
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel == "_torchprune.py" or rel in known:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in ("_orig", "_mask"):
+                found.append(f"{rel}:{node.lineno}")
+    assert not found, f"torch.prune's suffixes spelled outside graphprune/_torchprune.py: {found}"

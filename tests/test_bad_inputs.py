@@ -740,3 +740,21 @@ def test_biadjacency_functions_still_take_arrays_lists_and_sparse():
         assert algebraic_connectivity(B) == pytest.approx(2.0)
     for B in ([[1, 1], [1, 1]], np.ones((2, 2), dtype=np.int64), np.ones((2, 2), dtype=bool)):
         assert torch.allclose(graphprune.effective_resistance(B), torch.full((2, 2), 0.75, dtype=torch.float64))
+
+
+def test_check_graph_by_class_not_by_name_alone():
+    """_validation.check_graph (which never imports graph.py) accepts subclasses and rejects a look-alike class."""
+    from graphprune._validation import check_graph
+    from graphprune.graph import MultipartiteGraph
+
+    G = graphprune.from_model(torch.nn.Sequential(torch.nn.Linear(3, 2)), torch.randn(1, 3))
+    assert check_graph(G, "f") is G
+
+    class Sub(MultipartiteGraph):
+        pass
+
+    G.__class__ = Sub
+    assert check_graph(G, "f") is G
+    MultipartiteGraph_ = type("MultipartiteGraph", (), {})  # same name, another module
+    with pytest.raises(ParameterError, match=r"The 'G' parameter of f must be a MultipartiteGraph"):
+        check_graph(MultipartiteGraph_(), "f")

@@ -16,6 +16,7 @@ import pytest
 
 pytest.importorskip("sphinx")
 pytest.importorskip("numpydoc")
+pytest.importorskip("myst_parser")
 
 import graphprune  # noqa: E402
 
@@ -108,3 +109,27 @@ def test_every_example_has_a_page(site, script):
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             assert f"def {node.name}" in text or f"class {node.name}" in text, node.name
     assert script in (site / "examples" / "index.html").read_text(encoding="utf-8").replace(".html", ".py")
+
+
+def test_every_guide_is_a_page(site):
+    guides = sorted(p.stem for p in (SOURCE / "guides").glob("*.md"))
+    assert {"study", "large_models", "sparsification", "trained", "structured", "reports"} <= set(guides)
+    index = _text(site / "guides" / "index.html")
+    for name in guides:
+        assert (site / "guides" / f"{name}.html").is_file(), name
+        assert f'href="{name}.html"' in index, f"guides/{name}.md is not in the guides' toctree"
+    assert (site / "_images" / "study_lm.png").is_file()  # the figures moved with their sections
+
+
+def test_readme_is_a_front_page():
+    """The README is short and links to guide pages that exist; the reference lives in the guides."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text) < 8000, f"README.md has {len(text)} characters: move reference material to a guide"
+    for needed in ("make demo", "make test", "make docs", "```python"):
+        assert needed in text, needed
+    links = re.findall(r"\]\((docs/source/guides/[\w.]+\.md)\)", text)
+    assert len(links) >= 6, links
+    for link in links:
+        assert (ROOT / link).is_file(), link
+    linked = {Path(link).stem for link in links}
+    assert linked == {p.stem for p in (SOURCE / "guides").glob("*.md")}, "a guide page is not linked from README"

@@ -230,3 +230,18 @@ def test_rows_with_new_columns_are_appended_under_the_right_headers(tmp_path):
     f = pd.read_csv(csv)
     assert f.method.tolist() == ["a", "b", "c"] and f.test_acc.tolist() == [0.5, 0.7, 0.1]
     assert math.isnan(f.dense_acc[0]) and f.dense_acc[1:].tolist() == [0.9, 0.8]
+
+
+def test_sparsifier_inputs_one_reading_for_cli_and_study():
+    """cli.py and experiments/study.py both ask _validation.sparsifier_inputs; its answers, written out by hand."""
+    from graphprune._validation import sparsifier_inputs
+
+    expected = {"snip": "loader", "grasp": "loader", "synflow": "loader", "wanda": "calibration",
+                "ria": "calibration", "sparsegpt": "calibration", "flow": "calibration"}
+    for name in graphprune.available_sparsifiers():
+        cls = graphprune.get_sparsifier(name)
+        if not cls.__module__.startswith("graphprune."):
+            continue
+        assert sparsifier_inputs(cls).data_kind == expected.get(name), name
+    assert sparsifier_inputs(graphprune.get_sparsifier("synflow")).input_shape
+    assert not sparsifier_inputs(graphprune.get_sparsifier("snip")).input_shape

@@ -1,7 +1,8 @@
 """Sphinx configuration of graphprune's documentation (``make docs``).
 
 The API reference is generated from the numpydoc docstrings; the examples are pages made from ``examples/*.py``
-(their docstring, then the code). Nothing is fetched from the network at build time (no intersphinx).
+(their docstring, then the code); the guides are Markdown pages (MyST). Nothing is fetched from the network at
+build time (no intersphinx).
 """
 
 import os
@@ -24,10 +25,14 @@ extensions = [
     "sphinx.ext.viewcode",
     "sphinx.ext.mathjax",
     "numpydoc",
+    "myst_parser",
     "example_page",
 ]
 
 exclude_patterns = ["_build"]
+# The guides are Markdown (MyST): the sections moved from the README keep their tables and figures verbatim.
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+myst_heading_anchors = 3
 templates_path = []
 root_doc = "index"
 

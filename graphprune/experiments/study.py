@@ -20,7 +20,17 @@ import os
 import time
 
 from .._executor import check_executor, limited_threads, run_jobs
-from .._validation import DATASETS, Boolean, InstanceOf, Interval, Options, PathLike, check_param
+from .._validation import (
+    ARMS,
+    DATASETS,
+    Boolean,
+    InstanceOf,
+    Interval,
+    Options,
+    PathLike,
+    check_param,
+    sparsifier_inputs,
+)
 from ..errors import ParameterError
 from .models import MODELS
 from .train import Schedule
@@ -98,8 +108,6 @@ POST_METHODS = {
 
 #: Calibration batches of the data-aware methods in the post arm (of 128 training examples each).
 CALIBRATION_BATCHES = 4
-
-ARMS = ("init", "post")
 
 #: The post-training arm's fixed fine-tune: 5 epochs of Adam at lr 1e-3 with cosine decay.
 FINETUNE = Schedule(epochs=5, lr=1e-3)
@@ -188,11 +196,12 @@ def _run_job(job):
     name, opts = (POST_METHODS if post else METHODS)[job["method"]]
     opts = dict(opts)
     cls = graphprune.get_sparsifier(name)
-    if name in ("snip", "grasp", "synflow"):
+    inputs = sparsifier_inputs(cls)
+    if inputs.data_kind == "loader":
         opts.update(model=model, data=ds.loader("train", batch_size=128, seed=job["seed"]))
-        if name == "synflow":
+        if inputs.input_shape:
             opts["input_shape"] = (ds.num_features,)
-    elif getattr(cls, "needs_data", False):
+    elif inputs.data_kind == "calibration":
         loader = ds.loader("train", batch_size=128, seed=job["seed"])
         opts.update(model=model, data=[x for x, _ in itertools.islice(loader, CALIBRATION_BATCHES)])
     density = 1.0 / job["compression"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .._torchprune import canonical, pruned
 from ..errors import UnsupportedOperationError
 from ..graph import Block, MultipartiteGraph, Partition
 
@@ -86,7 +87,7 @@ class Builder:
         self._canonical = {}
         self._tensors: dict[str, torch.Tensor] = {}
         for name, p in model.named_parameters():
-            key = name[: -len("_orig")] if name.endswith("_orig") else name
+            key = canonical(name)
             self._canonical.setdefault(id(p), key)
 
     # -- names -------------------------------------------------------------------------------------------------
@@ -106,9 +107,9 @@ class Builder:
     # -- parameters --------------------------------------------------------------------------------------------
     def param(self, module: torch.nn.Module, attr: str, path: str):
         """Return ``(canonical name, tensor)`` of ``module.<attr>``; record a torch.nn.utils.prune mask."""
-        if hasattr(module, attr + "_orig") and hasattr(module, attr + "_mask"):
-            tensor = getattr(module, attr + "_orig")
-            mask = getattr(module, attr + "_mask")
+        reparam = pruned(module, attr)
+        if reparam is not None:
+            tensor, mask = reparam
         else:
             tensor, mask = getattr(module, attr), None
         name = self._canonical.get(id(tensor), f"{path}.{attr}" if path else attr)

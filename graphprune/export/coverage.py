@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from .. import _torchprune
+
 __all__ = ["prunable_weights", "left_out"]
 
 _CONV1D = "transformers.pytorch_utils.Conv1D"
@@ -22,7 +24,7 @@ def prunable_weights(model: nn.Module) -> dict:
     """``{canonical parameter name: numel}`` of the model's prunable weights (each parameter once)."""
     canonical = {}
     for name, p in model.named_parameters():
-        key = name[: -len("_orig")] if name.endswith("_orig") else name
+        key = _torchprune.canonical(name)
         canonical.setdefault(id(p), key)
     out = {}
     for path, m in model.named_modules():
@@ -32,9 +34,7 @@ def prunable_weights(model: nn.Module) -> dict:
         elif isinstance(m, nn.MultiheadAttention):
             attrs = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
         for a in attrs:
-            t = getattr(m, a + "_orig", None)
-            if t is None:
-                t = getattr(m, a, None)
+            t = _torchprune.original(m, a, None)
             if isinstance(t, nn.Parameter):
                 out.setdefault(canonical.get(id(t), f"{path}.{a}" if path else a), int(t.numel()))
     return out
