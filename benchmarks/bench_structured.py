@@ -240,21 +240,27 @@ def _gpt2():
     return T.GPT2Model(T.GPT2Config()).eval()
 
 
-def bench_latency(runs):
+def bench_latency(runs, only=()):
     import torchvision
 
     torch.manual_seed(0)
     cases = [("resnet18", torchvision.models.resnet18().eval(), lambda b: torch.randn(b, 3, 224, 224), ("fc",),
               None),
+             ("resnet50", torchvision.models.resnet50().eval(), lambda b: torch.randn(b, 3, 224, 224), ("fc",),
+              None),
+             ("vit_b_16", torchvision.models.vit_b_16().eval(), lambda b: torch.randn(b, 3, 224, 224), ("heads",),
+              lambda p: p.startswith("encoder.layers.")),
              ("gpt2-small stack", _gpt2(), lambda b: {"input_ids": torch.randint(0, 50257, (b, 32))}, (),
               lambda p: p.startswith("h."))]
+    if only:
+        cases = [c for c in cases if c[0] in only]
     rows = []
     for name, model, make, ignored, prunable in cases:
         x1 = make(1)
         print(f"[{name}] shrinking (graphprune)...", flush=True)
         gp, gp_s, amount = graphprune_shrink(model, x1, ratio=2.0, prunable=prunable)
         variants = [("dense", model, 0.0), (f"graphprune leverage (amount {amount:.2f})", gp, gp_s)]
-        if name == "resnet18":  # channel counts in multiples of 8
+        if name.startswith("resnet"):  # channel counts in multiples of 8
             gp8, gp8_s, a8 = graphprune_shrink(model, x1, ratio=2.0, prunable=prunable, round_to=8)
             variants.append((f"graphprune leverage, round_to 8 (amount {a8:.2f})", gp8, gp8_s))
         print(f"[{name}] shrinking (torch-pruning)...", flush=True)
@@ -264,6 +270,15 @@ def bench_latency(runs):
         except Exception as exc:  # a failure is a result
             rows.append((name, "torch-pruning magnitude", f"failed: {type(exc).__name__}: {str(exc)[:80]}",
                          "", "", "", "", "", ""))
+        runs_ok = []
+        for label, m, secs in variants:  # a pruned model that no longer runs is a result, not a crash
+            try:
+                _forward(m, x1)
+                runs_ok.append((label, m, secs))
+            except Exception as exc:
+                rows.append((name, label, f"its model fails: {type(exc).__name__}: {str(exc)[:70]}", "", "", "",
+                             "", "", "", f"{secs:.1f}"))
+        variants = runs_ok
         dense_macs = macs(model, x1)
         ms = [m for _, m, _ in variants]
         t1s, t32s = latencies(ms, x1, runs), latencies(ms, make(32), runs)
@@ -476,14 +491,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--what", default="latency", help="comma list of latency, coverage, accuracy, lm")
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--only", default="", help="coverage: comma list of model keys (tv-resnet18, hf-gpt2, ...)")
+    ap.add_argument("--only", default="", help="coverage: comma list of model keys (tv-resnet18, hf-gpt2, ...); latency: of case names (resnet50, vit_b_16)")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     print(f"torch threads: {torch.get_num_threads()}, cpu count: {os.cpu_count()}", flush=True)
-    sections = {"latency": lambda: bench_latency(a.runs),
+    sections = {"latency": lambda: bench_latency(a.runs, [k for k in a.only.split(",") if k]),
                 "coverage": lambda: bench_coverage([k for k in a.only.split(",") if k]),
                 "accuracy": lambda: bench_accuracy([int(s) for s in a.seeds.split(",")]),
                 "lm": bench_lm}
