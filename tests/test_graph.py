@@ -251,4 +251,4 @@ def test_block_uses_its_grid_and_edge_values_invert_the_biadjacency():
     with pytest.raises(GraphValidationError, match="Unknown block layout 'diagonal'"):
         Grid("diagonal", (2, 2))
     with pytest.raises(GraphValidationError, match="identity block"):
-        next(c for c in G.blocks if not c.is_weight).grid
+        _ = next(c for c in G.blocks if not c.is_weight).grid
