@@ -33,7 +33,7 @@ import torch
 from ._validation import VIEWS
 from .errors import GraphValidationError, ParameterError
 
-__all__ = ["Grid", "LAYOUTS", "check_view"]
+__all__ = ["Grid", "LAYOUTS", "check_view", "param_rows"]
 
 #: layout name -> (side indexed by dim 0, whether the trailing dims are kernel taps and dim 1 is per group)
 _TABLE = {"linear": ("dst", False), "embedding": ("src", False), "conv": ("dst", True),
@@ -46,6 +46,14 @@ def check_view(view):
     if view not in VIEWS:
         raise ParameterError(f"The 'view' parameter must be one of {VIEWS}. Got {view!r} instead.")
     return view
+
+
+def param_rows(full, param_slice):
+    """Rows ``param_slice = (start, stop)`` of a full-parameter tensor (a view), or ``full`` itself when
+    ``param_slice`` is None: :meth:`Grid.rows` for callers that hold a block's description, not the block."""
+    if param_slice is None:
+        return full
+    return full[param_slice[0] : param_slice[1]]
 
 
 class Grid:
@@ -140,9 +148,7 @@ class Grid:
     def rows(self, full):
         """The block's rows of a full-parameter tensor (a view; ``full`` itself when the block is the whole
         parameter)."""
-        if self.param_slice is None:
-            return full
-        return full[self.param_slice[0] : self.param_slice[1]]
+        return param_rows(full, self.param_slice)
 
     def set_rows(self, full, part):
         """Write ``part`` (shaped like the block's weight) into the block's rows of ``full``, in place; returns

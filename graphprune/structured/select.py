@@ -293,9 +293,9 @@ def kept_weights(G, node_masks) -> int:
         seen.add(b.param)
         k_src = int(np.asarray(node_masks.get(b.src, np.ones(b.n_src, bool))).sum())
         k_dst = int(np.asarray(node_masks.get(b.dst, np.ones(b.n_dst, bool))).sum())
-        if b.layout in ("conv", "conv_transpose") and b.groups > 1:
+        if b.grid.groups > 1:  # a grouped convolution keeps whole groups: (kept dim-0 nodes) x dim 1 x taps
             per = b.weight.shape[1] * b.kernel_size
-            total += (k_dst if b.layout == "conv" else k_src) * per
+            total += (k_dst if b.grid.lead == "dst" else k_src) * per
         else:
             total += k_src * k_dst * b.kernel_size
     return int(total)
