@@ -30,7 +30,7 @@ import torch
 
 from .._validation import Interval, Options, check_graph, check_param, numpy_rng
 from ..errors import ParameterError
-from ..resistance import effective_resistance
+from ..graph_resistance import effective_resistance
 from .groups import node_groups
 
 __all__ = ["NODE_CRITERIA", "DEFAULT_KINDS", "SELECT_ALLOCATIONS", "node_scores", "select_nodes",
