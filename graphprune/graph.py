@@ -99,7 +99,6 @@ class Block:
     src_index: np.ndarray | None = None
     dst_index: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
-    _edge_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     _grid: tuple | None = field(default=None, repr=False, compare=False)
 
@@ -170,9 +169,6 @@ class Block:
         return self.grid.view_shape(view)
 
     # -- edges ---------------------------------------------------------------------------------------------------
-    #: Blocks up to this many edges keep their edge indices once computed (16 bytes per edge).
-    EDGE_CACHE_LIMIT = 1 << 16
-
     def edge_index(self, view: str = "channel") -> tuple[np.ndarray, np.ndarray]:
         """Local ``(src, dst)`` node indices of every edge, in parameter (C) order.
 
@@ -180,21 +176,15 @@ class Block:
         numbered ``channel * prod(k) + tap``: the per-layer bipartite encoding of the Ramanujan-graph pruning
         literature, with no parallel edges. For linear and embedding blocks both views coincide.
 
-        The arrays are cached per view for blocks of at most :attr:`EDGE_CACHE_LIMIT` edges (shared: do not
-        modify them); larger
-        blocks compute them on each call. The graph's own analyses use :meth:`broadcast_nodes` and
+        The arrays are cached per view for blocks of at most :attr:`Grid.EDGE_CACHE_LIMIT
+        <graphprune.layout.Grid.EDGE_CACHE_LIMIT>` edges (shared: do not modify them); larger blocks compute them
+        on each call. The graph's own analyses use :meth:`broadcast_nodes` and
         :meth:`MultipartiteGraph.block_pairs` instead, which need no per-edge index.
         """
         check_view(view)
         if not self.is_weight:
             return self.src_index, self.dst_index
-        hit = self._edge_cache.get(view)
-        if hit is not None:
-            return hit
-        out = self.grid.edge_index(view)
-        if self.num_edges <= self.EDGE_CACHE_LIMIT:
-            self._edge_cache[view] = out
-        return out
+        return self.grid.edge_index(view)
 
     def param_index(self) -> np.ndarray:
         """Flat index into the whole parameter (C order) of every edge; -1 for identity edges."""

@@ -90,7 +90,10 @@ class Grid:
     ([0, 1, 2, 0, 1, 2], [0, 0, 0, 1, 1, 1])
     """
 
-    __slots__ = ("layout", "shape", "groups", "param_slice", "lead", "kernel")
+    __slots__ = ("layout", "shape", "groups", "param_slice", "lead", "kernel", "_edges")
+
+    #: Grids of up to this many edges keep their edge indices once computed (16 bytes per edge).
+    EDGE_CACHE_LIMIT = 1 << 16
 
     def __init__(self, layout: str, shape, groups: int = 1, param_slice=None):
         if layout not in _TABLE:
@@ -100,6 +103,7 @@ class Grid:
         self.lead, self.kernel = _TABLE[layout]
         self.groups = int(groups) if self.kernel else 1
         self.param_slice = None if param_slice is None else (int(param_slice[0]), int(param_slice[1]))
+        self._edges = {}
 
     def __repr__(self):
         extra = f", groups={self.groups}" if self.groups != 1 else ""
@@ -180,9 +184,20 @@ class Grid:
         """Local ``(src, dst)`` of block elements ``elements`` (flat C-order indices; all by default).
 
         In the ``"rolled"`` view a convolution's source nodes are ``(input channel, kernel tap)`` pairs numbered
-        ``channel * prod(k) + tap``.
+        ``channel * prod(k) + tap``. All edges' arrays are cached per view for grids of at most
+        :attr:`EDGE_CACHE_LIMIT` edges (shared: do not modify them).
         """
         check_view(view)
+        if elements is None:
+            hit = self._edges.get(view)
+            if hit is None:
+                hit = self._edge_index(view, None)
+                if self.num_edges <= self.EDGE_CACHE_LIMIT:
+                    self._edges[view] = hit
+            return hit
+        return self._edge_index(view, elements)
+
+    def _edge_index(self, view, elements):
         flat = np.arange(self.num_edges, dtype=np.int64) if elements is None else np.asarray(elements, np.int64)
         a, c = self.shape[0], self.shape[1]
         if not self.kernel:
