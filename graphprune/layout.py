@@ -272,6 +272,18 @@ class Grid:
             return sp.csr_array((vals, (rows, grouped)), shape=shape)
         return sp.csr_array((vals, (grouped, rows)), shape=shape)
 
+    @property
+    def order(self) -> str | None:
+        """How the elements lie in parameter order when they form a full ``(dst, src)`` grid with no parallel
+        or grouped edges (channel view): ``"dst"`` (``e = dst * n_src + src``: linear, an ungrouped 1x1
+        convolution), ``"src"`` (``e = src * n_dst + dst``: embedding), None otherwise. Then the biadjacency is
+        a reshape of the per-edge values (``"dst"``) or its transpose (``"src"``)."""
+        if self._is_matrix("channel"):
+            return "dst"
+        if self.lead == "src" and not self.kernel:
+            return "src"
+        return None
+
     def _is_matrix(self, view: str) -> bool:
         """True when the weight, reshaped, is the biadjacency itself: (out, in) storage without parallel edges
         (linear, an ungrouped convolution in the rolled view or with a 1x1 kernel)."""

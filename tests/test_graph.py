@@ -252,3 +252,22 @@ def test_block_uses_its_grid_and_edge_values_invert_the_biadjacency():
         Grid("diagonal", (2, 2))
     with pytest.raises(GraphValidationError, match="identity block"):
         _ = next(c for c in G.blocks if not c.is_weight).grid
+
+
+@pytest.mark.parametrize("spec", GRIDS, ids=lambda s: f"{s[0]}{s[1]}g{s[2]}{'s' if s[3] else ''}")
+def test_grid_order_says_when_the_weight_is_the_biadjacency(spec):
+    layout, shape, groups, rows, _ = spec
+    g = Grid(layout, shape, groups, rows)
+    s, d = _grid_loop(spec)
+    flat = np.arange(s.size)
+    if g.order == "dst":
+        np.testing.assert_array_equal(flat, d * g.n_src + s)
+    elif g.order == "src":
+        np.testing.assert_array_equal(flat, s * g.n_dst + d)
+    else:  # parallel (kernel taps) or grouped edges: the elements are not one full (dst, src) grid
+        assert s.size != g.n_src * g.n_dst or groups > 1 or layout == "conv_transpose"
+    # by hand: which of the specs are full grids, and in which order
+    expect = {"linear": "dst", "embedding": "src"}.get(layout)
+    if layout == "conv" and groups == 1 and int(np.prod(shape[2:])) == 1:
+        expect = "dst"
+    assert g.order == expect
