@@ -159,26 +159,21 @@ def to_matrix(block, t: torch.Tensor) -> torch.Tensor:
     """``t`` (shaped like ``block.weight``) as the ``(out, in_cols)`` matrix that multiplies the unit's input
     columns (:class:`InputStats`): linear as is; conv ``(out, in * prod(k))``; embedding and Conv1D-style
     ``(in, out)`` transposed. Grouped convolutions give ``(out, in/groups * prod(k))`` (each row sees its group)."""
-    if block.layout == "linear":
-        return t
-    if block.layout == "embedding":
-        return t.T
-    if block.layout == "conv":
-        return t.reshape(t.shape[0], -1)
-    _refuse(block, f"layout {block.layout!r} is not supported")
+    m = block.grid.dst_matrix(t)
+    if m is None:
+        _refuse(block, f"layout {block.layout!r} is not supported")
+    return m
 
 
 def from_matrix(block, m: torch.Tensor) -> torch.Tensor:
     """The inverse of :func:`to_matrix`: a matrix-view tensor back in the block's weight shape."""
-    if block.layout == "embedding":
-        return m.T.contiguous()
-    return m.reshape(block.weight.shape)
+    return block.grid.from_dst_matrix(m)
 
 
 def column_scale(block, v: torch.Tensor) -> torch.Tensor:
     """A per-input-column vector ``v`` (``(in_cols,)`` of the full input) spread over the matrix view
     ``(out, in_cols / groups)``: row ``o`` of a grouped convolution sees its own group's columns."""
-    g = block.groups if block.layout == "conv" else 1
+    g = block.grid.groups if block.grid.lead == "dst" else 1  # (out, in/groups) storage; see to_matrix
     if g == 1:
         return v.reshape(1, -1)
     out = block.weight.shape[0]

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, GraphPruneError, MissingDependencyError, ParameterError
+from .layout import param_rows
 
 __all__ = ["prune_checkpoint", "CheckpointError"]
 
@@ -252,8 +253,7 @@ def _weights(f, job):
 
 
 def _rows(t, blk):
-    s = blk["param_slice"]
-    return t[s[0] : s[1]] if s is not None else t
+    return param_rows(t, blk["param_slice"])
 
 
 def _score_job(job) -> list:

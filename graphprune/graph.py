@@ -20,11 +20,11 @@ import torch
 from ._validation import VIEWS as _VIEWS
 from ._validation import Boolean, check_mask, check_mask_key, check_param
 from .errors import GraphValidationError, MaskError, ParameterError
+from .layout import LAYOUTS, Grid, check_view
 
 __all__ = ["Partition", "Block", "MultipartiteGraph", "ROLES", "LAYOUTS"]
 
 ROLES = ("input", "hidden", "output")
-LAYOUTS = ("linear", "embedding", "conv", "conv_transpose")
 VIEWS = _VIEWS
 
 
@@ -99,7 +99,38 @@ class Block:
     src_index: np.ndarray | None = None
     dst_index: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
-    _edge_cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    _grid: tuple | None = field(default=None, repr=False, compare=False)
+
+    # -- layout: the index arithmetic lives in graphprune.layout.Grid ------------------------------------------
+    @property
+    def grid(self) -> Grid:
+        """The block's :class:`~graphprune.layout.Grid` (weight blocks only): element <-> edge arithmetic, rows of
+        the parameter, node broadcasts and the biadjacency and its inverse. Cached while the weight's shape,
+        layout, groups and slice stay the same."""
+        if not self.is_weight:
+            raise GraphValidationError(f"Block {self.name!r} is an identity block; it has no weight layout.")
+        key = (self.layout, tuple(self.weight.shape), self.groups, self.param_slice)
+        if self._grid is None or self._grid[0] != key:
+            self._grid = (key, Grid(*key))
+        return self._grid[1]
+
+    def rows(self, full):
+        """The block's rows of a full-parameter tensor (a view; ``full`` itself when the block is the whole
+        parameter). See :meth:`Grid.rows <graphprune.layout.Grid.rows>`."""
+        return self.grid.rows(full)
+
+    def set_rows(self, full, part):
+        """Write ``part`` (shaped like ``weight``) into the block's rows of ``full`` in place; returns ``full``."""
+        return self.grid.set_rows(full, part)
+
+    def and_rows(self, full, part):
+        """``full[block rows] &= part`` in place; returns ``full``."""
+        return self.grid.and_rows(full, part)
+
+    def or_rows(self, full, part):
+        """``full[block rows] |= part`` in place; returns ``full``."""
+        return self.grid.or_rows(full, part)
 
     # -- sizes -------------------------------------------------------------------------------------------------
     @property
@@ -115,48 +146,29 @@ class Block:
     @property
     def kernel_size(self) -> int:
         """Number of parallel edges per connected channel pair (``prod(k)`` for convolutions, else 1)."""
-        if self.layout in ("conv", "conv_transpose"):
-            return int(math.prod(self.weight.shape[2:]))
-        return 1
+        return self.grid.kernel_size if self.is_weight else 1
 
     @property
     def n_src(self) -> int:
         """Number of source nodes in the channel view."""
         if not self.is_weight:
             return int(self.meta["n_src"])
-        w = self.weight
-        if self.layout == "linear":
-            return int(w.shape[1])
-        if self.layout == "embedding":
-            return int(w.shape[0])
-        if self.layout == "conv":
-            return int(w.shape[1]) * self.groups
-        return int(w.shape[0])  # conv_transpose
+        return self.grid.n_src
 
     @property
     def n_dst(self) -> int:
         if not self.is_weight:
             return int(self.meta["n_dst"])
-        w = self.weight
-        if self.layout == "linear":
-            return int(w.shape[0])
-        if self.layout == "embedding":
-            return int(w.shape[1])
-        if self.layout == "conv":
-            return int(w.shape[0])
-        return int(w.shape[1]) * self.groups
+        return self.grid.n_dst
 
     def view_shape(self, view: str = "channel") -> tuple[int, int]:
         """``(n_dst, n_src)`` of the biadjacency in ``view``; rolled conv sources are ``(channel, tap)`` pairs."""
-        _check_view(view)
-        if view == "rolled":
-            return self.n_dst, self.n_src * self.kernel_size
-        return self.n_dst, self.n_src
+        check_view(view)
+        if not self.is_weight:
+            return self.n_dst, self.n_src
+        return self.grid.view_shape(view)
 
     # -- edges ---------------------------------------------------------------------------------------------------
-    #: Blocks up to this many edges keep their edge indices once computed (16 bytes per edge).
-    EDGE_CACHE_LIMIT = 1 << 16
-
     def edge_index(self, view: str = "channel") -> tuple[np.ndarray, np.ndarray]:
         """Local ``(src, dst)`` node indices of every edge, in parameter (C) order.
 
@@ -164,49 +176,21 @@ class Block:
         numbered ``channel * prod(k) + tap``: the per-layer bipartite encoding of the Ramanujan-graph pruning
         literature, with no parallel edges. For linear and embedding blocks both views coincide.
 
-        The arrays are cached per view for blocks of at most :attr:`EDGE_CACHE_LIMIT` edges (shared: do not
-        modify them); larger
-        blocks compute them on each call. The graph's own analyses use :meth:`broadcast_nodes` and
+        The arrays are cached per view for blocks of at most :attr:`Grid.EDGE_CACHE_LIMIT
+        <graphprune.layout.Grid.EDGE_CACHE_LIMIT>` edges (shared: do not modify them); larger blocks compute them
+        on each call. The graph's own analyses use :meth:`broadcast_nodes` and
         :meth:`MultipartiteGraph.block_pairs` instead, which need no per-edge index.
         """
-        _check_view(view)
+        check_view(view)
         if not self.is_weight:
             return self.src_index, self.dst_index
-        hit = self._edge_cache.get(view)
-        if hit is not None:
-            return hit
-        out = self._edge_index(view)
-        if self.num_edges <= self.EDGE_CACHE_LIMIT:
-            self._edge_cache[view] = out
-        return out
+        return self.grid.edge_index(view)
 
-    def _edge_index(self, view):
-        n = self.num_edges
-        flat = np.arange(n, dtype=np.int64)
-        w = self.weight
-        if self.layout == "linear":
-            cols = int(w.shape[1])
-            return flat % cols, flat // cols
-        if self.layout == "embedding":
-            cols = int(w.shape[1])
-            return flat // cols, flat % cols
-        K = self.kernel_size
-        tap = flat % K
-        if self.layout == "conv":
-            out_c, in_per_group = int(w.shape[0]), int(w.shape[1])
-            o = flat // (in_per_group * K)
-            ci = (flat // K) % in_per_group
-            src = (o // (out_c // self.groups)) * in_per_group + ci
-            dst = o
-        else:  # conv_transpose: (in, out/groups, *k)
-            in_c, out_per_group = int(w.shape[0]), int(w.shape[1])
-            i = flat // (out_per_group * K)
-            co = (flat // K) % out_per_group
-            src = i
-            dst = (i // (in_c // self.groups)) * out_per_group + co
-        if view == "rolled":
-            src = src * K + tap
-        return src, dst
+    def param_index(self) -> np.ndarray:
+        """Flat index into the whole parameter (C order) of every edge; -1 for identity edges."""
+        if not self.is_weight:
+            return np.full(self.num_edges, -1, dtype=np.int64)
+        return self.grid.param_index()
 
     def broadcast_nodes(self, src_values: np.ndarray, dst_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-node values of the block's source and destination partitions (channel view), as two arrays that
@@ -218,19 +202,16 @@ class Block:
         if not self.is_weight:
             s, d = self.src_index, self.dst_index
             return src_values[s], dst_values[d]
-        w = self.weight
-        src_values, dst_values = np.asarray(src_values), np.asarray(dst_values)
-        if self.layout == "linear":
-            return src_values[None, :], dst_values[:, None]
-        if self.layout == "embedding":
-            return src_values[:, None], dst_values[None, :]
-        taps = (1,) * (w.dim() - 2)
-        a, b = int(w.shape[0]), int(w.shape[1])  # conv: (out, in/g); conv_transpose: (in, out/g)
-        per_group = a // self.groups
-        grouped = (np.arange(a) // per_group)[:, None] * b + np.arange(b)[None, :]  # (a, b) channel ids
-        if self.layout == "conv":
-            return src_values[grouped].reshape((a, b) + taps), dst_values[:, None].reshape((a, 1) + taps)
-        return src_values[:, None].reshape((a, 1) + taps), dst_values[grouped].reshape((a, b) + taps)
+        return self.grid.broadcast_nodes(src_values, dst_values)
+
+    def edge_values(self, R: torch.Tensor, view: str = "channel") -> torch.Tensor:
+        """The inverse of :meth:`MultipartiteGraph.biadjacency`: the values ``R[dst, src]`` of an
+        ``(n_dst, n_src)`` matrix in edge (parameter) order, flat (every kernel tap of a channel pair reads the
+        pair's value in the channel view)."""
+        if self.is_weight:
+            return self.grid.from_biadjacency(R, view)
+        s, d = self.edge_index(view)
+        return R[torch.as_tensor(d, device=R.device), torch.as_tensor(s, device=R.device)]
 
     def abs_weight(self) -> torch.Tensor:
         """``|w|`` of every edge, flattened in parameter order (ones for identity blocks)."""
@@ -250,11 +231,6 @@ class Block:
         if self.edge_kind != "feature":
             extra += f", edge_kind='{self.edge_kind}'"
         return f"Block('{self.name}', {self.kind}, '{self.src}' -> '{self.dst}'{extra})"
-
-
-def _check_view(view):
-    if view not in VIEWS:
-        raise ParameterError(f"The 'view' parameter must be one of {VIEWS}. Got {view!r} instead.")
 
 
 class MultipartiteGraph:
@@ -404,10 +380,7 @@ class MultipartiteGraph:
         b = self.block(block) if isinstance(block, str) else block
         if not b.is_weight:
             return torch.ones(b.num_edges, dtype=torch.bool)
-        m = self.param_mask(b.param)
-        if b.param_slice is not None:
-            m = m[b.param_slice[0] : b.param_slice[1]]
-        return m
+        return b.rows(self.param_mask(b.param))
 
     def _checked_masks(self, masks: Mapping, owner: str = "MultipartiteGraph.with_masks") -> dict:
         if not isinstance(masks, Mapping):
@@ -480,15 +453,13 @@ class MultipartiteGraph:
             s, d = b.edge_index("channel")
             if b.is_weight:
                 val = b.weight.detach().reshape(-1).to(torch.float64).cpu().numpy()
-                idx = np.arange(s.shape[0], dtype=np.int64)
-                if b.param_slice is not None:  # index into the whole parameter
-                    idx = idx + b.param_slice[0] * int(math.prod(b.weight.shape[1:]))
+                idx = b.param_index()  # index into the whole parameter
                 if masked:
                     keep = self.block_mask(b).reshape(-1).numpy()
                     s, d, val, idx = s[keep], d[keep], val[keep], idx[keep]
             else:
                 val = np.ones(s.shape[0])
-                idx = np.full(s.shape[0], -1, dtype=np.int64)
+                idx = b.param_index()
             cols["src"].append(s + self._offsets[self._pindex[b.src]])
             cols["dst"].append(d + self._offsets[self._pindex[b.dst]])
             cols["value"].append(val)
@@ -515,9 +486,7 @@ class MultipartiteGraph:
                 x = x.masked_fill_(~m, 0.0)
         else:
             x = m
-        if x.dim() > 2:
-            x = x.sum(dim=tuple(range(2, x.dim())), dtype=torch.float64 if weighted else torch.int64)
-        return x
+        return b.grid.fold(x, torch.float64 if weighted else torch.int64)
 
     def block_degrees(self, block: Block | str, *, weighted: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """``(out-degree of each source node, in-degree of each destination node)`` within one block, counting
@@ -530,19 +499,7 @@ class MultipartiteGraph:
             kind = np.float64 if weighted else np.int64
             return (np.bincount(b.src_index, minlength=b.n_src).astype(kind),
                     np.bincount(b.dst_index, minlength=b.n_dst).astype(kind))
-        x = self._folded(b, weighted)
-        kind = torch.float64 if weighted else torch.int64
-        r0, r1 = x.sum(1, dtype=kind).numpy(), x.sum(0, dtype=kind).numpy()  # per row / per column of (a, b)
-        if b.layout == "linear":
-            return r1, r0
-        if b.layout == "embedding":
-            return r0, r1
-        g = b.groups
-        a, c = x.shape
-        grouped = x.reshape(g, a // g, c).sum(1, dtype=kind).reshape(-1).numpy()  # per (group, column)
-        if b.layout == "conv":
-            return grouped, r0
-        return r0, grouped
+        return b.grid.node_sums(self._folded(b, weighted), torch.float64 if weighted else torch.int64)
 
     def block_pairs(self, block: Block | str, *, weighted: bool = False, masked: bool = True):
         """Kept edges of one block per ``(dst, src)`` node pair, as a ``scipy.sparse.csr_array`` of shape
@@ -558,19 +515,7 @@ class MultipartiteGraph:
             M.sum_duplicates()
             return M
         H = self if masked else self.with_masks(None, combine=False)
-        x = H._folded(b, weighted).numpy()
-        if b.layout == "embedding":
-            x = x.T
-        if b.layout in ("linear", "embedding"):
-            rows, cols = np.nonzero(x)
-            return sp.csr_array((x[rows, cols].astype(np.float64), (rows, cols)), shape=shape)
-        a, c = x.shape
-        rows, cols = np.nonzero(x)
-        vals = x[rows, cols].astype(np.float64)
-        grouped = (rows // (a // b.groups)) * c + cols  # the other side's channel id
-        if b.layout == "conv":
-            return sp.csr_array((vals, (rows, grouped)), shape=shape)
-        return sp.csr_array((vals, (grouped, rows)), shape=shape)
+        return b.grid.pairs(H._folded(b, weighted).numpy())
 
     def adjacency(self, *, directed: bool = False, weighted: bool = True, include_identity: bool = True):
         """Whole-graph adjacency as ``scipy.sparse.csr_array`` (N x N); parallel edges are summed.
@@ -656,18 +601,17 @@ class MultipartiteGraph:
             if not bool(keep.all()):
                 w = w.masked_fill_(~keep.to(w.device), 0)
         if format == "torch":
-            if b.is_weight and (b.layout == "linear" or (b.layout == "conv" and b.groups == 1
-                                                         and (view == "rolled" or b.kernel_size == 1))):
-                return w.reshape(shape)  # a 1x1 convolution's channel view is its rolled view: no parallel edges
-            if b.is_weight and b.layout == "embedding":  # (in, out): the biadjacency is its transpose (a view)
-                return w.reshape(shape[1], shape[0]).T
+            if b.is_weight:
+                return b.grid.biadjacency(w, view, format="torch")
             s, d = b.edge_index(view)
             M = torch.zeros(shape, dtype=w.dtype, device=w.device)
             idx = (torch.as_tensor(d, device=w.device), torch.as_tensor(s, device=w.device))
             return M.index_put_(idx, w, accumulate=True)
-        s, d = b.edge_index(view)
         wn = w.detach().to(torch.float64).cpu().numpy()
         keep = wn != 0 if masked else slice(None)
+        if b.is_weight:
+            return b.grid.biadjacency(wn, view, format="scipy", keep=keep)
+        s, d = b.edge_index(view)
         M = sp.csr_array((wn[keep], (d[keep], s[keep])), shape=shape)
         M.sum_duplicates()
         return M

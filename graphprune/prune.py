@@ -223,10 +223,7 @@ def _prune_in_place(sp: Sparsifier, G, d) -> PackedMasks:
             if full is None:
                 full = G.param_mask(b.param).clone()
                 partial[b.param] = full
-            if b.param_slice is not None:
-                full[b.param_slice[0] : b.param_slice[1]] &= m
-            else:
-                full &= m
+            b.and_rows(full, m)
             if all(n in done or sp._kept_dense(G.block(n)) for n in pending[b.param]):
                 out.add(b.param, partial.pop(b.param))
             del m, full  # nothing of this block stays alive while the next one is computed
@@ -243,7 +240,7 @@ def _zero_all_in_place(G, masks) -> PackedMasks:
     out = PackedMasks()
     for b in G.weight_blocks:
         m = masks[b.param]
-        _zero_in_place(b, m[b.param_slice[0] : b.param_slice[1]] if b.param_slice is not None else m)
+        _zero_in_place(b, b.rows(m))
     for name in G.params:
         out.add(name, masks[name])
     out._reorder(G.params)

@@ -51,8 +51,6 @@ import torch
 from scipy.sparse.csgraph import connected_components
 
 from ._validation import (
-    RESISTANCE_METHODS,
-    VIEWS,
     Boolean,
     Dtype,
     Interval,
@@ -64,13 +62,13 @@ from ._validation import (
 )
 from .errors import ParameterError
 
-__all__ = ["effective_resistance", "bipartite_resistance", "laplacian_resistance", "degree_resistance",
-           "jl_resistance", "laplacian_from_biadjacency", "choose_method", "available_memory", "exact_block_bytes",
-           "blas_threads"]
+__all__ = ["bipartite_resistance", "laplacian_resistance", "degree_resistance", "jl_resistance",
+           "laplacian_from_biadjacency", "check_biadjacency", "choose_method", "block_method", "block_resistance",
+           "available_memory", "exact_block_bytes", "blas_threads",
+           "effective_resistance"]  # noqa: F822 - the re-export of graph_resistance's, see __getattr__
 
 log = logging.getLogger("graphprune")
 
-METHODS = RESISTANCE_METHODS
 #: The exact dense engines are used by "auto" while their working memory stays under this many bytes.
 EXACT_MEMORY_BUDGET = 4 * 2**30
 
@@ -90,17 +88,16 @@ def laplacian_from_biadjacency(B) -> np.ndarray:
     return L
 
 
-def _check_biadjacency(B, name="B", owner=None, *, graph_ok=False):
+_MATRIX = "a 2-D biadjacency matrix (torch.Tensor, numpy array or nested lists of numbers)"
+
+
+def check_biadjacency(B, name="B", owner=None, *, what: str = _MATRIX, fix: str = ""):
     """``B`` as a non-negative 2-D tensor, or ParameterError naming ``name``, what was received and the fix.
 
-    ``graph_ok``: the parameter also takes a MultipartiteGraph (effective_resistance's ``obj``), so messages say so.
+    ``what`` (what the parameter accepts) and ``fix`` (a sentence appended to type errors) let a caller whose
+    parameter takes more than a matrix say so.
     """
     of = f" of {owner}" if owner else ""
-    what = ("a MultipartiteGraph or a 2-D biadjacency matrix (torch.Tensor, numpy array or nested lists of "
-            "numbers)" if graph_ok else "a 2-D biadjacency matrix (torch.Tensor, numpy array or nested lists of "
-            "numbers)")
-    fix = (" Build a graph with graphprune.from_model(model, example_inputs), or pass a block's biadjacency "
-           "G.biadjacency(block)." if graph_ok else "")
     given = B
     if not isinstance(B, torch.Tensor):
         arr = None
@@ -360,11 +357,7 @@ def bipartite_resistance(B, *, dtype=torch.float64, backend: str = "auto", overw
     tensor([[0.7500, 0.7500],
             [0.7500, 0.7500]], dtype=torch.float64)
     """
-    B = _check_biadjacency(B)
-    if backend not in ("auto", "scipy", "torch"):
-        raise ParameterError(f"The 'backend' parameter must be 'auto', 'scipy' or 'torch'. Got {backend!r}.")
-    if dtype not in (torch.float32, torch.float64):
-        raise ParameterError(f"The 'dtype' parameter must be torch.float32 or torch.float64. Got {dtype!r}.")
+    B = check_biadjacency(B)
     device = B.device
     given = B.data_ptr()
     B = B.detach().to(dtype)
@@ -480,10 +473,6 @@ def laplacian_resistance(L, edges, *, method: str = "exact", jl_dim: int | None 
     .. [1] D. A. Spielman, N. Srivastava. "Graph Sparsification by Effective Resistances", SIAM J. Comput. 40(6),
        2011. doi:10.1137/080734029 (Theorem 2 and Section 4: the projection).
     """
-    if method not in ("exact", "jl"):
-        raise ParameterError(f"The 'method' parameter of laplacian_resistance must be 'exact' or 'jl'. Got {method!r}.")
-    if solver not in ("lu", "cg"):
-        raise ParameterError(f"The 'solver' parameter of laplacian_resistance must be 'lu' or 'cg'. Got {solver!r}.")
     L = _as_csr(L)
     u, v = (np.asarray(x, dtype=np.int64) for x in edges)
     N = L.shape[0]
@@ -566,7 +555,7 @@ def degree_resistance(B) -> torch.Tensor:
     Exact for a star and close for dense layers: on the complete bipartite graph :math:`K_{m,n}` with unit
     weights the exact value is :math:`(m + n - 1)/(mn)` against :math:`1/n + 1/m = (m + n)/(mn)`.
     """
-    B = _check_biadjacency(B)
+    B = check_biadjacency(B)
     d = B.sum(1, keepdim=True)
     e = B.sum(0, keepdim=True)
     R = 1.0 / d + 1.0 / e
@@ -574,7 +563,7 @@ def degree_resistance(B) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the front door
+# choosing an engine (the graph-aware front door is graphprune.graph_resistance.effective_resistance)
 # ---------------------------------------------------------------------------------------------------------------
 def choose_method(n_rows: int, n_cols: int | None = None, *, itemsize: int = 8, budget: int | None = None):
     """Pick an engine from a memory and time estimate; return ``(method, reason)``.
@@ -608,10 +597,15 @@ def choose_method(n_rows: int, n_cols: int | None = None, *, itemsize: int = 8, 
     return "jl", f"jl: N={n_rows} too large for a dense factorisation (~{need / 2**30:.1f} GiB)"
 
 
-def _block_method(method, name, m, n, itemsize, device):
-    """The engine for one bipartite block: ``"auto"`` takes :func:`choose_method`'s pick, then falls back to the
-    degree approximation (and logs why) when exact would not fit in the memory available now; an explicit
-    ``"exact"`` that cannot fit raises ParameterError before anything is allocated."""
+def block_method(method: str, name: str, m: int, n: int, *, dtype=torch.float64, device=None) -> str:
+    """The engine for one ``m x n`` bipartite block, decided before anything is allocated.
+
+    ``"auto"`` takes :func:`choose_method`'s pick, then falls back to the degree approximation (and logs why on
+    the ``graphprune`` logger) when exact would not fit in the memory available now; an explicit ``"exact"`` that
+    cannot fit raises ParameterError (``name`` names the block in the message); ``"jl"`` is refused (it is a
+    whole-graph method).
+    """
+    itemsize = torch.finfo(dtype).bits // 8
     if method == "jl":
         raise ParameterError("method='jl' applies to whole graphs; use 'exact' or 'degree' for a biadjacency.")
     if method == "exact":
@@ -630,141 +624,26 @@ def _block_method(method, name, m, n, itemsize, device):
     return chosen
 
 
-def _per_edge(b, R: torch.Tensor, view: str) -> torch.Tensor:
-    """The biadjacency's values ``R[dst, src]`` in edge (parameter) order; a reshape, not a gather, when the
-    parameter is the biadjacency itself (linear, rolled ungrouped convolution) or its transpose (embedding)."""
-    if b.is_weight and (b.layout == "linear" or (b.layout == "conv" and b.groups == 1
-                                                 and (view == "rolled" or b.kernel_size == 1))):
-        return R.reshape(-1)
-    if b.is_weight and b.layout == "embedding":
-        return R.T.reshape(-1)
-    if b.is_weight and view == "channel" and b.layout in ("conv", "conv_transpose"):
-        # every kernel tap of a channel pair shares the pair's value: an (a, b) lookup broadcast over the taps
-        w = b.weight
-        a, c = int(w.shape[0]), int(w.shape[1])
-        grouped = ((torch.arange(a, device=R.device) // (a // b.groups)) * c)[:, None] + torch.arange(
-            c, device=R.device)[None, :]
-        rows = torch.arange(a, device=R.device)[:, None]
-        small = R[rows, grouped] if b.layout == "conv" else R[grouped, rows]
-        return small.reshape((a, c) + (1,) * (w.dim() - 2)).expand(w.shape).reshape(-1)
-    s, d = b.edge_index(view)
-    return R[torch.as_tensor(d, device=R.device), torch.as_tensor(s, device=R.device)]
+def block_resistance(B, method: str, *, dtype=torch.float64, backend: str = "auto", overwrite: bool = False):
+    """Effective resistances of a biadjacency with an engine :func:`block_method` picked: ``"exact"``
+    (:func:`bipartite_resistance`, which may use ``B`` as its buffer with ``overwrite``) or ``"degree"``
+    (:func:`degree_resistance` in ``dtype``); ``(m, n)``, NaN off the edges."""
+    if method == "exact":
+        return bipartite_resistance(B, dtype=dtype, backend=backend, overwrite=overwrite)
+    return degree_resistance(B.to(dtype))
 
 
-@validate_params({"view": [Options(VIEWS)], "method": [Options(RESISTANCE_METHODS)], "dtype": [Dtype()],
-                  "masked": [Boolean()], "eps": [Interval(numbers.Real, 0, 1, closed="right")],
-                  "jl_dim": [Interval(numbers.Integral, 1, None), None], "seed": [Seed()],
-                  "return_method": [Boolean()]})
-def effective_resistance(obj, block=None, *, view: str = "channel", method: str = "auto", dtype=torch.float64,
-                         masked: bool = True, eps: float = 0.3, jl_dim: int | None = None, seed=0,
-                         return_method: bool = False, backend: str = "auto"):
-    """Effective resistance of every edge of a block, of a whole MultipartiteGraph, or of a biadjacency.
+def __getattr__(name):
+    """``graphprune.resistance.effective_resistance``, the graph-aware entry, lives beside the graph in
+    :mod:`graphprune.graph_resistance`; this module re-exports it for old imports, imported on first use (at
+    import time this module imports nothing of the graph). To be removed once every caller imports it from
+    :mod:`graphprune.graph_resistance`."""
+    if name == "effective_resistance":
+        from .graph_resistance import effective_resistance
 
-    Parameters
-    ----------
-    obj : MultipartiteGraph, torch.Tensor or array_like
-        A graph, or a non-negative biadjacency ``(m, n)``.
-    block : str or Block, optional
-        With a graph: the block to compute on its own (its bipartite graph). Without: the whole graph (all blocks,
-        identity edges included), in the channel view.
-    view : {"channel", "rolled"}
-        Node view of a convolution block. In the channel view parallel edges share their pair's resistance.
-    method : {"auto", "exact", "degree", "jl"}
-        ``"auto"`` picks by a memory and time estimate (:func:`choose_method`), logs its choice on the
-        ``graphprune`` logger and, with ``return_method=True``, returns it.
-    dtype : torch.dtype
-        float64 (default) or float32, for the block engine.
-    masked : bool, default True
-        Use the graph's masks (masked edges do not exist).
-    backend : {"auto", "scipy", "torch"}, default "auto"
-        Exact block engine (:func:`bipartite_resistance`): ``"auto"`` runs LAPACK through scipy for CPU weights
-        and torch where the weights live otherwise (CUDA); ``"torch"`` forces the torch engine on any device.
+        return effective_resistance
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    Raises
-    ------
-    ParameterError
-        ``obj`` is neither a MultipartiteGraph nor a 2-D array of real numbers (a str, None, a module, a ragged
-        list, ...: the message names the type received and how to build a graph), bad arguments, or
-        ``method="exact"`` on a block whose exact engine would not fit in the memory available
-        now (raised before anything is allocated; the message names the block, the memory needed and the
-        alternatives). ``"auto"`` falls back to the degree approximation instead and logs why.
 
-    Returns
-    -------
-    torch.Tensor or dict
-        A biadjacency gives an ``(m, n)`` tensor. A block gives a tensor shaped like ``block.weight`` (resistance
-        of each edge in parameter order; NaN for masked edges). The whole graph gives a dict block name -> tensor
-        (weight blocks shaped like their weight, identity blocks 1-D). With ``return_method=True``, a tuple
-        ``(result, method)``.
-
-    Examples
-    --------
-    >>> import torch, graphprune
-    >>> G = graphprune.from_model(torch.nn.Linear(3, 2, bias=False), torch.randn(1, 3))
-    >>> R = graphprune.effective_resistance(G, G.blocks[0])
-    >>> tuple(R.shape)
-    (2, 3)
-    """
-    from .graph import Block, MultipartiteGraph
-
-    if method not in METHODS:
-        raise ParameterError(f"The 'method' parameter must be one of {METHODS}. Got {method!r} instead.")
-    itemsize = torch.finfo(dtype).bits // 8 if dtype in (torch.float32, torch.float64) else 8
-    if not isinstance(obj, MultipartiteGraph):
-        B = _check_biadjacency(obj, "obj", "effective_resistance", graph_ok=True)
-        chosen = _block_method(method, "the biadjacency", *B.shape, itemsize, B.device)
-        if chosen == "jl":
-            raise ParameterError("method='jl' applies to whole graphs; use 'exact' or 'degree' for a biadjacency.")
-        if chosen == "exact":
-            R = bipartite_resistance(B, dtype=dtype, backend=backend)
-        else:
-            R = degree_resistance(B.to(dtype))
-        return (R, chosen) if return_method else R
-    G = obj
-    H = G if masked else G.with_masks(None, combine=False)
-    if block is not None:
-        b = G.block(block) if not isinstance(block, Block) else block
-        n_dst, n_src = b.view_shape(view)
-        dev = b.weight.device if b.is_weight else torch.device("cpu")
-        chosen = _block_method(method, f"block {b.name!r}", n_dst, n_src, itemsize, dev)  # before allocating
-        Bm = H.biadjacency(b, view=view, masked=True, format="torch", dtype=dtype)
-        if chosen == "exact":  # Bm is a fresh tensor: the engine may use it as its working buffer
-            R = bipartite_resistance(Bm, dtype=dtype, backend=backend, overwrite=True)
-        else:
-            R = degree_resistance(Bm)
-        del Bm
-        per_edge = _per_edge(b, R, view)
-        if b.is_weight:
-            per_edge = per_edge.reshape(b.weight.shape)
-            if masked:
-                keep = H.block_mask(b)
-                if not bool(keep.all()):
-                    per_edge = per_edge.masked_fill_(~keep.to(per_edge.device), float("nan"))
-        return (per_edge, chosen) if return_method else per_edge
-    # whole graph
-    chosen = method
-    if method == "auto":
-        chosen, why = choose_method(G.num_nodes)
-        log.info("effective_resistance: %s", why)
-    ends, kept = [], []
-    for b in G.blocks:
-        s, d = b.edge_index("channel")
-        keep = H.block_mask(b).reshape(-1).numpy() if b.is_weight else np.ones(s.size, dtype=bool)
-        kept.append(keep)
-        ends.append((s[keep] + G.node_offset(b.src), d[keep] + G.node_offset(b.dst)))
-    u = np.concatenate([e[0] for e in ends])
-    v = np.concatenate([e[1] for e in ends])
-    if chosen == "degree":
-        deg = H.degrees("all", weighted=True)
-        with np.errstate(divide="ignore"):
-            r_all = 1.0 / deg[u] + 1.0 / deg[v]
-    else:
-        r_all = laplacian_resistance(H.laplacian(), (u, v), method=chosen, eps=eps, jl_dim=jl_dim, seed=seed)
-    out, start = {}, 0
-    for b, keep in zip(G.blocks, kept):
-        full = np.full(b.num_edges, np.nan)
-        full[keep] = r_all[start : start + int(keep.sum())]
-        start += int(keep.sum())
-        t = torch.from_numpy(full)
-        out[b.name] = t.reshape(b.weight.shape) if b.is_weight else t
-    return (out, chosen) if return_method else out
+def __dir__():
+    return sorted(set(globals()) | {"effective_resistance"})

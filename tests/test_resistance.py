@@ -188,13 +188,38 @@ def test_laplacian_resistance_across_components_is_inf():
     assert R[0] == pytest.approx(1.0) and np.isinf(R[1])
 
 
-def test_auto_says_what_it_picked(caplog):
-    assert choose_method(4096, 11008)[0] == "exact"
-    assert choose_method(200000, 200000)[0] == "degree"
-    assert choose_method(50000)[0] == "jl"
+def test_choose_method_memory_rule_by_hand():
+    """The rule written out: a block is exact while 4 m n itemsize bytes fit the budget; a whole graph while
+    2 N^2 float64 fit and N <= 12000. The boundaries are computed here, not read from the code."""
+    mib = 2**20
+    assert choose_method(1024, 1024, budget=32 * mib)[0] == "exact"  # 4 * 1024 * 1024 * 8 = 32 MiB exactly
+    assert choose_method(1024, 1024, budget=32 * mib - 1)[0] == "degree"
+    assert choose_method(1024, 1024, itemsize=4, budget=16 * mib)[0] == "exact"  # float32 halves it
+    assert choose_method(1024, 1025, itemsize=4, budget=16 * mib)[0] == "degree"
+    assert choose_method(4096, 11008)[0] == "exact"  # 1.34 GiB within the 4 GiB default
+    assert choose_method(16384, 16385)[0] == "degree"  # 4 * 16384 * 16385 * 8 > 8 GiB
+    assert choose_method(12000)[0] == "exact" and choose_method(12001)[0] == "jl"  # the size cap
+    assert choose_method(1000, budget=2 * 1000 * 1000 * 8 - 1)[0] == "jl"  # the memory cap
+
+
+def test_auto_says_what_it_picked_and_falls_back_when_memory_is_short(monkeypatch, caplog):
+    """K_{3,3}: exact gives (m + n - 1) / (m n) = 5/9 on every edge, the degree approximation (m + n) / (m n) = 6/9
+    (hand derivation); "auto" is exact with memory to spare and the degree approximation when the exact working set
+    (3 m n + 2 n^2 numbers = 45 * 8 bytes) does not fit in the memory available now."""
+    import graphprune.resistance as res
+
     with caplog.at_level("INFO", logger="graphprune"):
-        _, how = graphprune.effective_resistance(torch.ones(3, 3), return_method=True)
-    assert how == "exact" and "exact" in caplog.text
+        R, how = graphprune.effective_resistance(torch.ones(3, 3), return_method=True)
+    assert how == "exact" and "effective_resistance: exact" in caplog.text
+    np.testing.assert_allclose(R.numpy(), np.full((3, 3), 5 / 9), rtol=1e-14)
+    caplog.clear()
+    monkeypatch.setattr(res, "available_memory", lambda device=None: 45 * 8 - 1)
+    with caplog.at_level("INFO", logger="graphprune"):
+        R, how = graphprune.effective_resistance(torch.ones(3, 3), return_method=True)
+    assert how == "degree" and "effective_resistance: degree" in caplog.text and "available" in caplog.text
+    np.testing.assert_allclose(R.numpy(), np.full((3, 3), 6 / 9), rtol=1e-14)
+    monkeypatch.setattr(res, "available_memory", lambda device=None: 45 * 8)  # fits exactly: exact again
+    assert graphprune.effective_resistance(torch.ones(3, 3), return_method=True)[1] == "exact"
 
 
 @pytest.mark.parametrize("B, match", [

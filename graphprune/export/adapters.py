@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import ParameterError, UnsupportedOperationError
+from ..layout import Grid
 from ._builder import Builder, Val
 
 __all__ = ["register_adapter", "ADAPTERS", "NAMED_ADAPTERS", "PASS_THROUGH"]
@@ -107,7 +108,8 @@ def token_mixing(b, path, name, W, x, shape, layout):
     ``W`` maps ``T_in`` positions to ``T_out``. Every channel feeds every input token, every output token feeds
     every output channel (identity edges), and output channel ``c`` gets an identity edge from input channel ``c``
     (the mixing keeps channels apart)."""
-    t_in, t_out = (W.shape[1], W.shape[0]) if layout == "linear" else (W.shape[0], W.shape[1])
+    grid = Grid(layout, W.shape)
+    t_in, t_out = grid.n_src, grid.n_dst
     C = b.parts[x.part]["size"]
     tin = b.new_partition(f"{path}.tokens_in", t_in, kind="token")
     b.identity_block(f"{path}.tokens_in<-{x.part}", x.part, tin, np.repeat(np.arange(C), t_in),

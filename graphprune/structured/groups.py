@@ -228,7 +228,7 @@ def node_groups(G: MultipartiteGraph) -> list[NodeGroup]:
     for b in G.blocks:
         if not b.is_weight and b.edge_kind == "feature" and id(b) not in value_blocks:
             pair(_ids(G, b.src, b.src_index), _ids(G, b.dst, b.dst_index))
-        elif b.is_weight and b.layout in ("conv", "conv_transpose") and b.groups > 1:
+        elif b.is_weight and b.grid.groups > 1:  # a grouped convolution (the grid's groups are 1 otherwise)
             g = b.groups  # each convolution group's inputs and outputs go together
             ins, outs = b.n_src // g, b.n_dst // g
             rep = _ids(G, b.src, np.arange(g) * ins)
@@ -280,9 +280,7 @@ def _tied_side(b, side):
     """The partition whose nodes index the rows (dst) or columns (src) of a tied parameter's tensor."""
     if b.param_slice is not None:
         return None
-    if b.layout in ("linear", "conv"):
-        return b.dst if side == "dst" else b.src
-    return b.src if side == "dst" else b.dst  # embedding / conv_transpose: (in, out) storage
+    return getattr(b, b.grid.storage_side(0 if side == "dst" else 1))  # dst: dim 0 (rows); src: dim 1
 
 
 def _collect(G, root, heads_info):

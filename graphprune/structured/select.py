@@ -30,7 +30,7 @@ import torch
 
 from .._validation import Interval, Options, check_graph, check_param, numpy_rng
 from ..errors import ParameterError
-from ..resistance import effective_resistance
+from ..graph_resistance import effective_resistance
 from .groups import node_groups
 
 __all__ = ["NODE_CRITERIA", "DEFAULT_KINDS", "SELECT_ALLOCATIONS", "node_scores", "select_nodes",
@@ -312,9 +312,9 @@ def kept_weights(G, node_masks) -> int:
         seen.add(b.param)
         k_src = int(np.asarray(node_masks.get(b.src, np.ones(b.n_src, bool))).sum())
         k_dst = int(np.asarray(node_masks.get(b.dst, np.ones(b.n_dst, bool))).sum())
-        if b.layout in ("conv", "conv_transpose") and b.groups > 1:
+        if b.grid.groups > 1:  # a grouped convolution keeps whole groups: (kept dim-0 nodes) x dim 1 x taps
             per = b.weight.shape[1] * b.kernel_size
-            total += (k_dst if b.layout == "conv" else k_src) * per
+            total += (k_dst if b.grid.lead == "dst" else k_src) * per
         else:
             total += k_src * k_dst * b.kernel_size
     return int(total)

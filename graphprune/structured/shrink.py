@@ -290,24 +290,14 @@ def _plan(model, G, groups, keep, removed):
             continue
         if b.param_slice is not None:
             raise ShrinkError(f"Block '{b.name}' is rows {b.param_slice} of '{b.param}', which shrink cannot slice.")
-        if b.layout == "linear":
-            want(b.param, 0, dst, b.name)
-            want(b.param, 1, src, b.name)
-        elif b.layout == "embedding":
-            want(b.param, 0, src, b.name)
-            want(b.param, 1, dst, b.name)
-        elif b.layout == "conv":
-            want(b.param, 0, dst, b.name)
-            if b.groups == 1:
-                want(b.param, 1, src, b.name)
-            else:
-                extra.setdefault(b.param, {})["groups"] = int(dst.size // (b.n_dst // b.groups))
-        else:  # conv_transpose (in, out/g, *k)
-            want(b.param, 0, src, b.name)
-            if b.groups == 1:
-                want(b.param, 1, dst, b.name)
-            else:
-                extra.setdefault(b.param, {})["groups"] = int(src.size // (b.n_src // b.groups))
+        grid = b.grid
+        kept = {"src": (src, b.n_src), "dst": (dst, b.n_dst)}
+        lead, n_lead = kept[grid.storage_side(0)]
+        want(b.param, 0, lead, b.name)
+        if grid.groups == 1:
+            want(b.param, 1, kept[grid.storage_side(1)][0], b.name)
+        else:  # dim 1 is per group: whole groups go, the module's groups shrink
+            extra.setdefault(b.param, {})["groups"] = int(lead.size // (n_lead // grid.groups))
     # biases of the layers whose rows go
     for b in G.weight_blocks:
         path, _, attr = b.param.rpartition(".")
@@ -318,11 +308,11 @@ def _plan(model, G, groups, keep, removed):
         if not isinstance(bias, torch.Tensor):
             continue
         name = f"{path}.bias" if path else "bias"
-        if b.layout == "linear" or b.layout == "conv":
+        if b.grid.storage_side(0) == "dst":  # (out, in) storage: linear, conv
             out = slices[b.param].get(0)
-        elif b.layout == "embedding":  # transformers' Conv1D (in, out)
+        elif not b.grid.kernel:  # (in, out): embedding layout, transformers' Conv1D
             out = slices[b.param].get(1)
-        else:
+        else:  # conv_transpose: dim 1 is per group
             out = _index(keep, b.dst) if b.dst in keep else None
         if out is not None and out.size != bias.shape[0]:
             want(name, 0, out, f"bias of {b.name}")
