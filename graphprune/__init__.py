@@ -16,7 +16,7 @@ from .export import from_model, register_adapter
 from .graph import Block, MultipartiteGraph, Partition
 from .masks import PackedMasks, load_masks_safetensors, mask_table, save_masks_safetensors
 from .prune import prune
-from .resistance import effective_resistance
+from .graph_resistance import effective_resistance
 from .sparsify import Sparsifier, available_sparsifiers, check_sparsifier, get_sparsifier, register, sparsify
 from .structured import node_groups, select_nodes, shrink
 

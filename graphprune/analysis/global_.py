@@ -76,11 +76,7 @@ def effective_mask(G, *, masks=None) -> dict:
         so, do = H.node_offset(b.src), H.node_offset(b.dst)
         S, D = b.broadcast_nodes(fwd[so : so + b.n_src], bwd[do : do + b.n_dst])
         m = H.block_mask(b) & torch.from_numpy(S & D)  # broadcasts over the kernel taps
-        full = out[b.param]
-        if b.param_slice is not None:
-            full[b.param_slice[0] : b.param_slice[1]] |= m
-        else:
-            full |= m
+        b.or_rows(out[b.param], m)
     return out
 
 
@@ -107,10 +103,7 @@ def layer_collapse(G, *, masks=None) -> list[str]:
     eff = effective_mask(H)
     collapsed = []
     for b in H.weight_blocks:
-        m = eff[b.param]
-        if b.param_slice is not None:
-            m = m[b.param_slice[0] : b.param_slice[1]]
-        if not bool(m.any()):
+        if not bool(b.rows(eff[b.param]).any()):
             collapsed.append(b.name)
     return [r.text for r in collapse_findings(H, fwd, bwd, collapsed)]
 

@@ -85,12 +85,7 @@ class _EffectiveEdges:
         if b.param not in self.shared:
             self.counts[b.param] = n_eff
             return
-        full = self.shared[b.param]
-        e = torch.from_numpy(eff).reshape(b.weight.shape)
-        if b.param_slice is not None:
-            full[b.param_slice[0] : b.param_slice[1]] |= e
-        else:
-            full |= e
+        b.or_rows(self.shared[b.param], torch.from_numpy(eff).reshape(b.weight.shape))
 
     def alive(self, b, n_eff):
         """Whether block ``b`` (with ``n_eff`` effective edges of its own) keeps an effective edge: its own, or, for
@@ -98,10 +93,7 @@ class _EffectiveEdges:
         k rows of a packed in_proj, is alive only through its own rows), as :func:`layer_collapse` decides."""
         if b.param not in self.shared:
             return n_eff > 0
-        full = self.shared[b.param]
-        if b.param_slice is not None:
-            full = full[b.param_slice[0] : b.param_slice[1]]
-        return bool(full.any())
+        return bool(b.rows(self.shared[b.param]).any())
 
     def kept(self):
         return sum(self.counts.values()) + sum(int(e.sum()) for e in self.shared.values())

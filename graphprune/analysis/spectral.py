@@ -286,7 +286,7 @@ def spectral_similarity(dense, sparse, *, view: str = "channel", blocks=None, ma
         sc = None
         if scales is not None and b.param in scales:
             sc = scales[b.param]
-            sc = sc[b.param_slice[0] : b.param_slice[1]] if b.param_slice is not None else sc
+            sc = b.rows(sc)
         Bs = sparse.biadjacency(sparse.block(b.name), view=view, scale=sc)
         r = block_spectral_similarity(Bd, Bs, max_nodes=max_nodes)
         rows.append(dict(block=b.name, nodes=int(sum(Bd.shape)), kept=int(sparse.block_mask(b.name).sum()),
