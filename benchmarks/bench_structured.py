@@ -67,27 +67,9 @@ TP_SECONDS = 60
 
 # -- measurements ----------------------------------------------------------------------------------------------------
 def macs(model, inputs):
-    """Multiply-accumulates of Linear, ConvNd and transformers' Conv1D in one forward pass (hooks)."""
-    total = [0]
-
-    def hook(mod, args, out):
-        o = out[0] if isinstance(out, tuple) else out
-        if isinstance(mod, nn.Linear):
-            total[0] += o.numel() * mod.in_features
-        elif isinstance(mod, nn.modules.conv._ConvNd):
-            k = int(np.prod(mod.kernel_size))
-            total[0] += o.numel() * (mod.in_channels // mod.groups) * k
-        elif type(mod).__name__ == "Conv1D":
-            total[0] += o.numel() * mod.weight.shape[0]
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) or type(m).__name__ == "Conv1D"]
-    try:
-        _forward(model, inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    return total[0]
+    """Multiply-accumulates of one forward pass: graphprune.structured.count_macs (Linear, ConvNd, transformers'
+    Conv1D and nn.MultiheadAttention's projections, which never run as modules; tested against hand counts)."""
+    return sum(graphprune.structured.count_macs(model, inputs).values())
 
 
 def _forward(model, inputs):
@@ -118,6 +100,9 @@ def weights(model):
             if id(m.weight) not in seen:
                 seen.add(id(m.weight))
                 n += m.weight.numel()
+        elif isinstance(m, nn.MultiheadAttention) and m.in_proj_weight is not None:  # packed q, k, v
+            seen.add(id(m.in_proj_weight))
+            n += m.in_proj_weight.numel()
     return n
 
 
@@ -491,7 +476,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--what", default="latency", help="comma list of latency, coverage, accuracy, lm")
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--only", default="", help="coverage: comma list of model keys (tv-resnet18, hf-gpt2, ...); latency: of case names (resnet50, vit_b_16)")
+    ap.add_argument("--only", default="", help="coverage: comma list of model keys (tv-resnet18, hf-gpt2, ...); "
+                    "latency: of case names (resnet50, vit_b_16)")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     a = ap.parse_args()
