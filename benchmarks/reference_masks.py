@@ -21,9 +21,10 @@ import torch
 _ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path[:0] = [_ROOT, os.path.join(_ROOT, "tests")]  # this checkout's package, not an installed one
 
+from models import MODELS, build  # noqa: E402
+
 import graphprune  # noqa: E402
 from graphprune._executor import limited_threads  # noqa: E402
-from models import MODELS, build  # noqa: E402
 
 
 def digest(tensors):
