@@ -14,9 +14,9 @@ from .checkpoint import prune_checkpoint
 from .errors import GraphPruneError
 from .export import from_model, register_adapter
 from .graph import Block, MultipartiteGraph, Partition
+from .graph_resistance import effective_resistance
 from .masks import PackedMasks, load_masks_safetensors, mask_table, save_masks_safetensors
 from .prune import prune
-from .graph_resistance import effective_resistance
 from .sparsify import Sparsifier, available_sparsifiers, check_sparsifier, get_sparsifier, register, sparsify
 from .structured import node_groups, select_nodes, shrink
 
