@@ -18,7 +18,8 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path[:0] = [_ROOT, os.path.join(_ROOT, "tests")]  # this checkout's package, not an installed one
 
 import graphprune  # noqa: E402
 from graphprune._executor import limited_threads  # noqa: E402

@@ -1,4 +1,4 @@
-"""The default spectral sparsifier (width="auto", also named "spectral-width"): an effective width per layer by node
+"""The default spectral sparsifier (width="auto"): an effective width per layer by node
 leverage, then spectral sampling within it; width="all" is the paper's plain per-layer sampling."""
 
 import math
@@ -25,7 +25,7 @@ def test_width_and_kept_nodes_by_hand():
     (16 + 64) + (64 + 4) = 148 block nodes, E = 25 / 148, f = E / 2, so ceil(64 f) = 6 hidden nodes stay: the 6
     of highest leverage, rowsum(|W1| R1) / sum + colsum(|W2| R2) / sum with R from numpy pinv."""
     net, G = _tiny()
-    sp = get_sparsifier("spectral-width")(sparsity=0.98, seed=0, allocation="uniform", edges_per_node=2.0)
+    sp = get_sparsifier("spectral")(sparsity=0.98, seed=0, allocation="uniform", edges_per_node=2.0)
     masks = sp.sparsify(G)
     f = (25 / 148) / 2
     assert sp.width_["0"] == pytest.approx(math.ceil(64 * f) / 64) and math.ceil(64 * f) == 6
@@ -50,7 +50,7 @@ def test_no_layer_collapse_and_no_wasted_edge_at_high_compression(name, compress
     """At 100x and 1000x every kept edge lies on an input-output path (effective mask = mask), where plain
     per-layer spectral sampling collapses at 1000x."""
     G = graphprune.from_model(build_model(name), torch.randn(2, 40))
-    masks = graphprune.sparsify(G, "spectral-width", density=1 / compression, seed=0)
+    masks = graphprune.sparsify(G, "spectral", density=1 / compression, seed=0)
     eff = effective_mask(G.with_masks(masks))
     assert all(torch.equal(eff[k], masks[k]) for k in masks)
     assert sum(int(m.sum()) for m in masks.values()) > 0
@@ -66,32 +66,45 @@ def test_node_proportional_budgets_by_hand():
     capped by the edges among them (96 and 24): 26 * 22 / 32 = 17.875 and 8.125, rounded by largest remainder to
     18 and 8."""
     net, G = _tiny()
-    masks = get_sparsifier("spectral-width")(sparsity=0.98, seed=0, edges_per_node=2.0,
-                                             allocation="nodes").sparsify(G)
+    masks = get_sparsifier("spectral")(sparsity=0.98, seed=0, edges_per_node=2.0,
+                                       allocation="nodes").sparsify(G)
     assert int(masks["0.weight"].sum()) == 18 and int(masks["2.weight"].sum()) == 8
     assert int(masks["0.weight"].any(1).sum()) == 6
 
 
 def test_full_width_when_the_budget_allows():
     net, G = _tiny()
-    sp = get_sparsifier("spectral-width")(sparsity=0.5, seed=0, edges_per_node=2.0)
+    sp = get_sparsifier("spectral")(sparsity=0.5, seed=0, edges_per_node=2.0)
     sp.sparsify(G)
     assert set(sp.width_.values()) == {1.0}
 
 
 @pytest.mark.parametrize("options", [{}, {"edges_per_node": 1.0, "guard": False}, {"iterations": 3}])
 def test_width_conforms(options):
-    check_sparsifier(get_sparsifier("spectral-width"), options=options)
+    check_sparsifier(get_sparsifier("spectral"), options=options)
 
 
-def test_default_spectral_is_the_width_method_and_width_all_the_paper_variant():
-    """'spectral' and 'spectral-width' give the same masks; width='all' keeps the paper's uniform per-layer
-    counts, round(0.1 * 1024) = 102 and round(0.1 * 256) = 26, and every node's width."""
+def test_default_spectral_is_the_width_method_by_hand_and_width_all_the_paper_variant():
+    """The default 'spectral' chooses a width, by hand (edges_per_node=8, min_nodes=4, ERK budgets, cover):
+
+    - density 0.5: K = 640 edges; ERK eps = 640 / (80 + 68), the second block's density eps * 68 / 256 > 1 so it
+      is whole (256) and the first takes 384. E = 640 / 148 = 4.32 edges per node < 8, so the hidden layer keeps
+      ceil(64 * E / 8) = 35 nodes. Caps among kept nodes: 16 * 35 = 560 and 35 * 4 = 140; water-filling 640 in
+      proportion 384 : 256 caps the second at 140 and gives the first 500.
+    - density 0.02: K = round(25.6) = 26; ERK eps = 25.6 / 148, budgets round(13.84) = 14 and round(11.76) = 12;
+      E = 26 / 148, ceil(64 * E / 8) = 2 < min_nodes, so 4 hidden nodes stay; caps 64 and 16 hold 14 and 12.
+
+    Every kept hidden node has an in- and an out-edge (the cover), and no other hidden node has any. width='all'
+    keeps the paper's uniform per-layer counts, round(0.1 * 1024) = 102 and round(0.1 * 256) = 26, and every
+    node's width."""
     net, G = _tiny()
-    for dens in (0.5, 0.02):
-        a = graphprune.sparsify(G, "spectral", density=dens, seed=4)
-        b = graphprune.sparsify(G, "spectral-width", density=dens, seed=4)
-        assert all(torch.equal(a[k], b[k]) for k in a)
+    for dens, nodes, counts in ((0.5, 35, [500, 140]), (0.02, 4, [14, 12])):
+        sp = get_sparsifier("spectral")(density=dens, seed=4)
+        masks = sp.sparsify(G)
+        assert [int(m.sum()) for m in masks.values()] == counts
+        into, out = masks["0.weight"].any(1), masks["2.weight"].any(0)
+        assert int(into.sum()) == nodes and torch.equal(into, out)
+        assert sp.width_["0"] == nodes / 64 and sp.width_["input"] == sp.width_["2"] == 1.0
     sp = get_sparsifier("spectral")(sparsity=0.9, seed=0, width="all")
     paper = sp.sparsify(G)
     assert [int(m.sum()) for m in paper.values()] == [102, 26] and set(sp.width_.values()) == {1.0}

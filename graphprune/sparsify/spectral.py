@@ -526,10 +526,3 @@ def _inclusion_probabilities(p, k):
             break
     return -np.expm1(hi * np.log1p(-np.minimum(p, 1 - 1e-16)))
 
-
-@register
-class SpectralWidthSparsifier(SpectralSparsifier):
-    """The name ``"spectral-width"``, kept for scripts written before it became ``"spectral"``'s default: the same
-    class, parameters and masks as :class:`SpectralSparsifier` (``width="auto"``)."""
-
-    name = "spectral-width"
