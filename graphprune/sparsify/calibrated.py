@@ -31,7 +31,7 @@ from ..calibrate import (
     to_matrix,
 )
 from ..errors import ParameterError
-from .base import BlockContext, _progress, _unit_mask, _warn_zero_block
+from .base import BlockContext, _progress, _unit_mask, _warn_zero_block, user_stacklevel
 from .registry import register
 from .score import ScoreSparsifier, nm_mask, row_shares, select
 
@@ -98,10 +98,10 @@ class CalibratedSparsifier(ScoreSparsifier):
         self._work = None
         self._runner = None
 
-    def iter_masks(self, graph, units, d, ss, *, progress=None):
+    def _blocks(self, graph, units, d, ss, *, progress=None):
         if getattr(self, "executor", None) is not None:
             warnings.warn(f"{type(self).__name__} runs serially in this process, not on the executor "
-                          f"({self._why_serial()}).", RuntimeWarning, stacklevel=3)
+                          f"({self._why_serial()}).", RuntimeWarning, stacklevel=user_stacklevel())
         todo, ks, seeds = self._plan(graph, units, d, ss)
         show = self.progress if progress is None else progress
         for stage in _progress(stages(graph, todo), show, f"{type(self).__name__} stages"):

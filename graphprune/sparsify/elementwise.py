@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from .._validation import Boolean, Options
-from .base import BlockContext, Sparsifier, top_indices
+from .base import BlockContext, Sparsifier
 from .registry import register
-from .spectral import _inclusion_probabilities
+from .sampling import inclusion_probabilities, top_indices
 
 __all__ = ["ElementwiseSparsifier"]
 
@@ -93,7 +93,7 @@ class ElementwiseSparsifier(Sparsifier):
         if self.reweight:
             scale = np.ones(w.size)
             if pos.size:
-                pi = _inclusion_probabilities(mass[pos], take)
+                pi = inclusion_probabilities(mass[pos], take)
                 inv = np.ones(w.size)
                 inv[pos] = 1.0 / np.maximum(pi, 1e-300)
                 scale[keep] = inv[keep]

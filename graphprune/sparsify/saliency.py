@@ -253,7 +253,7 @@ class SynFlowSparsifier(_Saliency):
     def sparsify(self, graph):
         if self.iterations == 1 or not isinstance(self.iterations, int):
             return super().sparsify(graph)
-        d = self._validate()
+        d = self.validate()
         if self.iterations == 1:
             return super().sparsify(graph)
         H = graph

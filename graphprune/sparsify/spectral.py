@@ -25,8 +25,9 @@ from .._validation import (
 from ..errors import ParameterError
 from ..resistance import effective_resistance
 from . import width as _width
-from .base import BlockContext, Sparsifier, has_nonzero, top_indices, topk_mask
+from .base import BlockContext, Sparsifier, has_nonzero
 from .registry import register
+from .sampling import inclusion_probabilities, top_flags, top_indices, topk_mask
 
 
 @register
@@ -262,7 +263,7 @@ class SpectralSparsifier(Sparsifier):
         it = self.iterations
         if not isinstance(it, numbers.Integral) or isinstance(it, bool) or it <= 1:
             return super().sparsify(graph)
-        d = self._validate()
+        d = self.validate()
         H, masks, widths = graph, None, None
         for r in range(1, it + 1):
             step = copy.copy(self)
@@ -383,7 +384,7 @@ class SpectralSparsifier(Sparsifier):
                     keep[rng.choice(zero, size=rest - take, replace=False)] = True
                 if self.reweight:
                     scale = np.ones(p.size)
-                    pi = _inclusion_probabilities(p[avail], k)
+                    pi = inclusion_probabilities(p[avail], k)
                     inv = np.ones(p.size)
                     inv[avail] = 1.0 / np.maximum(pi, 1e-300)
                     scale[keep] = inv[keep]
@@ -457,8 +458,6 @@ def _successive_sample(lev, avail, k, rng, chunk=1 << 22):
     array itself plus chunk-sized temporaries. The random stream is drawn in the same order as one call over all
     positive-``p`` available edges, so the result does not depend on ``chunk``.
     """
-    from .base import top_flags
-
     total = lev.sum()
     n = lev.size
     npos, zero = 0, []
@@ -508,21 +507,4 @@ def _draw_until_distinct(rng, p, allowed, k):
         distinct += min(need, new_pos.size)
     sel = np.flatnonzero(counts)
     return support[sel], counts[sel].astype(np.float64), q
-
-
-def _inclusion_probabilities(p, k):
-    """``pi = 1 - (1 - p)^q`` with ``q`` such that ``sum(pi) = k`` (bisection on q)."""
-    p = p / p.sum()
-    if k >= np.count_nonzero(p):
-        return np.where(p > 0, 1.0, 0.0)
-    lo, hi = float(k), float(k)
-    while np.sum(-np.expm1(hi * np.log1p(-np.minimum(p, 1 - 1e-16)))) < k:
-        hi *= 2
-    for _ in range(100):
-        mid = 0.5 * (lo + hi)
-        s = np.sum(-np.expm1(mid * np.log1p(-np.minimum(p, 1 - 1e-16))))
-        lo, hi = (mid, hi) if s < k else (lo, mid)
-        if math.isclose(lo, hi, rel_tol=1e-12):
-            break
-    return -np.expm1(hi * np.log1p(-np.minimum(p, 1 - 1e-16)))
 

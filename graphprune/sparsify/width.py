@@ -48,7 +48,7 @@ def choose_width(sp, graph, d):
     """
     alloc = sp._allocation()
     all_units = sp.units(graph)
-    units = [b for b in all_units if not sp._kept_dense(b)]
+    units = [b for b in all_units if not sp.keeps_dense(b)]
     ks = sp.allocate(graph, units, d)  # "nodes" starts from uniform counts
     channels = bool(getattr(sp, "channels", False))
     if channels:
@@ -124,11 +124,11 @@ def _kept_channels(graph, name, kept) -> int:
 
 
 def _erk_by_channels(blocks, size, d) -> dict:
-    """ERK budgets (:func:`~graphprune.sparsify.base.erk_counts`) with a Linear's inputs counted as in
+    """ERK budgets (:func:`~graphprune.sparsify.allocation.erk_counts`) with a Linear's inputs counted as in
     :func:`channel_sizes`: a Linear after a flatten has ``C`` inputs, not ``C H W``."""
     from types import SimpleNamespace
 
-    from .base import erk_counts
+    from .allocation import erk_counts
 
     def shape(b):
         s = list(b.weight.shape)
@@ -170,8 +170,8 @@ def fitted_budgets(sp, graph, units, d, base, kept, alloc):
     With ``sp.cover`` and nodes removed, each block's budget is also at least its :func:`cover_floors` (blocks
     below it are held there and the rest water-filled again), when the floors fit in the total. With
     ``sp.channels``, ``"nodes"`` counts a flattened map's kept channels."""
-    ks = {b.name: b.num_edges for b in units if sp._kept_dense(b)}
-    todo = [b for b in units if not sp._kept_dense(b)]
+    ks = {b.name: b.num_edges for b in units if sp.keeps_dense(b)}
+    todo = [b for b in units if not sp.keeps_dense(b)]
     channels = bool(getattr(sp, "channels", False))
     total = round(d * sum(b.num_edges for b in todo)) if alloc == "nodes" else sum(int(base[b.name]) for b in todo)
     cap, nodes = {}, {}
@@ -399,9 +399,9 @@ def _mask_whole_grid(sp, ctx, k, chunk=1 << 22) -> torch.Tensor:
     The cover is :func:`grid_edge_cover`. The sampling keys ``log(u) / p_e``, ``p_e = w_e R_e / total``, are
     written over the leverage chunk by chunk, the random stream drawn in edge order as one call would, and
     ``total`` summed as numpy sums the gathered candidates (:func:`candidate_sum`); the top keys are flagged by
-    :func:`~graphprune.sparsify.base.top_flags` (a histogram pass, no sort and no index array).
+    :func:`~graphprune.sparsify.sampling.top_flags` (a histogram pass, no sort and no index array).
     """
-    from .base import top_flags
+    from .sampling import top_flags
 
     b = ctx.block
     lev = sp.score(ctx).reshape(-1).numpy()
