@@ -276,3 +276,53 @@ def test_iter_masks_of_rounds_over_the_whole_graph():
     blocks = list(sp.iter_masks(G))
     assert [b.name for b, _ in blocks] == [b.name for b in G.weight_blocks]
     assert all(torch.equal(m, want[b.param]) for b, m in blocks)
+
+
+def _naive_weighted_sample(weights, k, rng, cand):
+    """Successive sampling by a plain loop: one uniform per positive-weight candidate in position order, key
+    log(u) / (w / sum of those w), the k largest keys (ties to the earlier position), then rng.choice among the
+    remaining candidates."""
+    pos = [i for i in range(weights.size) if cand[i] and weights[i] > 0]
+    total = float(np.sum(weights[pos])) if pos else 0.0
+    keys = [(np.log(rng.random()) / (weights[i] / total), i) for i in pos]
+    keys.sort(key=lambda t: (-t[0], t[1]))
+    chosen = {i for _, i in keys[:k]}
+    if k > len(chosen):
+        rest = [i for i in range(weights.size) if cand[i] and i not in chosen]
+        chosen |= set(rng.choice(np.array(rest), size=k - len(chosen), replace=False).tolist())
+    return chosen
+
+
+@pytest.mark.parametrize("n, k, zeros", [(50, 7, 0.0), (300, 40, 0.5), (40, 30, 0.6), (1000, 999, 0.1)])
+def test_weighted_sample_equals_a_plain_loop_in_memory_and_in_place(n, k, zeros):
+    """The one successive-sampling routine: in memory and written over the weights (any chunk size), with
+    candidates and exclusions, it draws the edges of a plain loop; a budget above the positive-weight candidates
+    is filled among the other candidates."""
+    from graphprune.sparsify.sampling import weighted_sample
+
+    rng = np.random.default_rng(n)
+    w = rng.random(n) ** 3
+    w[rng.random(n) < zeros] = 0.0
+    cand, excl = rng.random(n) < 0.9, rng.random(n) < 0.05
+    free = cand & ~excl
+    k = min(k, int(free.sum()))
+    want = _naive_weighted_sample(w, k, np.random.default_rng(7), free)
+    got = weighted_sample(w, k, np.random.default_rng(7), cand=cand, exclude=excl)
+    assert set(np.flatnonzero(got).tolist()) == want
+    for chunk in (16, 1 << 22):
+        x = w.copy()
+        got = weighted_sample(x, k, np.random.default_rng(7), cand=cand, exclude=excl, overwrite=True, chunk=chunk)
+        assert set(np.flatnonzero(got).tolist()) == want
+        assert np.isnan(x[~free | (w == 0)]).all()  # the keys were written over the weights
+
+
+def test_weighted_sample_inclusion_follows_the_weights():
+    """One draw of k = 1 picks edge e with probability w_e / sum(w): a chi-square test over 4000 seeds."""
+    from graphprune.sparsify.sampling import weighted_sample
+
+    w = np.array([1.0, 2.0, 3.0, 4.0, 0.0])
+    counts = np.zeros(5)
+    for seed in range(4000):
+        counts += weighted_sample(w, 1, np.random.default_rng(seed))
+    assert counts[4] == 0
+    assert stats.chisquare(counts[:4], 4000 * w[:4] / w.sum()).pvalue > 1e-3

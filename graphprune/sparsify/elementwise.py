@@ -15,7 +15,7 @@ import torch
 from .._validation import Boolean, Options
 from .base import BlockContext, Sparsifier
 from .registry import register
-from .sampling import inclusion_probabilities, top_indices
+from .sampling import inclusion_probabilities, weighted_sample
 
 __all__ = ["ElementwiseSparsifier"]
 
@@ -80,18 +80,11 @@ class ElementwiseSparsifier(Sparsifier):
         w = ctx.weight.detach().abs().to("cpu", torch.float64).reshape(-1).numpy()
         avail = ctx.available.reshape(-1).cpu().numpy()
         mass = np.where(avail, w ** self.power, 0.0)
-        keep = np.zeros(w.size, dtype=bool)
-        pos = np.flatnonzero(mass > 0)
-        take = min(k, pos.size)
-        if take:
-            p = mass[pos] / mass[pos].sum()
-            keys = np.log(ctx.rng.random(pos.size)) / p
-            keep[pos[top_indices(keys, take)]] = True
-        if k > take:  # fewer non-zero entries than the budget: fill uniformly among the zero ones
-            zero = np.flatnonzero(avail & (mass == 0))
-            keep[ctx.rng.choice(zero, size=k - take, replace=False)] = True
+        keep = weighted_sample(mass, k, ctx.rng, cand=avail)  # fewer non-zero entries than k: uniform fill
         if self.reweight:
             scale = np.ones(w.size)
+            pos = np.flatnonzero(mass > 0)
+            take = min(k, pos.size)
             if pos.size:
                 pi = inclusion_probabilities(mass[pos], take)
                 inv = np.ones(w.size)

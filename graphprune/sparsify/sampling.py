@@ -14,7 +14,7 @@ import torch
 
 from .allocation import NBINS, key_bins, sort_keys, threshold_bin
 
-__all__ = ["topk_mask", "top_indices", "top_flags", "inclusion_probabilities"]
+__all__ = ["topk_mask", "top_indices", "top_flags", "weighted_sample", "candidate_sum", "inclusion_probabilities"]
 
 
 def topk_mask(scores: torch.Tensor, available: torch.Tensor, k: int) -> torch.Tensor:
@@ -120,6 +120,123 @@ def _top_flags_sampled(x, k, keep, chunk, sample=1 << 18) -> bool:
         return False
     keep[pos[np.lexsort((pos, -vals))[:need]]] = True  # by value, then by position
     return True
+
+
+def weighted_sample(weights: np.ndarray, k: int, rng: np.random.Generator, *, cand=None, exclude=None,
+                    total=None, overwrite: bool = False, chunk: int = 1 << 22) -> np.ndarray:
+    """Bool flags of ``k`` candidates drawn by successive sampling (without replacement) with probabilities
+    ``p_e = weights_e / total``; a uniform fill among the other candidates when fewer than ``k`` have positive
+    weight.
+
+    Parameters
+    ----------
+    weights : numpy.ndarray
+        1-D float64, non-negative (no NaN).
+    k : int
+        Edges to draw, at most the number of candidates.
+    rng : numpy.random.Generator
+    cand, exclude : numpy.ndarray of bool, optional
+        The candidates are ``cand & ~exclude`` (default: every position).
+    total : float, optional
+        The normaliser of ``p``. Default: the sum of the candidates' positive weights, as numpy sums them.
+    overwrite : bool, default False
+        Write the keys over ``weights`` (NaN off the positive candidates), chunk by chunk: no per-edge float
+        array besides ``weights`` itself.
+    chunk : int, default 2**22
+
+    Returns
+    -------
+    numpy.ndarray of bool
+
+    Notes
+    -----
+    Efraimidis-Spirakis keys ``log(u_e) / p_e`` over the positive-weight candidates in position order (one uniform
+    draw each, the same stream as one call whatever ``chunk``), their top ``take = min(k, positive)`` flagged by
+    :func:`top_flags` (ties to the earlier position), then ``k - take`` more chosen by ``rng.choice`` among the
+    remaining candidates, ascending. Successive sampling proportional to ``p`` gives exactly ``k`` distinct edges in
+    one pass.
+
+    References
+    ----------
+    .. [1] P. S. Efraimidis, P. G. Spirakis. "Weighted random sampling with a reservoir", Inf. Process. Lett.
+       97(5), 2006. doi:10.1016/j.ipl.2005.11.003
+    """
+    n = weights.size
+
+    def candidates(a, b, c):
+        sel = c > 0
+        if cand is not None:
+            sel &= cand[a:b]
+        if exclude is not None:
+            sel &= ~exclude[a:b]
+        return sel
+
+    if overwrite:
+        if total is None:
+            total = candidate_sum(weights, cand=cand, exclude=exclude, chunk=chunk)
+        npos = 0
+        for a in range(0, n, chunk):
+            c = weights[a : a + chunk]
+            idx = np.flatnonzero(candidates(a, a + chunk, c))
+            p = c[idx]
+            p /= total
+            u = rng.random(idx.size)
+            np.log(u, out=u)
+            u /= p  # Efraimidis-Spirakis keys log(u) / p
+            c.fill(np.nan)  # NaN ranks below every key
+            c[idx] = u
+            npos += idx.size
+            del idx, p, u
+        take = min(k, npos)
+        keep = top_flags(weights, take, chunk=chunk) if take else np.zeros(n, dtype=bool)
+    else:
+        keep = np.zeros(n, dtype=bool)
+        pos = np.flatnonzero(candidates(0, n, weights))
+        take = min(k, pos.size)
+        if take:
+            p = weights[pos]
+            p /= p.sum() if total is None else total
+            u = rng.random(pos.size)
+            np.log(u, out=u)
+            u /= p
+            del p
+            keep[pos[top_flags(u, take)]] = True
+    if k > take:  # fewer positive-weight candidates than k: uniformly among the rest
+        rest = ~keep
+        if cand is not None:
+            rest &= cand
+        if exclude is not None:
+            rest &= ~exclude
+        keep[rng.choice(np.flatnonzero(rest), size=k - take, replace=False)] = True
+    return keep
+
+
+def candidate_sum(weights, *, cand=None, exclude=None, chunk=1 << 22) -> float:
+    """The sum of the positive weights of the candidates (``cand & ~exclude``) without gathering them: numpy sums
+    a contiguous float64 array as a running total of pairwise sums over blocks of ``numpy.getbufsize()``
+    elements, and so does this, chunk by chunk, so the value is the same to the last bit (the sampling
+    probabilities, hence the masks, do not change)."""
+    step = np.getbufsize()
+    acc = 0.0
+    carry = np.zeros(0)
+    for a in range(0, weights.size, chunk):
+        c = weights[a : a + chunk]
+        sel = c > 0
+        if cand is not None:
+            sel &= cand[a : a + chunk]
+        if exclude is not None:
+            sel &= ~exclude[a : a + chunk]
+        vals = c[sel]
+        if carry.size:
+            vals = np.concatenate([carry, vals])
+        full = vals.size - vals.size % step
+        if full:
+            for v in vals[:full].reshape(-1, step).sum(axis=1).tolist():
+                acc += v
+        carry = vals[full:].copy()
+    if carry.size:
+        acc += float(carry.sum())
+    return acc
 
 
 def inclusion_probabilities(p, k):
