@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
-import math
 import numbers
 import os
 import sys
