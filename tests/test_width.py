@@ -293,3 +293,24 @@ def test_grid_masks_are_those_of_the_per_edge_path(monkeypatch, sparsity):
     plain = graphprune.sparsify(G, "spectral", sparsity=sparsity, seed=3)
     for k in plain:
         assert torch.equal(grid[k], plain[k]), k
+
+
+def test_width_functions_take_explicit_arguments():
+    """choose_width needs no sparsifier: the units, the budgets and the options are its arguments. With the
+    uniform counts of sparsity 0.98 (20 and 5 edges, see test_width_and_kept_nodes_by_hand) and 2 edges per node,
+    E = 25 / 148 and ceil(64 * E / 2) = 6 hidden nodes stay; uniform budgets are kept as given (None), and
+    "nodes" budgets are 18 and 8 (test_node_proportional_budgets_by_hand)."""
+    from graphprune.sparsify.spectral.leverage import Engine
+    from graphprune.sparsify.spectral.width import choose_width
+
+    net, G = _tiny()
+    units = list(G.weight_blocks)
+    counts = {units[0].name: 20, units[1].name: 5}
+    opts = dict(edges_per_node=2.0, min_nodes=4, engine=Engine())
+    kept, width, budgets = choose_width(G, units, [], counts, 0.02, allocation="uniform", **opts)
+    assert int(kept[units[0].dst].sum()) == 6 and budgets is None
+    assert width[units[0].dst] == 6 / 64 and width[units[0].src] == width[units[1].dst] == 1.0
+    _, _, budgets = choose_width(G, units, [], counts, 0.02, allocation="nodes", **opts)
+    assert budgets == {units[0].name: 18, units[1].name: 8}
+    _, _, budgets = choose_width(G, units[1:], units[:1], {units[1].name: 5}, 0.02, allocation="nodes", **opts)
+    assert budgets[units[0].name] == units[0].num_edges  # a unit kept dense keeps its whole size
