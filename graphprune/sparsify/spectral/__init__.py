@@ -335,9 +335,9 @@ class SpectralSparsifier(Sparsifier):
         if self.scope == "graph":
             R = self._graph_R.pop(b.name)  # each block's resistances are read once, then dropped
         else:
-            dtype = self.dtype or (torch.float32 if w.device.type == "cuda" else torch.float64)
-            R, how = effective_resistance(ctx.graph, b, view=self.view, method=self.resistance, dtype=dtype,
-                                          return_method=True, backend=self.backend)
+            R, how = effective_resistance(ctx.graph, b, view=self.view, method=self.resistance,
+                                          dtype=self._engine().dtype_for(w), return_method=True,
+                                          backend=self.backend)
             self.resistance_method_[b.name] = how
         lev = leverage_in_place(R, w, avail)
         del R
