@@ -490,10 +490,10 @@ def _plan_route(sp, d, model, example_inputs, executor):
 
 def _prune_blocks(sp, G, d, ks, ckpt, keys, src, partial, executor, resume, progress) -> dict:
     """The block-by-block route: shard jobs (resumable); returns shard -> {parameter: kept}."""
-    from .sparsify.base import _warn_zero_block, make_rng
+    from .sparsify.base import _warn_zero_block, make_rng, unit_seeds
 
     units = sp.units(G)
-    seeds = dict(zip([b.name for b in units], make_rng(sp.seed, owner=type(sp).__name__).spawn(len(units))))
+    seeds = unit_seeds(make_rng(sp.seed, owner=type(sp).__name__), units)
     todo = [b for b in units if not sp.keeps_dense(b)]
     params = {k: v for k, v in sp.get_params().items() if k not in ("executor", "progress")}
     glob = sp.allocation == "global"

@@ -488,13 +488,14 @@ class Sparsifier:
             w = w.to(dtype=self.context_dtype)
         return BlockContext(graph, b, w, graph.block_mask(b).clone(), np.random.default_rng(seed_seq))
 
-    def _plan(self, graph, units, d, ss):
-        """``(todo, counts, seeds)``: the units to prune, the number of edges each keeps, one seed per unit."""
+    def _plan(self, graph, units, d, ss, *, counts=None):
+        """``(todo, counts, seeds)``: the units to prune, the number of edges each keeps, one seed per unit.
+        ``counts(graph, todo, seeds, d)`` splits a global allocation (default: :meth:`_global_counts`, here)."""
         ks = self.allocate(graph, units, d)
-        seeds = dict(zip([b.name for b in units], ss.spawn(len(units))))
+        seeds = unit_seeds(ss, units)
         todo = [b for b in units if not self.keeps_dense(b)]
         if self.allocation == "global":
-            ks.update(self._global_counts(graph, todo, seeds, d))
+            ks.update((counts or self._global_counts)(graph, todo, seeds, d))
         return todo, ks, seeds
 
     def _blocks(self, graph, units, d, ss, *, progress=None):
@@ -560,6 +561,12 @@ class Sparsifier:
                     for i, b in enumerate(todo))
 
         return global_counts([b.name for b in todo], round(d * sum(b.num_edges for b in todo)), histograms, counts)
+
+
+def unit_seeds(ss: np.random.SeedSequence, units) -> dict:
+    """One child seed sequence per unit (block name -> SeedSequence), spawned in unit order from ``ss``
+    (:func:`make_rng` of the sparsifier's seed): the random stream of each unit, wherever it runs."""
+    return dict(zip([b.name for b in units], ss.spawn(len(units))))
 
 
 def count_true(m: torch.Tensor) -> int:

@@ -70,23 +70,24 @@ def run_block_jobs(sp, jobs, progress, what):
     return _progress(it, progress, f"{type(sp).__name__} {what}", total=len(jobs))
 
 
+def _global_counts(sp, graph, todo, seeds, d) -> dict:
+    """:meth:`Sparsifier._global_counts` as two rounds of jobs (per-block histograms, then per-block counts and
+    the candidates inside the threshold's bin): the same split, exactly."""
+    def histograms():
+        return run_block_jobs(sp, [job_spec(sp, graph, b, seeds[b.name], "hist") for b in todo], False,
+                              "histograms")
+
+    def counts(edge):
+        return run_block_jobs(sp, [job_spec(sp, graph, b, seeds[b.name], "count", edge=edge) for b in todo],
+                              False, "counts")
+
+    return global_counts([b.name for b in todo], round(d * sum(b.num_edges for b in todo)), histograms, counts)
+
+
 def iter_job_masks(sp, graph, units, d, ss, *, progress=None):
     """The job driver of :meth:`Sparsifier.iter_masks`: ``(block, mask)`` per pruned unit, each computed as one
     job on ``sp.executor`` (budgets and seeds as in the serial driver; global counts in two rounds of jobs)."""
-    ks = sp.allocate(graph, units, d)
-    seeds = dict(zip([b.name for b in units], ss.spawn(len(units))))
-    todo = [b for b in units if not sp.keeps_dense(b)]
-    if sp.allocation == "global":
-        def histograms():
-            return run_block_jobs(sp, [job_spec(sp, graph, b, seeds[b.name], "hist") for b in todo], False,
-                                  "histograms")
-
-        def counts(edge):
-            return run_block_jobs(sp, [job_spec(sp, graph, b, seeds[b.name], "count", edge=edge) for b in todo],
-                                  False, "counts")
-
-        K = round(d * sum(b.num_edges for b in todo))
-        ks.update(global_counts([b.name for b in todo], K, histograms, counts))
+    todo, ks, seeds = sp._plan(graph, units, d, ss, counts=lambda *args: _global_counts(sp, *args))
     jobs = [job_spec(sp, graph, b, seeds[b.name], "mask", k=int(ks[b.name]), use_global=sp.allocation == "global")
             for b in todo]
     show = sp.progress if progress is None else progress
