@@ -470,11 +470,12 @@ class Sparsifier:
         return ss, units
 
     def prepare(self, graph) -> None:
-        """Hook run once per :meth:`sparsify`, after validation and before any scoring (e.g. whole-graph
-        resistances, saliency scores). Default: nothing."""
+        """Hook run once per pass of :meth:`iter_masks` (and so of :meth:`sparsify`), after validation and before
+        any scoring (e.g. whole-graph resistances, saliency scores). Default: nothing."""
 
     def release(self) -> None:
-        """Hook run when :meth:`sparsify` ends, even on error: drop what :meth:`prepare` kept. Default: nothing."""
+        """Hook run when the pass ends, even on error or when the caller stops early: drop what :meth:`prepare`
+        kept. Default: nothing."""
 
     #: dtype of :attr:`BlockContext.weight` (float64 keeps scores exact; one block at a time). ``None`` keeps the
     #: parameter's own dtype: the context's weight is then a view of the model's storage, not a copy.
