@@ -56,7 +56,7 @@ class Split:
         import importlib
 
         res = importlib.import_module("graphprune.resistance")
-        width = importlib.import_module("graphprune.sparsify.width")  # graphprune.sparsify is also a function
+        width = importlib.import_module("graphprune.sparsify.spectral.width")  # graphprune.sparsify is also a function
         self.targets = [(res, "bipartite_resistance"), (width, "edge_cover")]
         self.seconds = {name: 0.0 for _, name in self.targets}
         self.saved = []

@@ -231,10 +231,10 @@ def _write(f, start, entry, t: torch.Tensor) -> None:
 
 
 def _block(job, blk, w, kind, **extra):
-    """:func:`graphprune.sparsify.base._block_job` on one block of a shard (``w``: its weight, read from the file)."""
-    from .sparsify.base import _block_job
+    """:func:`graphprune.sparsify.jobs.block_job` on one block of a shard (``w``: its weight, read from the file)."""
+    from .sparsify.jobs import block_job
 
-    return _block_job(dict(kind=kind, cls=job["cls"], params=job["params"], seed=blk["seed"], extra=extra,
+    return block_job(dict(kind=kind, cls=job["cls"], params=job["params"], seed=blk["seed"], extra=extra,
                            block=dict(blk["block"], weight=w), shape=tuple(w.shape),
                            available=np.packbits(np.ones(w.numel(), dtype=bool))))
 
@@ -428,12 +428,12 @@ def prune_checkpoint(src, dst, method=None, *, sparsity=None, density=None, seed
         raise ParameterError(f"The method {method!r} of prune_checkpoint needs calibration data: pass "
                              "calibration=<model inputs> (token ids for a language model).")
     sp = _sparsifier(method, sparsity, density, seed, progress, options)
-    d = sp._validate()
+    d = sp.validate()
     G, ks = _plan_route(sp, d, model, example_inputs, executor)
     blockwise = ks is not None
     for b in sp.units(G):
         e = ckpt.entry(keys[b.param])
-        if e["dtype"] not in _DTYPES and not sp._kept_dense(b):
+        if e["dtype"] not in _DTYPES and not sp.keeps_dense(b):
             raise CheckpointError(f"The checkpoint's {keys[b.param]!r} has dtype {e['dtype']}; pruned parameters "
                                   f"must be floating ({', '.join(_DTYPES)}). Keep it dense with "
                                   f"keep_dense=[{b.param!r}].")
@@ -441,7 +441,7 @@ def prune_checkpoint(src, dst, method=None, *, sparsity=None, density=None, seed
     if blockwise:
         kept = _prune_blocks(sp, G, d, ks, ckpt, keys, src, partial, executor, resume, progress)
     else:
-        pruned = {b.param for b in sp.units(G) if not sp._kept_dense(b)}
+        pruned = {b.param for b in sp.units(G) if not sp.keeps_dense(b)}
         kept = _prune_mapped(sp, model, example_inputs, ckpt, keys, partial, progress, pruned)
     for name in sorted(os.listdir(src)):  # config, tokenizer, generation config, the index: copied as they are
         path = os.path.join(src, name)
@@ -490,11 +490,12 @@ def _plan_route(sp, d, model, example_inputs, executor):
 
 def _prune_blocks(sp, G, d, ks, ckpt, keys, src, partial, executor, resume, progress) -> dict:
     """The block-by-block route: shard jobs (resumable); returns shard -> {parameter: kept}."""
-    from .sparsify.base import _warn_zero_block, make_rng
+    from .sparsify.base import make_rng
+    from .sparsify.units import _warn_zero_block, unit_seeds
 
     units = sp.units(G)
-    seeds = dict(zip([b.name for b in units], make_rng(sp.seed, owner=type(sp).__name__).spawn(len(units))))
-    todo = [b for b in units if not sp._kept_dense(b)]
+    seeds = unit_seeds(make_rng(sp.seed, owner=type(sp).__name__), units)
+    todo = [b for b in units if not sp.keeps_dense(b)]
     params = {k: v for k, v in sp.get_params().items() if k not in ("executor", "progress")}
     glob = sp.allocation == "global"
     fingerprint = {"src": os.path.abspath(src), "shards": ckpt.fingerprint(), "method": type(sp).__name__,
@@ -643,30 +644,19 @@ def _prune_mapped(sp, model, example_inputs, ckpt, keys, partial, progress, prun
 
 
 def _global_counts(jobs, todo, K, executor) -> dict:
-    """Edges kept per block under one threshold over all blocks' scores, from two read-only rounds of shard jobs:
-    per-block histograms of the scores' sort keys, then per-block counts above the threshold's bin and the keys
-    inside it. The split equals :meth:`Sparsifier._global_counts` (ties to the earlier block in graph order)."""
-    from .sparsify.base import _NBINS
+    """Edges kept per block under one threshold over all blocks' scores, from two read-only rounds of shard jobs
+    (:func:`graphprune.sparsify.allocation.global_counts`: per-block histograms of the scores' sort keys, then
+    per-block counts above the threshold's bin and the keys inside it; ties to the earlier block in graph order)."""
+    from .sparsify.allocation import global_counts
 
-    if K <= 0:
-        return {b.name: 0 for b in todo}
-    hist = np.zeros(_NBINS, dtype=np.int64)
-    for _, result in _run([dict(j, kind="hist", extra={}) for j in jobs], executor, False):
-        for _name, (bins, counts) in result:
-            hist[bins] += counts
-    above = np.cumsum(hist[::-1])
-    j = int(np.searchsorted(above, K))
-    edge = _NBINS - 1 - j
-    need = K - (int(above[j - 1]) if j > 0 else 0)
-    n_above, inside = {}, {}
-    for _, result in _run([dict(job, kind="count", extra={"edge": edge}) for job in jobs], executor, False):
-        for name, (count, keys) in result:
-            n_above[name], inside[name] = count, keys
-    order = [b.name for b in todo]  # graph order, as the in-memory threshold breaks ties
-    keys = np.concatenate([inside[n] for n in order])
-    unit = np.concatenate([np.full(inside[n].size, i, dtype=np.int64) for i, n in enumerate(order)])
-    extra = np.bincount(unit[np.argsort(~keys, kind="stable")[:need]], minlength=len(order))
-    return {n: n_above[n] + int(extra[i]) for i, n in enumerate(order)}
+    index = {b.name: i for i, b in enumerate(todo)}  # graph order, as the in-memory threshold breaks ties
+
+    def results(kind, extra):
+        for _, result in _run([dict(job, kind=kind, extra=extra) for job in jobs], executor, False):
+            for name, r in result:
+                yield index[name], r
+
+    return global_counts(list(index), K, lambda: results("hist", {}), lambda edge: results("count", {"edge": edge}))
 
 
 def _run(jobs, executor, progress):

@@ -119,7 +119,7 @@ def prune(model: nn.Module, example_inputs, method=None, *, sparsity=None, densi
         raise ParameterError(f"The 'model' of the {type(sp).__name__} instance passed to prune is not the model "
                              "being pruned: its calibration runs on that model and its repairs are written there. "
                              "Build the sparsifier with model=<the model passed to prune>.")
-    d = sp._validate()  # argument errors before the (possibly long) export
+    d = sp.validate()  # argument errors before the (possibly long) export
     G = from_model(model, example_inputs, **(export_options or {}))
     if not permanent:
         masks = sp.sparsify(G)
@@ -127,14 +127,7 @@ def prune(model: nn.Module, example_inputs, method=None, *, sparsity=None, densi
         apply_masks(model, masks=masks)
         _log_summary(sp, d, masks)
         return masks
-    sp._in_place = True  # data-aware methods gather their statistics on the model itself while it is pruned
-    try:
-        if not sp._streams():  # several rounds over the whole graph: the masks first, then zero block by block
-            masks = _zero_all_in_place(G, sp.sparsify(G))
-        else:
-            masks = _prune_in_place(sp, G, d)
-    finally:
-        del sp._in_place  # a later sparsify() with the same instance works on a copy again
+    masks = _prune_in_place(sp, G)
     _log_summary(sp, d, masks)
     return masks
 
@@ -205,45 +198,20 @@ def _sparsifier(method, sparsity, density, seed, progress, options) -> Sparsifie
     return cls(sparsity=sparsity, density=density, seed=seed, progress=progress, **options)
 
 
-def _prune_in_place(sp: Sparsifier, G, d) -> PackedMasks:
-    ss, units = sp._start(G)
-    # units of each parameter (sliced parameters have several); a parameter is packed when its last unit is done
-    pending = {}
-    for b in units:
-        pending.setdefault(b.param, []).append(b.name)
+def _prune_in_place(sp: Sparsifier, G) -> PackedMasks:
+    """Stream the masks (:meth:`Sparsifier.iter_masks`, ``in_place=True``: data-aware methods gather their
+    statistics on the model itself): each parameter's pruned weights are zeroed as soon as its mask is complete,
+    and the mask is packed, before the next block starts."""
+    blocks = {}  # the pruned units of each parameter (sliced parameters have several)
+    for b in sp.units(G):
+        if not sp.keeps_dense(b):
+            blocks.setdefault(b.param, []).append(b)
     out = PackedMasks()
-    partial = {}
-    sp.prepare(G)
-    try:
-        done = set()
-        for b, m in sp.iter_masks(G, units, d, ss):
-            done.add(b.name)
-            _zero_in_place(b, m)
-            full = partial.get(b.param)
-            if full is None:
-                full = G.param_mask(b.param).clone()
-                partial[b.param] = full
-            b.and_rows(full, m)
-            if all(n in done or sp._kept_dense(G.block(n)) for n in pending[b.param]):
-                out.add(b.param, partial.pop(b.param))
-            del m, full  # nothing of this block stays alive while the next one is computed
-    finally:
-        sp.release()
-    for name in G.params:  # parameters kept dense (keep_dense) or finished without a pruned unit
-        if name not in out:
-            out.add(name, partial.pop(name, None) if name in partial else G.param_mask(name).clone())
-    out._reorder(G.params)
-    return out
-
-
-def _zero_all_in_place(G, masks) -> PackedMasks:
-    out = PackedMasks()
-    for b in G.weight_blocks:
-        m = masks[b.param]
-        _zero_in_place(b, b.rows(m))
-    for name in G.params:
-        out.add(name, masks[name])
-    out._reorder(G.params)
+    for name, m in sp.iter_masks(G, by="param", in_place=True):
+        for b in blocks.get(name, ()):
+            _zero_in_place(b, b.rows(m))
+        out.add(name, m)
+        del m  # nothing of this parameter stays alive while the next one is computed
     return out
 
 

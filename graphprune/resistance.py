@@ -64,8 +64,7 @@ from .errors import ParameterError
 
 __all__ = ["bipartite_resistance", "laplacian_resistance", "degree_resistance", "jl_resistance",
            "laplacian_from_biadjacency", "check_biadjacency", "choose_method", "block_method", "block_resistance",
-           "available_memory", "exact_block_bytes", "blas_threads",
-           "effective_resistance"]  # noqa: F822 - the re-export of graph_resistance's, see __getattr__
+           "available_memory", "exact_block_bytes", "blas_threads"]
 
 log = logging.getLogger("graphprune")
 
@@ -632,18 +631,3 @@ def block_resistance(B, method: str, *, dtype=torch.float64, backend: str = "aut
         return bipartite_resistance(B, dtype=dtype, backend=backend, overwrite=overwrite)
     return degree_resistance(B.to(dtype))
 
-
-def __getattr__(name):
-    """``graphprune.resistance.effective_resistance``, the graph-aware entry, lives beside the graph in
-    :mod:`graphprune.graph_resistance`; this module re-exports it for old imports, imported on first use (at
-    import time this module imports nothing of the graph). To be removed once every caller imports it from
-    :mod:`graphprune.graph_resistance`."""
-    if name == "effective_resistance":
-        from .graph_resistance import effective_resistance
-
-        return effective_resistance
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | {"effective_resistance"})

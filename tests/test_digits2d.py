@@ -109,7 +109,7 @@ def _classes_reached(masks):
 
 
 def test_a_flattened_map_counts_its_channels():
-    from graphprune.sparsify.width import channel_sizes
+    from graphprune.sparsify.spectral.width import channel_sizes
 
     G = _cnn2d_graph()
     got = channel_sizes(G)

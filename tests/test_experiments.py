@@ -63,7 +63,7 @@ def _grads_by_hand(model, ds, batches=1):
 def test_snip_scores_are_grad_times_weight(task):
     ds, model, G = task
     sp = SNIPSparsifier(density=0.3, model=model, data=ds.loader("train", batch_size=128, seed=0), batches=1)
-    sp._validate()
+    sp.validate()
     scores = sp.compute_scores(G)
     grads = _grads_by_hand(model, ds)
     for n in G.params:
@@ -77,7 +77,7 @@ def test_synflow_scores_match_closed_form_on_linear_net():
     net = torch.nn.Sequential(torch.nn.Linear(4, 3, bias=False), torch.nn.Linear(3, 2, bias=False))
     G = graphprune.from_model(net, torch.randn(1, 4))
     sp = SynFlowSparsifier(density=0.5, model=net, input_shape=(4,))
-    sp._validate()
+    sp.validate()
     s = sp.compute_scores(G)
     W1, W2 = (m.weight.detach().abs().double() for m in net)
     # R = 1^T W2 W1 1: dR/dW1[i, j] = (1^T W2)_i, dR/dW2[k, i] = (W1 1)_i

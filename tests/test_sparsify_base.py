@@ -171,3 +171,158 @@ def test_identity_blocks_never_pruned():
     ident = sum(b.num_edges for b in G.blocks if not b.is_weight)
     assert ident > 0
     assert (H.edges_frame().kind == "identity").sum() == ident
+
+
+# -- the streaming driver: Sparsifier.iter_masks --------------------------------------------------------------------
+def _naive_magnitude(G, d, keep_dense):
+    """Uniform magnitude masks by a plain loop: each unit not kept dense keeps min(round(d n), available) of its
+    available edges, largest |w| first, ties by position (a stable argsort)."""
+    masks = G.masks
+    seen = set()
+    for b in G.weight_blocks:
+        if (b.param, b.param_slice) in seen or b.param in keep_dense:
+            continue
+        seen.add((b.param, b.param_slice))
+        avail = G.block_mask(b).reshape(-1).numpy()
+        w = b.weight.detach().abs().reshape(-1).double().numpy()
+        order = [i for i in np.argsort(-w, kind="stable") if avail[i]]
+        keep = np.zeros(w.size, dtype=bool)
+        keep[order[: min(round(d * b.num_edges), len(order))]] = True
+        rows = slice(*b.param_slice) if b.param_slice is not None else slice(None)
+        masks[b.param][rows] &= torch.from_numpy(keep).reshape(b.weight.shape)
+    return masks
+
+
+@pytest.mark.parametrize("name", ["attention", "tied", "small_resnet"])
+def test_iter_masks_equal_sparsify_and_a_plain_loop(name):
+    """Sliced (fused q/k/v) and tied parameters, an existing mask and a parameter kept dense: by="block" gives
+    each pruned unit once in block order, by="param" every parameter's full mask in graph.params order, and both
+    equal sparsify() and a plain per-unit loop."""
+    model, x = build(name)
+    G = graphprune.from_model(model, x)
+    G = G.with_masks(graphprune.sparsify(G, "random", sparsity=0.3, seed=1))
+    dense = G.params[-1]
+    sp = graphprune.get_sparsifier("magnitude")(sparsity=0.6, keep_dense=[dense])
+    want = _naive_magnitude(G, 0.4, {dense})
+    got = sp.sparsify(G)
+    assert list(got) == G.params and all(torch.equal(got[k], want[k]) for k in want)
+    by_param = list(sp.iter_masks(G, by="param"))
+    assert [n for n, _ in by_param] == G.params and all(torch.equal(m, want[n]) for n, m in by_param)
+    blocks = list(sp.iter_masks(G))
+    units = list(dict.fromkeys((b.param, b.param_slice) for b in G.weight_blocks if b.param != dense))
+    assert [(b.param, b.param_slice) for b, _ in blocks] == units
+    for b, m in blocks:
+        rows = slice(*b.param_slice) if b.param_slice is not None else slice(None)
+        assert m.shape == b.weight.shape and torch.equal(m, want[b.param][rows])
+
+
+def test_iter_masks_streams_one_block_at_a_time():
+    """Nothing is computed before the first block is asked for; each block is scored only after the previous
+    one was handed out; release() runs at the end, and also when the caller stops early."""
+    events = []
+
+    class Recording(Sparsifier):
+        def prepare(self, graph):
+            events.append("prepare")
+
+        def release(self):
+            events.append("release")
+
+        def score(self, ctx):
+            events.append(f"score {ctx.block.name}")
+            return ctx.weight.abs()
+
+    model, x = build("mlp")
+    G = graphprune.from_model(model, x)
+    names = [b.name for b in G.weight_blocks]
+    it = Recording(sparsity=0.5).iter_masks(G)
+    assert events == []
+    for b, _ in it:
+        events.append(f"got {b.name}")
+    assert events == ["prepare"] + [e for n in names for e in (f"score {n}", f"got {n}")] + ["release"]
+    events.clear()
+    for name, _ in Recording(sparsity=0.5).iter_masks(G, by="param"):
+        events.append(f"got {name}")
+    assert events == ["prepare"] + [e for b in G.weight_blocks for e in (f"score {b.name}", f"got {b.param}")] + [
+        "release"]
+    events.clear()
+    it = Recording(sparsity=0.5).iter_masks(G, in_place=True)
+    next(it)
+    it.close()
+    assert events == ["prepare", f"score {names[0]}", "release"]
+
+
+def test_iter_masks_checks_its_arguments_when_called():
+    model, x = build("mlp")
+    G = graphprune.from_model(model, x)
+    sp = graphprune.get_sparsifier("magnitude")(sparsity=0.5)
+    with pytest.raises(ParameterError, match="'by' parameter"):
+        sp.iter_masks(G, by="row")
+    with pytest.raises(ParameterError, match="'in_place' parameter"):
+        sp.iter_masks(G, in_place=1)
+    with pytest.raises(ParameterError, match="'keep_dense'"):
+        graphprune.get_sparsifier("magnitude")(sparsity=0.5, keep_dense=["nothing*"]).iter_masks(G)
+    with pytest.raises(ParameterError, match="'sparsity'"):
+        graphprune.get_sparsifier("magnitude")(sparsity=1.5).iter_masks(G)
+
+
+def test_iter_masks_of_rounds_over_the_whole_graph():
+    """spectral with iterations=2 cannot stream (each round needs the whole graph): iter_masks computes the masks
+    first and yields each pruned unit's rows of them."""
+    model, x = build("mlp")
+    G = graphprune.from_model(model, x)
+    sp = graphprune.get_sparsifier("spectral")(density=0.1, seed=2, iterations=2)
+    want = sp.sparsify(G)
+    blocks = list(sp.iter_masks(G))
+    assert [b.name for b, _ in blocks] == [b.name for b in G.weight_blocks]
+    assert all(torch.equal(m, want[b.param]) for b, m in blocks)
+
+
+def _naive_weighted_sample(weights, k, rng, cand):
+    """Successive sampling by a plain loop: one uniform per positive-weight candidate in position order, key
+    log(u) / (w / sum of those w), the k largest keys (ties to the earlier position), then rng.choice among the
+    remaining candidates."""
+    pos = [i for i in range(weights.size) if cand[i] and weights[i] > 0]
+    total = float(np.sum(weights[pos])) if pos else 0.0
+    keys = [(np.log(rng.random()) / (weights[i] / total), i) for i in pos]
+    keys.sort(key=lambda t: (-t[0], t[1]))
+    chosen = {i for _, i in keys[:k]}
+    if k > len(chosen):
+        rest = [i for i in range(weights.size) if cand[i] and i not in chosen]
+        chosen |= set(rng.choice(np.array(rest), size=k - len(chosen), replace=False).tolist())
+    return chosen
+
+
+@pytest.mark.parametrize("n, k, zeros", [(50, 7, 0.0), (300, 40, 0.5), (40, 30, 0.6), (1000, 999, 0.1)])
+def test_weighted_sample_equals_a_plain_loop_in_memory_and_in_place(n, k, zeros):
+    """The one successive-sampling routine: in memory and written over the weights (any chunk size), with
+    candidates and exclusions, it draws the edges of a plain loop; a budget above the positive-weight candidates
+    is filled among the other candidates."""
+    from graphprune.sparsify.sampling import weighted_sample
+
+    rng = np.random.default_rng(n)
+    w = rng.random(n) ** 3
+    w[rng.random(n) < zeros] = 0.0
+    cand, excl = rng.random(n) < 0.9, rng.random(n) < 0.05
+    free = cand & ~excl
+    k = min(k, int(free.sum()))
+    want = _naive_weighted_sample(w, k, np.random.default_rng(7), free)
+    got = weighted_sample(w, k, np.random.default_rng(7), cand=cand, exclude=excl)
+    assert set(np.flatnonzero(got).tolist()) == want
+    for chunk in (16, 1 << 22):
+        x = w.copy()
+        got = weighted_sample(x, k, np.random.default_rng(7), cand=cand, exclude=excl, overwrite=True, chunk=chunk)
+        assert set(np.flatnonzero(got).tolist()) == want
+        assert np.isnan(x[~free | (w == 0)]).all()  # the keys were written over the weights
+
+
+def test_weighted_sample_inclusion_follows_the_weights():
+    """One draw of k = 1 picks edge e with probability w_e / sum(w): a chi-square test over 4000 seeds."""
+    from graphprune.sparsify.sampling import weighted_sample
+
+    w = np.array([1.0, 2.0, 3.0, 4.0, 0.0])
+    counts = np.zeros(5)
+    for seed in range(4000):
+        counts += weighted_sample(w, 1, np.random.default_rng(seed))
+    assert counts[4] == 0
+    assert stats.chisquare(counts[:4], 4000 * w[:4] / w.sum()).pvalue > 1e-3

@@ -23,7 +23,7 @@ from graphprune.masks import (
     load_masks_safetensors,
     save_masks_safetensors,
 )
-from graphprune.sparsify.base import top_flags, topk_mask
+from graphprune.sparsify.sampling import top_flags, topk_mask
 
 
 def _weights(model):
@@ -241,7 +241,7 @@ def test_top_flags_on_large_arrays_one_pass_equals_stable_argsort():
     """Above 2**21 values the threshold is bracketed from a sample and found in one pass (falling back to the
     histogram when the bracket misses); either way the flags are those of a stable argsort: ties by position,
     NaN lowest, -inf above NaN; bracket hit on the usual cases, checked directly."""
-    from graphprune.sparsify.base import _top_flags_sampled
+    from graphprune.sparsify.sampling import _top_flags_sampled
 
     rng = np.random.default_rng(0)
     n = (1 << 21) + 12_345

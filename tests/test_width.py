@@ -1,4 +1,4 @@
-"""The default spectral sparsifier (width="auto", also named "spectral-width"): an effective width per layer by node
+"""The default spectral sparsifier (width="auto"): an effective width per layer by node
 leverage, then spectral sampling within it; width="all" is the paper's plain per-layer sampling."""
 
 import math
@@ -25,7 +25,7 @@ def test_width_and_kept_nodes_by_hand():
     (16 + 64) + (64 + 4) = 148 block nodes, E = 25 / 148, f = E / 2, so ceil(64 f) = 6 hidden nodes stay: the 6
     of highest leverage, rowsum(|W1| R1) / sum + colsum(|W2| R2) / sum with R from numpy pinv."""
     net, G = _tiny()
-    sp = get_sparsifier("spectral-width")(sparsity=0.98, seed=0, allocation="uniform", edges_per_node=2.0)
+    sp = get_sparsifier("spectral")(sparsity=0.98, seed=0, allocation="uniform", edges_per_node=2.0)
     masks = sp.sparsify(G)
     f = (25 / 148) / 2
     assert sp.width_["0"] == pytest.approx(math.ceil(64 * f) / 64) and math.ceil(64 * f) == 6
@@ -50,7 +50,7 @@ def test_no_layer_collapse_and_no_wasted_edge_at_high_compression(name, compress
     """At 100x and 1000x every kept edge lies on an input-output path (effective mask = mask), where plain
     per-layer spectral sampling collapses at 1000x."""
     G = graphprune.from_model(build_model(name), torch.randn(2, 40))
-    masks = graphprune.sparsify(G, "spectral-width", density=1 / compression, seed=0)
+    masks = graphprune.sparsify(G, "spectral", density=1 / compression, seed=0)
     eff = effective_mask(G.with_masks(masks))
     assert all(torch.equal(eff[k], masks[k]) for k in masks)
     assert sum(int(m.sum()) for m in masks.values()) > 0
@@ -66,32 +66,45 @@ def test_node_proportional_budgets_by_hand():
     capped by the edges among them (96 and 24): 26 * 22 / 32 = 17.875 and 8.125, rounded by largest remainder to
     18 and 8."""
     net, G = _tiny()
-    masks = get_sparsifier("spectral-width")(sparsity=0.98, seed=0, edges_per_node=2.0,
-                                             allocation="nodes").sparsify(G)
+    masks = get_sparsifier("spectral")(sparsity=0.98, seed=0, edges_per_node=2.0,
+                                       allocation="nodes").sparsify(G)
     assert int(masks["0.weight"].sum()) == 18 and int(masks["2.weight"].sum()) == 8
     assert int(masks["0.weight"].any(1).sum()) == 6
 
 
 def test_full_width_when_the_budget_allows():
     net, G = _tiny()
-    sp = get_sparsifier("spectral-width")(sparsity=0.5, seed=0, edges_per_node=2.0)
+    sp = get_sparsifier("spectral")(sparsity=0.5, seed=0, edges_per_node=2.0)
     sp.sparsify(G)
     assert set(sp.width_.values()) == {1.0}
 
 
 @pytest.mark.parametrize("options", [{}, {"edges_per_node": 1.0, "guard": False}, {"iterations": 3}])
 def test_width_conforms(options):
-    check_sparsifier(get_sparsifier("spectral-width"), options=options)
+    check_sparsifier(get_sparsifier("spectral"), options=options)
 
 
-def test_default_spectral_is_the_width_method_and_width_all_the_paper_variant():
-    """'spectral' and 'spectral-width' give the same masks; width='all' keeps the paper's uniform per-layer
-    counts, round(0.1 * 1024) = 102 and round(0.1 * 256) = 26, and every node's width."""
+def test_default_spectral_is_the_width_method_by_hand_and_width_all_the_paper_variant():
+    """The default 'spectral' chooses a width, by hand (edges_per_node=8, min_nodes=4, ERK budgets, cover):
+
+    - density 0.5: K = 640 edges; ERK eps = 640 / (80 + 68), the second block's density eps * 68 / 256 > 1 so it
+      is whole (256) and the first takes 384. E = 640 / 148 = 4.32 edges per node < 8, so the hidden layer keeps
+      ceil(64 * E / 8) = 35 nodes. Caps among kept nodes: 16 * 35 = 560 and 35 * 4 = 140; water-filling 640 in
+      proportion 384 : 256 caps the second at 140 and gives the first 500.
+    - density 0.02: K = round(25.6) = 26; ERK eps = 25.6 / 148, budgets round(13.84) = 14 and round(11.76) = 12;
+      E = 26 / 148, ceil(64 * E / 8) = 2 < min_nodes, so 4 hidden nodes stay; caps 64 and 16 hold 14 and 12.
+
+    Every kept hidden node has an in- and an out-edge (the cover), and no other hidden node has any. width='all'
+    keeps the paper's uniform per-layer counts, round(0.1 * 1024) = 102 and round(0.1 * 256) = 26, and every
+    node's width."""
     net, G = _tiny()
-    for dens in (0.5, 0.02):
-        a = graphprune.sparsify(G, "spectral", density=dens, seed=4)
-        b = graphprune.sparsify(G, "spectral-width", density=dens, seed=4)
-        assert all(torch.equal(a[k], b[k]) for k in a)
+    for dens, nodes, counts in ((0.5, 35, [500, 140]), (0.02, 4, [14, 12])):
+        sp = get_sparsifier("spectral")(density=dens, seed=4)
+        masks = sp.sparsify(G)
+        assert [int(m.sum()) for m in masks.values()] == counts
+        into, out = masks["0.weight"].any(1), masks["2.weight"].any(0)
+        assert int(into.sum()) == nodes and torch.equal(into, out)
+        assert sp.width_["0"] == nodes / 64 and sp.width_["input"] == sp.width_["2"] == 1.0
     sp = get_sparsifier("spectral")(sparsity=0.9, seed=0, width="all")
     paper = sp.sparsify(G)
     assert [int(m.sum()) for m in paper.values()] == [102, 26] and set(sp.width_.values()) == {1.0}
@@ -171,7 +184,7 @@ def _naive_cover(induced, lev, s, t, k):
 def test_edge_cover_matches_the_plain_greedy():
     """The linear-time edge cover against the greedy written with Python sorts, on random blocks with ties,
     masked edges, both layouts (destinations contiguous or strided) and destinations of more than 64 edges."""
-    from graphprune.sparsify.width import edge_cover
+    from graphprune.sparsify.spectral.width import edge_cover
 
     rng = np.random.default_rng(0)
     for _ in range(150):
@@ -227,7 +240,7 @@ def test_grid_edge_cover_matches_the_plain_greedy():
     """The grid cover (no per-edge index, rows read in chunks) against the greedy written with Python sorts, on
     full blocks in both layouts (destinations as rows, or as columns: an embedding), with many ties, rows of more
     and fewer than 64 edges, chunks smaller than a row, and budgets below and above the node count."""
-    from graphprune.sparsify.width import grid_edge_cover
+    from graphprune.sparsify.spectral.width import grid_edge_cover
 
     rng = np.random.default_rng(1)
     for trial in range(120):
@@ -247,7 +260,7 @@ def test_grid_edge_cover_matches_the_plain_greedy():
 def test_candidate_sum_is_numpys_sum_to_the_bit():
     """The streamed sum of the sampling candidates equals numpy's sum of the gathered array, bit for bit, at
     sizes around numpy's buffer size and chunk sizes that split it anywhere."""
-    from graphprune.sparsify.width import candidate_sum
+    from graphprune.sparsify.sampling import candidate_sum
 
     rng = np.random.default_rng(2)
     for n in (5, 8191, 8192, 8193, 50_000, 300_001):
@@ -256,7 +269,7 @@ def test_candidate_sum_is_numpys_sum_to_the_bit():
         keep = rng.random(n) < 0.3
         ref = lev[(lev > 0) & ~keep].sum()
         for chunk in (1000, 8192, 65_536, 1 << 22):
-            assert candidate_sum(lev, keep, chunk=chunk) == ref
+            assert candidate_sum(lev, exclude=keep, chunk=chunk) == ref
 
 
 @pytest.mark.parametrize("sparsity", [0.5, 0.75])  # above 8 edges per node: no node removed
@@ -265,7 +278,7 @@ def test_grid_masks_are_those_of_the_per_edge_path(monkeypatch, sparsity):
     masks equal those of the general path (an edge cover over per-edge index arrays and one argpartition),
     forced by declaring no block a grid, on a model with an embedding, bfloat16-like weights (many equal |w|)
     and a tied budget."""
-    from graphprune.sparsify import width
+    from graphprune.sparsify.spectral import width
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Embedding(300, 48), torch.nn.Linear(48, 96), torch.nn.ReLU(),
@@ -280,3 +293,24 @@ def test_grid_masks_are_those_of_the_per_edge_path(monkeypatch, sparsity):
     plain = graphprune.sparsify(G, "spectral", sparsity=sparsity, seed=3)
     for k in plain:
         assert torch.equal(grid[k], plain[k]), k
+
+
+def test_width_functions_take_explicit_arguments():
+    """choose_width needs no sparsifier: the units, the budgets and the options are its arguments. With the
+    uniform counts of sparsity 0.98 (20 and 5 edges, see test_width_and_kept_nodes_by_hand) and 2 edges per node,
+    E = 25 / 148 and ceil(64 * E / 2) = 6 hidden nodes stay; uniform budgets are kept as given (None), and
+    "nodes" budgets are 18 and 8 (test_node_proportional_budgets_by_hand)."""
+    from graphprune.sparsify.spectral.leverage import Engine
+    from graphprune.sparsify.spectral.width import choose_width
+
+    net, G = _tiny()
+    units = list(G.weight_blocks)
+    counts = {units[0].name: 20, units[1].name: 5}
+    opts = dict(edges_per_node=2.0, min_nodes=4, engine=Engine())
+    kept, width, budgets = choose_width(G, units, [], counts, 0.02, allocation="uniform", **opts)
+    assert int(kept[units[0].dst].sum()) == 6 and budgets is None
+    assert width[units[0].dst] == 6 / 64 and width[units[0].src] == width[units[1].dst] == 1.0
+    _, _, budgets = choose_width(G, units, [], counts, 0.02, allocation="nodes", **opts)
+    assert budgets == {units[0].name: 18, units[1].name: 8}
+    _, _, budgets = choose_width(G, units[1:], units[:1], {units[1].name: 5}, 0.02, allocation="nodes", **opts)
+    assert budgets[units[0].name] == units[0].num_edges  # a unit kept dense keeps its whole size

@@ -31,9 +31,10 @@ from ..calibrate import (
     to_matrix,
 )
 from ..errors import ParameterError
-from .base import BlockContext, _progress, _unit_mask, _warn_zero_block
+from .base import BlockContext
 from .registry import register
 from .score import ScoreSparsifier, nm_mask, row_shares, select
+from .units import _progress, _unit_mask, _warn_zero_block, user_stacklevel
 
 __all__ = ["CalibratedSparsifier", "WandaSparsifier", "RIASparsifier", "SparseGPTSparsifier", "FlowSparsifier",
            "obs_prune", "ls_repair", "dense_target"]
@@ -98,10 +99,10 @@ class CalibratedSparsifier(ScoreSparsifier):
         self._work = None
         self._runner = None
 
-    def iter_masks(self, graph, units, d, ss, *, progress=None):
+    def _blocks(self, graph, units, d, ss, *, progress=None):
         if getattr(self, "executor", None) is not None:
             warnings.warn(f"{type(self).__name__} runs serially in this process, not on the executor "
-                          f"({self._why_serial()}).", RuntimeWarning, stacklevel=3)
+                          f"({self._why_serial()}).", RuntimeWarning, stacklevel=user_stacklevel())
         todo, ks, seeds = self._plan(graph, units, d, ss)
         show = self.progress if progress is None else progress
         for stage in _progress(stages(graph, todo), show, f"{type(self).__name__} stages"):
@@ -120,7 +121,7 @@ class CalibratedSparsifier(ScoreSparsifier):
         """Zero the pruned weights of ``b`` in the working model and write the repaired ones, if any."""
         p = param_of(self._work, b.param)
         with torch.no_grad():
-            view = p[b.param_slice[0] : b.param_slice[1]] if b.param_slice is not None else p
+            view = b.rows(p)
             if new is not None:
                 view.copy_(new.to(view.device, view.dtype))
             view.mul_(m.to(view.device, view.dtype))
@@ -412,7 +413,7 @@ class SparseGPTSparsifier(CalibratedSparsifier):
 
 
 def _no_groups(b, method):
-    if b.layout == "conv" and b.groups > 1:
+    if b.grid.groups > 1 and b.grid.lead == "dst":
         raise ParameterError(f"Block {b.name!r} is a grouped convolution (groups={b.groups}); {method} needs one "
                              f"Gram matrix per row's inputs. Keep it dense (keep_dense=[{b.param!r}]).")
 

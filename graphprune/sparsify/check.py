@@ -150,7 +150,7 @@ def check_sparsifier(sparsifier, *, graphs=None, options: dict | None = None, sp
                     avail = int(G.block_mask(b).sum())
                     want = min(round((1 - s) * b.num_edges), avail)
                     m = masks[b.param]
-                    got = int((m[b.param_slice[0]:b.param_slice[1]] if b.param_slice else m).sum())
+                    got = int(b.rows(m).sum())
                     if got != want:
                         fail(f"density not hit on {b.name!r} at sparsity {s}: kept {got}, expected {want}")
             elif sp.allocation == "global" and not G.is_masked:

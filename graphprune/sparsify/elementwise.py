@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from .._validation import Boolean, Options
-from .base import BlockContext, Sparsifier, top_indices
+from .base import BlockContext, Sparsifier
 from .registry import register
-from .spectral import _inclusion_probabilities
+from .sampling import inclusion_probabilities, weighted_sample
 
 __all__ = ["ElementwiseSparsifier"]
 
@@ -80,28 +80,18 @@ class ElementwiseSparsifier(Sparsifier):
         w = ctx.weight.detach().abs().to("cpu", torch.float64).reshape(-1).numpy()
         avail = ctx.available.reshape(-1).cpu().numpy()
         mass = np.where(avail, w ** self.power, 0.0)
-        keep = np.zeros(w.size, dtype=bool)
-        pos = np.flatnonzero(mass > 0)
-        take = min(k, pos.size)
-        if take:
-            p = mass[pos] / mass[pos].sum()
-            keys = np.log(ctx.rng.random(pos.size)) / p
-            keep[pos[top_indices(keys, take)]] = True
-        if k > take:  # fewer non-zero entries than the budget: fill uniformly among the zero ones
-            zero = np.flatnonzero(avail & (mass == 0))
-            keep[ctx.rng.choice(zero, size=k - take, replace=False)] = True
+        keep = weighted_sample(mass, k, ctx.rng, cand=avail)  # fewer non-zero entries than k: uniform fill
         if self.reweight:
             scale = np.ones(w.size)
+            pos = np.flatnonzero(mass > 0)
+            take = min(k, pos.size)
             if pos.size:
-                pi = _inclusion_probabilities(mass[pos], take)
+                pi = inclusion_probabilities(mass[pos], take)
                 inv = np.ones(w.size)
                 inv[pos] = 1.0 / np.maximum(pi, 1e-300)
                 scale[keep] = inv[keep]
             b = ctx.block
             full = self.scales_.setdefault(b.param, torch.ones(ctx.graph.param_shapes[b.param], dtype=torch.float64))
             t = torch.from_numpy(scale).reshape(ctx.weight.shape)
-            if b.param_slice is not None:
-                full[b.param_slice[0] : b.param_slice[1]] = t
-            else:
-                full.copy_(t)
+            b.set_rows(full, t)
         return torch.from_numpy(keep).reshape(ctx.available.shape)

@@ -6,9 +6,10 @@ import warnings
 
 import torch
 
-from .base import BlockContext, user_stacklevel
+from .base import BlockContext
 from .registry import register
 from .score import ScoreSparsifier
+from .units import user_stacklevel
 
 
 @register

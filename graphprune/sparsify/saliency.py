@@ -104,8 +104,7 @@ class _Saliency(ScoreSparsifier):
 
     def score(self, ctx: BlockContext) -> torch.Tensor:
         s = self._scores[ctx.block.param]
-        if ctx.block.param_slice is not None:
-            s = s[ctx.block.param_slice[0] : ctx.block.param_slice[1]]
+        s = ctx.block.rows(s)
         return s.detach().to("cpu", torch.float64)
 
 
@@ -253,7 +252,7 @@ class SynFlowSparsifier(_Saliency):
     def sparsify(self, graph):
         if self.iterations == 1 or not isinstance(self.iterations, int):
             return super().sparsify(graph)
-        d = self._validate()
+        d = self.validate()
         if self.iterations == 1:
             return super().sparsify(graph)
         H = graph

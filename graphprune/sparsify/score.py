@@ -162,7 +162,7 @@ class ScoreSparsifier(Sparsifier):
         nm = self._nm()
         if nm is None:
             return super().allocate(graph, units, d)
-        return {b.name: b.num_edges if self._kept_dense(b) else nm_count(b, graph.block_mask(b), *nm)
+        return {b.name: b.num_edges if self.keeps_dense(b) else nm_count(b, graph.block_mask(b), *nm)
                 for b in units}
 
     def compute_mask(self, ctx: BlockContext, k: int) -> torch.Tensor:

@@ -1,16 +1,20 @@
 """Spectral sparsification by effective resistances (Spielman & Srivastava): an effective width below the node
-count (the default), or the paper's plain per-layer sampling; one shot or iterative, per block or whole graph."""
+count (the default), or the paper's plain per-layer sampling; one shot or iterative, per block or whole graph.
+
+The package: :class:`SpectralSparsifier` (here: parameters, the two variants, the paper's per-layer sampling),
+:mod:`.width` (which nodes stay, their budgets and the masks among them, as functions of explicit arguments) and
+:mod:`.leverage` (``|w_e| R_e`` and the resistance :class:`~.leverage.Engine`).
+"""
 
 from __future__ import annotations
 
 import copy
-import math
 import numbers
 
 import numpy as np
 import torch
 
-from .._validation import (
+from ..._validation import (
     ALLOCATIONS,
     RESISTANCE_METHODS,
     SAMPLINGS,
@@ -22,11 +26,16 @@ from .._validation import (
     Interval,
     Options,
 )
-from ..errors import ParameterError
-from ..resistance import effective_resistance
+from ...errors import ParameterError
+from ...graph_resistance import effective_resistance
+from ..base import BlockContext, Sparsifier
+from ..registry import register
+from ..sampling import inclusion_probabilities, topk_mask, weighted_sample
+from ..units import has_nonzero
 from . import width as _width
-from .base import BlockContext, Sparsifier, has_nonzero, top_indices, topk_mask
-from .registry import register
+from .leverage import Engine, leverage_in_place
+
+__all__ = ["SpectralSparsifier"]
 
 
 @register
@@ -262,7 +271,7 @@ class SpectralSparsifier(Sparsifier):
         it = self.iterations
         if not isinstance(it, numbers.Integral) or isinstance(it, bool) or it <= 1:
             return super().sparsify(graph)
-        d = self._validate()
+        d = self.validate()
         H, masks, widths = graph, None, None
         for r in range(1, it + 1):
             step = copy.copy(self)
@@ -290,12 +299,18 @@ class SpectralSparsifier(Sparsifier):
         self.resistance_method_ = {}
         self._graph_R = None
         self._kept = self._ks = None
+        d = self.target_density()
         if self.scope == "graph":
             self._graph_R, how = effective_resistance(graph, method=self.resistance, seed=self.seed,
                                                    return_method=True)
             self.resistance_method_["<graph>"] = how
         if self.width == "auto":
-            kept, self.width_, ks = _width.choose_width(self, graph, self.target_density())
+            units = self.units(graph)
+            todo = [b for b in units if not self.keeps_dense(b)]
+            kept, self.width_, ks = _width.choose_width(
+                graph, todo, [b for b in units if self.keeps_dense(b)], self.allocate(graph, todo, d),
+                d, allocation=self._allocation(), edges_per_node=self.edges_per_node, min_nodes=self.min_nodes,
+                channels=bool(self.channels), cover=bool(self.cover), engine=self._engine())
             self._ks = ks
             self._kept = None if all(k.all() for k in kept.values()) else kept
         else:
@@ -321,13 +336,23 @@ class SpectralSparsifier(Sparsifier):
         if self.scope == "graph":
             R = self._graph_R.pop(b.name)  # each block's resistances are read once, then dropped
         else:
-            dtype = self.dtype or (torch.float32 if w.device.type == "cuda" else torch.float64)
-            R, how = effective_resistance(ctx.graph, b, view=self.view, method=self.resistance, dtype=dtype,
-                                          return_method=True, backend=self.backend)
+            R, how = effective_resistance(ctx.graph, b, view=self.view, method=self.resistance,
+                                          dtype=self._engine().dtype_for(w), return_method=True,
+                                          backend=self.backend)
             self.resistance_method_[b.name] = how
-        lev = _leverage_in_place(R, w, avail)
+        lev = leverage_in_place(R, w, avail)
         del R
         self._cache[b.name] = lev
+        return lev
+
+    def _engine(self) -> Engine:
+        return Engine(self.resistance, self.dtype, self.backend)
+
+    def _leverage_once(self, ctx) -> np.ndarray:
+        """The block's leverage as a flat float64 array, taken out of the cache: its last use, the caller may
+        overwrite it (the sampling keys are written in place)."""
+        lev = self.score(ctx).reshape(-1).numpy()
+        self._cache.pop(ctx.block.name, None)
         return lev
 
     def block_done(self, block):
@@ -350,14 +375,15 @@ class SpectralSparsifier(Sparsifier):
 
     def compute_mask(self, ctx: BlockContext, k: int) -> torch.Tensor:
         if self.width == "auto":
-            return _width.mask_within(self, ctx, k, self._kept)
-        lev = self.score(ctx).reshape(-1).numpy()
+            lev = self._leverage_once(ctx) if _width.keeps_all(ctx.block, self._kept) else None
+            return _width.mask_within(ctx, k, self._kept, lev, guard=self._guarded(), engine=self._engine())
         avail = ctx.available.reshape(-1).numpy()
         if self.sampling == "without_replacement" and not self._guarded() and not self.reweight:
-            # the block's last use of its leverage: take it out of the cache and turn it into the sampling keys in
-            # place (one float64 array per block)
-            self._cache.pop(ctx.block.name, None)
-            return torch.from_numpy(_successive_sample(lev, avail, k, ctx.rng)).reshape(ctx.available.shape)
+            # the block's last use of its leverage: the sampling keys are written over it (one float64 array)
+            lev = self._leverage_once(ctx)
+            keep = weighted_sample(lev, k, ctx.rng, cand=avail, total=lev.sum(), overwrite=True)
+            return torch.from_numpy(keep).reshape(ctx.available.shape)
+        lev = self.score(ctx).reshape(-1).numpy()
         p = lev / lev.sum()
         rng = ctx.rng
         forced = self._guard_edges(ctx, lev, avail, k) if self._guarded() else np.zeros(0, dtype=np.int64)
@@ -373,17 +399,10 @@ class SpectralSparsifier(Sparsifier):
                     scale = np.ones(p.size)
                     scale[chosen] = counts / (q * p[chosen])
             else:
-                cand = avail & ~keep
-                pos = np.flatnonzero(cand & (p > 0))
-                take = min(rest, pos.size)
-                keys = np.log(rng.random(pos.size)) / p[pos]  # Efraimidis-Spirakis: log(u^(1/p))
-                keep[pos[top_indices(keys, take)]] = True
-                if rest > take:  # fewer positive-leverage edges than the budget: fill uniformly among the rest
-                    zero = np.flatnonzero(cand & (p == 0))
-                    keep[rng.choice(zero, size=rest - take, replace=False)] = True
+                keep |= weighted_sample(lev, rest, rng, cand=avail, exclude=keep, total=lev.sum())
                 if self.reweight:
                     scale = np.ones(p.size)
-                    pi = _inclusion_probabilities(p[avail], k)
+                    pi = inclusion_probabilities(p[avail], k)
                     inv = np.ones(p.size)
                     inv[avail] = 1.0 / np.maximum(pi, 1e-300)
                     scale[keep] = inv[keep]
@@ -394,10 +413,7 @@ class SpectralSparsifier(Sparsifier):
             t = torch.from_numpy(scale).reshape(ctx.weight.shape)
             full = self.scales_.setdefault(ctx.block.param, torch.ones(ctx.graph.param_shapes[ctx.block.param],
                                                                        dtype=torch.float64))
-            if ctx.block.param_slice is not None:
-                full[ctx.block.param_slice[0] : ctx.block.param_slice[1]] = t
-            else:
-                full.copy_(t)
+            ctx.block.set_rows(full, t)
         return torch.from_numpy(keep).reshape(ctx.available.shape)
 
     def _guard_edges(self, ctx, lev, avail, k):
@@ -419,65 +435,6 @@ class SpectralSparsifier(Sparsifier):
         if forced.size > k:
             forced = forced[np.argsort(-lev[forced], kind="stable")[:k]]
         return forced
-
-
-def _leverage_in_place(R, w, avail, chunk=1 << 22):
-    """``|w_e| R_e`` (CPU float64, 0 where ``R`` is NaN or +inf and off ``avail``), shaped like ``w``.
-
-    ``R`` is the engine's own result (no other reference holds it). A float64 ``R`` becomes the leverage in its
-    own storage, chunk by chunk (``R_e |w_e|`` is the same IEEE product as ``|w_e| R_e``), so a block costs one
-    float64 array in all; a float32 ``R`` is widened chunk by chunk into one new float64 array. The model's
-    weights are only read.
-    """
-    R = R.to(w.device)
-    rf = R.reshape(-1)  # a view of the engine's buffer when contiguous (else a copy, equally ours)
-    torch.nan_to_num_(rf, nan=0.0, posinf=0.0)
-    wf, af = w.detach().reshape(-1), avail.reshape(-1)
-    n = rf.numel()
-    if rf.dtype == torch.float64:
-        lf = rf
-        for a in range(0, n, chunk):
-            lf[a : a + chunk].mul_(wf[a : a + chunk].abs().to(torch.float64))
-    else:
-        lf = torch.empty(n, dtype=torch.float64, device=rf.device)
-        for a in range(0, n, chunk):
-            lf[a : a + chunk] = wf[a : a + chunk].abs()
-            lf[a : a + chunk].mul_(rf[a : a + chunk])  # float32 R widens exactly
-    del R, rf
-    if not bool(af.all()):
-        for a in range(0, n, chunk):
-            lf[a : a + chunk].masked_fill_(~af[a : a + chunk], 0.0)
-    return lf.reshape(w.shape).cpu()
-
-
-def _successive_sample(lev, avail, k, rng, chunk=1 << 22):
-    """``k`` edges by Efraimidis-Spirakis keys ``log(u) / p_e`` (top-k), in chunks.
-
-    ``lev`` is overwritten with the keys (NaN off the candidates), so the only per-edge memory is the leverage
-    array itself plus chunk-sized temporaries. The random stream is drawn in the same order as one call over all
-    positive-``p`` available edges, so the result does not depend on ``chunk``.
-    """
-    from .base import top_flags
-
-    total = lev.sum()
-    n = lev.size
-    npos, zero = 0, []
-    for a in range(0, n, chunk):
-        out = lev[a : a + chunk]
-        p = out / total
-        av = avail[a : a + chunk]
-        idx = np.flatnonzero(av & (p > 0))
-        zero.append(a + np.flatnonzero(av & (p == 0)))
-        keys = np.log(rng.random(idx.size)) / p[idx]
-        out.fill(np.nan)  # NaN ranks below every key, -inf included
-        out[idx] = keys
-        npos += idx.size
-    take = min(k, npos)
-    keep = top_flags(lev, take)
-    if k > take:  # fewer positive-leverage edges than the budget: fill uniformly among the rest
-        zero = np.concatenate(zero)
-        keep[rng.choice(zero, size=k - take, replace=False)] = True
-    return keep
 
 
 def _draw_until_distinct(rng, p, allowed, k):
@@ -509,27 +466,3 @@ def _draw_until_distinct(rng, p, allowed, k):
     sel = np.flatnonzero(counts)
     return support[sel], counts[sel].astype(np.float64), q
 
-
-def _inclusion_probabilities(p, k):
-    """``pi = 1 - (1 - p)^q`` with ``q`` such that ``sum(pi) = k`` (bisection on q)."""
-    p = p / p.sum()
-    if k >= np.count_nonzero(p):
-        return np.where(p > 0, 1.0, 0.0)
-    lo, hi = float(k), float(k)
-    while np.sum(-np.expm1(hi * np.log1p(-np.minimum(p, 1 - 1e-16)))) < k:
-        hi *= 2
-    for _ in range(100):
-        mid = 0.5 * (lo + hi)
-        s = np.sum(-np.expm1(mid * np.log1p(-np.minimum(p, 1 - 1e-16))))
-        lo, hi = (mid, hi) if s < k else (lo, mid)
-        if math.isclose(lo, hi, rel_tol=1e-12):
-            break
-    return -np.expm1(hi * np.log1p(-np.minimum(p, 1 - 1e-16)))
-
-
-@register
-class SpectralWidthSparsifier(SpectralSparsifier):
-    """The name ``"spectral-width"``, kept for scripts written before it became ``"spectral"``'s default: the same
-    class, parameters and masks as :class:`SpectralSparsifier` (``width="auto"``)."""
-
-    name = "spectral-width"

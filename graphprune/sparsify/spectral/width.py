@@ -4,8 +4,9 @@ budgets their blocks can use, and the masks inside them (``SpectralSparsifier(wi
 A connected graph on ``n`` nodes needs ``n - 1`` edges, and a spectral sparsifier needs more (Spielman and
 Srivastava keep ``O(n log n / eps^2)``). When a block's budget is below that, spreading ``k`` edges over every node
 leaves most nodes with no edge and breaks the paths through the network (layer collapse). The functions here first
-choose which nodes stay, then sample spectrally within them. They hold no state: the sparsifier passes itself (its
-parameters) and keeps what they return.
+choose which nodes stay, then sample spectrally within them. They hold no state: the sparsifier passes them its
+parameters and what it computed (budgets, leverages, the resistance :class:`~.leverage.Engine`) as arguments, and
+keeps what they return.
 """
 
 from __future__ import annotations
@@ -15,42 +16,34 @@ import math
 import numpy as np
 import torch
 
-from ..resistance import effective_resistance
+from ..allocation import erk_counts
+from ..sampling import weighted_sample
 
-__all__ = ["leverage", "choose_width", "channel_sizes", "cover_floors", "fitted_budgets", "mask_within",
+__all__ = ["choose_width", "channel_sizes", "cover_floors", "fitted_budgets", "keeps_all", "mask_within",
            "edge_cover", "grid_edge_cover"]
 
 
-def leverage(sp, graph, b, masks=None) -> torch.Tensor:
-    """``|w_e| R_e`` of block ``b`` (CPU float64, 0 off the kept graph), with resistances of ``graph`` under
-    ``masks`` (channel view, the sparsifier's engine, dtype and backend)."""
-    H = graph if masks is None else graph.with_masks(masks)
-    dtype = sp.dtype or (torch.float32 if b.weight.device.type == "cuda" else torch.float64)
-    R = effective_resistance(H, b, view="channel", method=sp.resistance, dtype=dtype, backend=sp.backend)
-    w = b.weight.detach().abs().to("cpu", torch.float64)
-    lev = w * torch.nan_to_num(R.to("cpu", torch.float64), nan=0.0, posinf=0.0)
-    return lev.masked_fill(~H.block_mask(b).cpu(), 0.0)
-
-
-def choose_width(sp, graph, d):
+def choose_width(graph, units, dense, budgets, d, *, allocation, edges_per_node, min_nodes, channels=False,
+                 cover=True, engine):
     """``(kept, width, budgets)``: the kept nodes per partition (bool arrays; all True where nothing is removed),
     the fraction kept per partition, and per-block budgets (``None``: the allocation's own, unchanged).
+
+    ``units`` are the prunable units, ``dense`` the units kept dense, ``budgets`` the allocation's edges per
+    prunable unit (``allocation``: ``"erk"``, ``"nodes"`` (started from uniform counts), ``"uniform"`` or a dict)
+    and ``engine`` the resistance :class:`~.leverage.Engine` of the node scores.
 
     Edges per node ``E = K / sum_b (n_src + n_dst)``; when ``E < edges_per_node`` every hidden partition keeps the
     fraction ``f = E / edges_per_node`` of its nodes (at least ``min_nodes``), those of highest leverage summed
     over the adjacent blocks (each block's leverages normalised to sum 1). Partitions reached only through
     identity edges keep the nodes a kept node feeds.
 
-    With ``sp.channels`` a partition reached only through identity edges counts as the nodes that feed it when
+    With ``channels`` a partition reached only through identity edges counts as the nodes that feed it when
     they are fewer (:func:`channel_sizes`: a flattened ``C x H x W`` feature map counts ``C``, not ``C H W``), in
-    ``E`` and in the ERK budgets (the Linear after the flatten has ``C`` inputs there). With ``sp.cover`` (the
+    ``E`` and in the ERK budgets (the Linear after the flatten has ``C`` inputs there). With ``cover`` (the
     default) each block's budget is at least the edges that cover its kept nodes (:func:`cover_floors`).
     """
-    alloc = sp._allocation()
-    all_units = sp.units(graph)
-    units = [b for b in all_units if not sp._kept_dense(b)]
-    ks = sp.allocate(graph, units, d)  # "nodes" starts from uniform counts
-    channels = bool(getattr(sp, "channels", False))
+    alloc = allocation
+    ks = dict(budgets)
     if channels:
         size = channel_sizes(graph)
         if alloc == "erk":
@@ -59,13 +52,13 @@ def choose_width(sp, graph, d):
     else:
         nodes = sum(b.n_src + b.n_dst for b in units)
     E = sum(ks[b.name] for b in units) / max(nodes, 1)
-    f = min(1.0, E / float(sp.edges_per_node))
+    f = min(1.0, E / float(edges_per_node))
     hidden = any(p.role == "hidden" for p in graph.partitions)
     score = {p.name: np.zeros(p.size) for p in graph.partitions}
     for b in units:
         if f >= 1.0 or not hidden:
             break
-        lev = leverage(sp, graph, b).reshape(-1).numpy()
+        lev = engine.leverage(graph, b).reshape(-1).numpy()
         total = lev.sum()
         if total <= 0:
             continue
@@ -78,7 +71,7 @@ def choose_width(sp, graph, d):
         keep = np.ones(p.size, dtype=bool)
         if f < 1.0 and p.role == "hidden":
             if p.name in weight_dst:
-                n = min(p.size, max(int(sp.min_nodes), math.ceil(f * p.size)))
+                n = min(p.size, max(int(min_nodes), math.ceil(f * p.size)))
                 keep = np.zeros(p.size, dtype=bool)
                 keep[np.argsort(-score[p.name], kind="stable")[:n]] = True
             else:  # reached through identity edges only: keep what kept nodes feed
@@ -92,8 +85,8 @@ def choose_width(sp, graph, d):
         kept[p.name] = keep
         width[p.name] = float(keep.mean()) if p.size else 1.0
     fit = alloc in ("erk", "nodes")  # uniform and dict budgets are the user's, per block: kept as given
-    budgets = fitted_budgets(sp, graph, all_units, d, ks, kept, alloc) if fit else None
-    return kept, width, budgets
+    fitted = fitted_budgets(graph, units, dense, d, ks, kept, alloc, channels=channels, cover=cover) if fit else None
+    return kept, width, fitted
 
 
 def channel_sizes(graph) -> dict:
@@ -124,15 +117,13 @@ def _kept_channels(graph, name, kept) -> int:
 
 
 def _erk_by_channels(blocks, size, d) -> dict:
-    """ERK budgets (:func:`~graphprune.sparsify.base.erk_counts`) with a Linear's inputs counted as in
+    """ERK budgets (:func:`~graphprune.sparsify.allocation.erk_counts`) with a Linear's inputs counted as in
     :func:`channel_sizes`: a Linear after a flatten has ``C`` inputs, not ``C H W``."""
     from types import SimpleNamespace
 
-    from .base import erk_counts
-
     def shape(b):
         s = list(b.weight.shape)
-        if b.layout == "linear" and size[b.src] < b.n_src:
+        if b.grid.lead == "dst" and not b.grid.kernel and size[b.src] < b.n_src:
             s[1] = size[b.src]
         return s
 
@@ -163,16 +154,16 @@ def cover_floors(graph, blocks, kept, cap) -> dict:
     return floor
 
 
-def fitted_budgets(sp, graph, units, d, base, kept, alloc):
-    """Budgets in proportion to each block's kept nodes (``"nodes"``) or to its ERK budget, capped at the edges
-    among its kept nodes and water-filled, so no budget is spent on edges that lead nowhere.
+def fitted_budgets(graph, units, dense, d, base, kept, alloc, *, channels=False, cover=True):
+    """Budgets in proportion to each block's kept nodes (``"nodes"``) or to its ERK budget (``base``), capped at
+    the edges among its kept nodes and water-filled, so no budget is spent on edges that lead nowhere; ``units``
+    are the prunable units, ``dense`` those kept dense (their whole size).
 
-    With ``sp.cover`` and nodes removed, each block's budget is also at least its :func:`cover_floors` (blocks
+    With ``cover`` and nodes removed, each block's budget is also at least its :func:`cover_floors` (blocks
     below it are held there and the rest water-filled again), when the floors fit in the total. With
-    ``sp.channels``, ``"nodes"`` counts a flattened map's kept channels."""
-    ks = {b.name: b.num_edges for b in units if sp._kept_dense(b)}
-    todo = [b for b in units if not sp._kept_dense(b)]
-    channels = bool(getattr(sp, "channels", False))
+    ``channels``, ``"nodes"`` counts a flattened map's kept channels."""
+    ks = {b.name: b.num_edges for b in dense}
+    todo = list(units)
     total = round(d * sum(b.num_edges for b in todo)) if alloc == "nodes" else sum(int(base[b.name]) for b in todo)
     cap, nodes = {}, {}
     for b in todo:
@@ -188,7 +179,7 @@ def fitted_budgets(sp, graph, units, d, base, kept, alloc):
         else:
             nodes[b.name] = max(float(base[b.name]), 1e-12)
     floor = {}
-    if getattr(sp, "cover", False) and not all(k.all() for k in kept.values()):
+    if cover and not all(k.all() for k in kept.values()):
         floor = cover_floors(graph, todo, kept, cap)
         if sum(floor.values()) > total:  # the budget cannot cover every kept node: no floors
             floor = {}
@@ -221,22 +212,28 @@ def fitted_budgets(sp, graph, units, d, base, kept, alloc):
     return ks
 
 
-def mask_within(sp, ctx, k, kept) -> torch.Tensor:
+def keeps_all(b, kept) -> bool:
+    """Whether no node around block ``b`` was removed (``kept`` None: none anywhere)."""
+    return kept is None or bool(kept[b.src].all() and kept[b.dst].all())
+
+
+def mask_within(ctx, k, kept, lev, *, guard, engine) -> torch.Tensor:
     """``k`` edges of the block among its kept nodes: an edge cover of the kept nodes first (``guard``), then
     successive sampling proportional to ``w_e R_e`` with resistances of the induced subgraph; the highest-leverage
     edges outside it if the induced subgraph is smaller than the budget.
 
-    Where no node of the block was removed (LLM densities) the leverage is the sparsifier's own in-place array
-    (:meth:`SpectralSparsifier.score`). A linear, embedding or 1x1 convolution block with every edge available
-    then takes :func:`_mask_whole_grid`: one float64 array per edge (the engine's buffer: resistances, then
-    leverages, then sampling keys) and two bool arrays, with the same masks; other blocks use per-edge index
-    arrays (about four 8-byte arrays per edge at the peak).
+    ``lev`` is the block's leverage on the graph as it is, a flat float64 array the caller hands over (it is
+    overwritten), where no node of the block was removed (:func:`keeps_all`; LLM densities); None otherwise, and
+    ``engine`` (a :class:`~.leverage.Engine`) computes the leverages needed. A linear, embedding or 1x1
+    convolution block with every edge available then takes :func:`_mask_whole_grid`: one float64 array per edge
+    (the engine's buffer: resistances, then leverages, then sampling keys) and two bool arrays, with the same
+    masks; other blocks use per-edge index arrays (about four 8-byte arrays per edge at the peak).
     """
     b, G = ctx.block, ctx.graph
     avail = ctx.available.reshape(-1).cpu().numpy()
-    whole = kept is None or (kept[b.src].all() and kept[b.dst].all())
+    whole = keeps_all(b, kept)
     if whole and _grid_order(b) is not None and k < avail.size and bool(avail.all()):
-        return _mask_whole_grid(sp, ctx, k)
+        return _mask_whole_grid(ctx, k, lev, guard=guard)
     if whole:
         induced, s, t = avail, None, None
     else:
@@ -248,49 +245,24 @@ def mask_within(sp, ctx, k, kept) -> torch.Tensor:
         keep |= induced
         rest = k - n_induced
         if rest > 0:  # the induced subgraph is smaller than the budget: best leverage outside it
-            lev = leverage(sp, G, b).reshape(-1).numpy()
+            lev = engine.leverage(G, b).reshape(-1).numpy()
             out = np.flatnonzero(avail & ~induced)
             keep[out[np.argsort(-lev[out], kind="stable")[:rest]]] = True
         return torch.from_numpy(keep).reshape(ctx.available.shape)
-    if whole:  # nothing removed around this block: the resistances of the graph as it is
-        lev = sp.score(ctx).reshape(-1).numpy()
-        sp._cache.pop(b.name, None)
-    else:
+    if not whole:
         full = G.param_mask(b.param).clone()
         part = torch.from_numpy(induced).reshape(ctx.available.shape)
-        if b.param_slice is not None:
-            full[b.param_slice[0] : b.param_slice[1]] = part
-        else:
-            full = part
-        lev = leverage(sp, G, b, {b.param: full}).reshape(-1).numpy()
+        b.set_rows(full, part)
+        lev = engine.leverage(G, b, {b.param: full}).reshape(-1).numpy()
         lev = np.where(induced, lev, 0.0)
-    if sp._guarded():
+    if guard:
         if s is None:
             s, t = b.edge_index("channel")
         keep |= edge_cover(induced, lev, s, t, k)
     del s, t
     rest = k - int(np.count_nonzero(keep))
     if rest > 0:
-        cand = induced & ~keep
-        cand &= lev > 0
-        pos = np.flatnonzero(cand)
-        del cand
-        take = min(rest, pos.size)
-        if take:
-            p = lev[pos]
-            del lev
-            p /= p.sum()
-            keys = ctx.rng.random(pos.size)
-            np.log(keys, out=keys)
-            keys /= p  # Efraimidis-Spirakis keys log(u) / p, in place
-            del p
-            np.negative(keys, out=keys)
-            sel = np.arange(keys.size) if take >= keys.size else keys.argpartition(take - 1)[:take]
-            del keys
-            keep[pos[sel]] = True
-        if rest > take:
-            zero = np.flatnonzero(induced & ~keep)
-            keep[ctx.rng.choice(zero, size=rest - take, replace=False)] = True
+        keep |= weighted_sample(lev, rest, ctx.rng, cand=induced, exclude=keep)
     return torch.from_numpy(keep).reshape(ctx.available.shape)
 
 
@@ -372,16 +344,9 @@ def edge_cover(induced, lev, s, t, k):
 
 # -- dense blocks at LLM scale: the same masks, in place, with no per-edge index ----------------------------------
 def _grid_order(b):
-    """How a block's edges lie in parameter order when they form a full ``(dst, src)`` grid: ``"dst"``
-    (``e = dst * n_src + src``: linear, 1x1 ungrouped convolution), ``"src"`` (``e = src * n_dst + dst``:
-    embedding), or None (other convolutions: parallel or grouped edges)."""
-    if not b.is_weight:
-        return None
-    if b.layout == "linear" or (b.layout == "conv" and b.groups == 1 and b.kernel_size == 1):
-        return "dst"
-    if b.layout == "embedding":
-        return "src"
-    return None
+    """How a block's edges lie in parameter order when they form a full ``(dst, src)`` grid
+    (:attr:`Grid.order <graphprune.layout.Grid.order>`); None for identity blocks."""
+    return b.grid.order if b.is_weight else None
 
 
 def _by_dst(b, flat):
@@ -391,72 +356,24 @@ def _by_dst(b, flat):
     return flat.reshape(b.n_src, b.n_dst).T
 
 
-def _mask_whole_grid(sp, ctx, k, chunk=1 << 22) -> torch.Tensor:
+def _mask_whole_grid(ctx, k, lev, *, guard, chunk=1 << 22) -> torch.Tensor:
     """:func:`mask_within` for a block with no node removed, every edge available and a grid layout (every
-    block of an LLM): the same masks, with memory of one float64 array (the leverage, which becomes the sampling
-    keys in place) and two bool arrays per edge.
+    block of an LLM): the same masks, with memory of one float64 array (the leverage ``lev``, which becomes the
+    sampling keys in place) and two bool arrays per edge.
 
-    The cover is :func:`grid_edge_cover`. The sampling keys ``log(u) / p_e``, ``p_e = w_e R_e / total``, are
-    written over the leverage chunk by chunk, the random stream drawn in edge order as one call would, and
-    ``total`` summed as numpy sums the gathered candidates (:func:`candidate_sum`); the top keys are flagged by
-    :func:`~graphprune.sparsify.base.top_flags` (a histogram pass, no sort and no index array).
+    The cover is :func:`grid_edge_cover`; the rest is :func:`~graphprune.sparsify.sampling.weighted_sample` with
+    the keys written over the leverage (``overwrite=True``: a histogram pass, no sort and no index array).
     """
-    from .base import top_flags
-
     b = ctx.block
-    lev = sp.score(ctx).reshape(-1).numpy()
-    sp._cache.pop(b.name, None)  # its last use: the leverage becomes the keys in place
-    n = lev.size
-    keep = np.zeros(n, dtype=bool)
-    if sp._guarded():
+    keep = np.zeros(lev.size, dtype=bool)
+    if guard:
         rows, cols = grid_edge_cover(_by_dst(b, lev), k, chunk=chunk)
         _by_dst(b, keep)[rows, cols] = True
         del rows, cols
     rest = k - int(np.count_nonzero(keep))
     if rest > 0:
-        total = candidate_sum(lev, keep, chunk=chunk)
-        npos = 0
-        for a in range(0, n, chunk):
-            c = lev[a : a + chunk]
-            idx = np.flatnonzero((c > 0) & ~keep[a : a + chunk])
-            p = c[idx]
-            p /= total
-            u = ctx.rng.random(idx.size)
-            np.log(u, out=u)
-            u /= p  # Efraimidis-Spirakis keys log(u) / p
-            c.fill(np.nan)  # NaN ranks below every key
-            c[idx] = u
-            npos += idx.size
-            del idx, p, u
-        take = min(rest, npos)
-        if take:
-            keep |= top_flags(lev, take, chunk=chunk)
-        if rest > take:  # fewer positive-leverage edges than the budget: uniformly among the rest
-            zero = np.flatnonzero(~keep)
-            keep[ctx.rng.choice(zero, size=rest - take, replace=False)] = True
+        keep |= weighted_sample(lev, rest, ctx.rng, exclude=keep, overwrite=True, chunk=chunk)
     return torch.from_numpy(keep).reshape(ctx.available.shape)
-
-
-def candidate_sum(lev, keep, *, chunk=1 << 22) -> float:
-    """``lev[(lev > 0) & ~keep].sum()`` without gathering the candidates: numpy sums a contiguous float64 array
-    as a running total of pairwise sums over blocks of ``numpy.getbufsize()`` elements, and so does this, chunk by
-    chunk, so the value is the same to the last bit (the sampling probabilities, hence the masks, do not change)."""
-    step = np.getbufsize()
-    acc = 0.0
-    carry = np.zeros(0)
-    for a in range(0, lev.size, chunk):
-        c = lev[a : a + chunk]
-        vals = c[(c > 0) & ~keep[a : a + chunk]]
-        if carry.size:
-            vals = np.concatenate([carry, vals])
-        full = vals.size - vals.size % step
-        if full:
-            for v in vals[:full].reshape(-1, step).sum(axis=1).tolist():
-                acc += v
-        carry = vals[full:].copy()
-    if carry.size:
-        acc += float(carry.sum())
-    return acc
 
 
 def grid_edge_cover(L, k, *, top=64, chunk=1 << 22):
