@@ -37,8 +37,8 @@ def prune(model: nn.Module, example_inputs, method=None, *, sparsity=None, densi
         Inputs for the export's one forward pass (:func:`graphprune.from_model`).
     method : str, Sparsifier subclass or instance, optional
         A registry name (:func:`graphprune.sparsify.available_sparsifiers`). Default: ``"spectral"``, or
-        ``"flow"`` when ``calibration`` is given (the best method of the trained-model study, README "Pruning
-        trained networks").
+        ``"flow"`` when ``calibration`` is given (the best method of the trained-model study, the guide
+        "Pruning trained networks", docs/source/guides/trained.md).
     sparsity, density : float
         Exactly one: the fraction of prunable weights to remove, or to keep (or ``nm=(2, 4)`` for N:M methods).
     seed : int, numpy.random.Generator or torch.Generator, default 0

@@ -45,7 +45,7 @@ class SpectralSparsifier(Sparsifier):
 
     Two variants, one option apart:
 
-    - ``width="auto"`` (the default, the best spectral method of the MNIST-1D study in the README): when the budget
+    - ``width="auto"`` (the default, the best spectral method of the MNIST-1D study, docs/source/guides/study.md): when the budget
       is below ``edges_per_node`` edges per node, keep only the nodes of highest *leverage* in each hidden layer
       (a node's share of ``sum |w_e| R_e`` of its adjacent blocks; by Foster's theorem a block's leverages sum to
       ``N - 1``), the same fraction in every hidden layer and consistently across flatten and residual edges
