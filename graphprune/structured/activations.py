@@ -75,7 +75,7 @@ def activation_graph(G: MultipartiteGraph, model, calibration, *, owner: str = "
         if b.is_weight and b.name in stats:
             w = b.weight.detach().to("cpu").double()
             scaled = from_matrix(b, to_matrix(b, w).abs() * column_scale(b, stats[b.name].norms))
-            b = dataclasses.replace(b, weight=scaled, _edge_cache={})
+            b = dataclasses.replace(b, weight=scaled)  # a new Block: its grid (and edge cache) is its own
         blocks.append(b)
     H = MultipartiteGraph(G.partitions, blocks, masks=G.masks if G.is_masked else None,
                           param_shapes=G.param_shapes)

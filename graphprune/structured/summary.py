@@ -198,7 +198,7 @@ def shrink_summary(before: nn.Module, after: nn.Module, example_inputs, *, G=Non
     >>> keep = graphprune.prune(small, torch.randn(1, 8), "l2", sparsity=0.5, structured=True, progress=False)
     >>> s = shrink_summary(net, small, torch.randn(4, 8), latency=False)
     >>> s.summary["params_before"], s.summary["params_after"]
-    (176, 88)
+    (178, 90)
     """
     import pandas as pd
 
