@@ -31,6 +31,7 @@ __all__ = [
     "check_mask", "check_mask_key", "check_graph", "show_typed", "VIEWS", "ALLOCATIONS", "RESISTANCE_METHODS",
     "BLOCK_RESISTANCE_METHODS", "SAMPLINGS", "SCOPES", "TRACERS", "DATASETS", "ANALYSIS_BACKENDS", "SALIENCY_MODES",
     "COMPARISONS", "REPAIRS", "TARGETS", "CRITERIA", "MASK_FILE_FORMATS", "WIDTHS", "EXECUTORS", "ARMS", "INPUT_DTYPES",
+    "RESISTANCE_BACKENDS", "LAPLACIAN_METHODS", "LAPLACIAN_SOLVERS",
     "SparsifierInputs", "sparsifier_inputs",
 ]
 
@@ -51,6 +52,9 @@ TARGETS = ("dense", "pruned")
 CRITERIA = ("leverage", "degree", "flow")
 MASK_FILE_FORMATS = ("auto", "safetensors", "torch")
 WIDTHS = ("auto", "all")  # SpectralSparsifier's width
+RESISTANCE_BACKENDS = ("auto", "scipy", "torch")  # the exact bipartite engine's linear algebra
+LAPLACIAN_METHODS = ("exact", "jl")  # laplacian_resistance (whole graphs)
+LAPLACIAN_SOLVERS = ("lu", "cg")  # its JL solves
 EXECUTORS = ("local", "ray")  # the command line's --executor
 ARMS = ("init", "post")  # the study's arms
 INPUT_DTYPES = ("float", "long")  # the command line's --input-dtype (example inputs: floats or token ids)

@@ -51,6 +51,9 @@ import torch
 from scipy.sparse.csgraph import connected_components
 
 from ._validation import (
+    LAPLACIAN_METHODS,
+    LAPLACIAN_SOLVERS,
+    RESISTANCE_BACKENDS,
     Boolean,
     Dtype,
     Interval,
@@ -309,7 +312,7 @@ def _solve_connected_torch(B: torch.Tensor) -> torch.Tensor:
     return (1.0 / d + q)[:, None] - 2.0 * Y.T + Mjj[None, :]
 
 
-@validate_params({"dtype": [Dtype()], "backend": [Options(("auto", "scipy", "torch"))], "overwrite": [Boolean()]})
+@validate_params({"dtype": [Dtype()], "backend": [Options(RESISTANCE_BACKENDS)], "overwrite": [Boolean()]})
 def bipartite_resistance(B, *, dtype=torch.float64, backend: str = "auto", overwrite: bool = False) -> torch.Tensor:
     r"""Exact effective resistance of every edge of a bipartite graph given by its biadjacency.
 
@@ -440,9 +443,9 @@ def _block_pcg(A, Bm, dinv, tol, maxiter):
     return X
 
 
-@validate_params({"method": [Options(("exact", "jl"))], "jl_dim": [Interval(numbers.Integral, 1, None), None],
+@validate_params({"method": [Options(LAPLACIAN_METHODS)], "jl_dim": [Interval(numbers.Integral, 1, None), None],
                   "eps": [Interval(numbers.Real, 0, 1, closed="right")], "seed": [Seed()],
-                  "tol": [Interval(numbers.Real, 0, None, closed="neither")], "solver": [Options(("lu", "cg"))]})
+                  "tol": [Interval(numbers.Real, 0, None, closed="neither")], "solver": [Options(LAPLACIAN_SOLVERS)]})
 def laplacian_resistance(L, edges, *, method: str = "exact", jl_dim: int | None = None, eps: float = 0.3,
                          seed=0, tol: float = 1e-10, solver: str = "lu"):
     """Effective resistance of given node pairs of a general weighted graph from its Laplacian.

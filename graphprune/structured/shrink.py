@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._torchprune import canonical
 from .._validation import Boolean, InstanceOf, Options, check_graph, check_param
 from ..apply import _holders
 from ..errors import GraphPruneError, MaskError, ParameterError, ShrinkError
@@ -172,7 +173,7 @@ def shrink(model: nn.Module, G, node_masks: Mapping, *, example_inputs=None, hf_
     if getattr(G, "channel_uses", None) is None:
         raise ParameterError("The 'G' parameter of shrink has no record of what acts on its channels (norms, "
                              "biases): it was not made by graphprune.from_model. Export the model with from_model.")
-    pruned = [n for n, _ in model.named_parameters() if n.endswith("_orig")]
+    pruned = [n for n, _ in model.named_parameters() if canonical(n) != n]
     if pruned:
         raise ShrinkError(f"The model holds torch.nn.utils.prune reparametrisations ('{pruned[0]}'): call "
                           "graphprune.make_permanent(model) before shrinking it.")

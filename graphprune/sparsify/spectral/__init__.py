@@ -16,10 +16,12 @@ import torch
 
 from ..._validation import (
     ALLOCATIONS,
+    RESISTANCE_BACKENDS,
     RESISTANCE_METHODS,
     SAMPLINGS,
     SCOPES,
     VIEWS,
+    WIDTHS,
     Boolean,
     DensityDict,
     Dtype,
@@ -45,8 +47,8 @@ class SpectralSparsifier(Sparsifier):
 
     Two variants, one option apart:
 
-    - ``width="auto"`` (the default, the best spectral method of the MNIST-1D study, docs/source/guides/study.md): when the budget
-      is below ``edges_per_node`` edges per node, keep only the nodes of highest *leverage* in each hidden layer
+    - ``width="auto"`` (the default, the best spectral method of the MNIST-1D study, docs/source/guides/study.md):
+      when the budget is below ``edges_per_node`` edges per node, keep only the nodes of highest *leverage* in each hidden layer
       (a node's share of ``sum |w_e| R_e`` of its adjacent blocks; by Foster's theorem a block's leverages sum to
       ``N - 1``), the same fraction in every hidden layer and consistently across flatten and residual edges
       (``channels=True`` counts a flattened feature map by its channels); give each block an ERK budget capped at
@@ -205,7 +207,7 @@ class SpectralSparsifier(Sparsifier):
         self.backend = backend
 
     _parameter_constraints = {
-        "width": [Options(("auto", "all"))],
+        "width": [Options(WIDTHS)],
         "allocation": [Options(("auto",) + tuple(ALLOCATIONS) + ("nodes",)), DensityDict()],
         "guard": [Boolean(), Options(("auto",))],
         "edges_per_node": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -219,7 +221,7 @@ class SpectralSparsifier(Sparsifier):
         "sampling": [Options(SAMPLINGS)],
         "reweight": [Boolean()],
         "dtype": [Dtype(), None],
-        "backend": [Options(("auto", "scipy", "torch"))],
+        "backend": [Options(RESISTANCE_BACKENDS)],
     }
 
     _kept = _ks = None
