@@ -47,15 +47,14 @@ class SpectralSparsifier(Sparsifier):
 
     Two variants, one option apart:
 
-    - ``width="auto"`` (the default, the best spectral method of the MNIST-1D study, docs/source/guides/study.md):
-      when the budget is below ``edges_per_node`` edges per node, keep only the nodes of highest *leverage* in each
-      hidden layer (a node's share of ``sum |w_e| R_e`` of its adjacent blocks; by Foster's theorem a block's
-      leverages sum to ``N - 1``), the same fraction in every hidden layer and consistently across flatten and residual edges
-      (``channels=True`` counts a flattened feature map by its channels); give each block an ERK budget capped at
-      the edges among its kept nodes and at least the edges that cover them (``cover``); cover every kept node
-      with its best edge (``guard``); sample the rest by ``w_e R_e`` with resistances of the kept subgraph. With
-      at least ``edges_per_node`` edges per node no node is removed and this is guarded spectral sampling under
-      ERK budgets.
+    - ``width="auto"`` (the default, the best spectral method of the MNIST-1D study, docs/source/guides/study.md): when
+      the budget is below ``edges_per_node`` edges per node, keep only the nodes of highest *leverage* in each hidden
+      layer (a node's share of ``sum |w_e| R_e`` of its adjacent blocks; by Foster's theorem a block's leverages sum to
+      ``N - 1``), the same fraction in every hidden layer and consistently across flatten and residual edges
+      (``channels=True`` counts a flattened feature map by its channels); give each block an ERK budget capped at the
+      edges among its kept nodes and at least the edges that cover them (``cover``); cover every kept node with its best
+      edge (``guard``); sample the rest by ``w_e R_e`` with resistances of the kept subgraph. With at least
+      ``edges_per_node`` edges per node no node is removed and this is guarded spectral sampling under ERK budgets.
     - ``width="all"``: the paper's plain per-layer sampling (Laenen 2023): every node stays, uniform budgets,
       no guard; this is also where the other options live (``view="rolled"``, ``scope="graph"``,
       ``sampling="with_replacement"``, ``reweight=True``, ``allocation="global"``).
