@@ -101,3 +101,22 @@ def test_validator_rejects_wrong_documents(schemas, graph):
                    {**doc, "blocks": [{**doc["blocks"][0], "kept": "12"}]}):
         with pytest.raises(AssertionError):
             validate(broken, s["report"], defs)
+
+
+def test_report_with_a_structured_summary_matches_schema(schemas, graph):
+    import copy
+
+    s, defs = schemas
+    net = torch.nn.Sequential(torch.nn.Linear(6, 12), torch.nn.ReLU(), torch.nn.Linear(12, 2))
+    small = copy.deepcopy(net)
+    x = torch.randn(3, 6)
+    keep = graphprune.prune(small, x[:1], "l2", sparsity=0.5, structured=True, progress=False)
+    G = graphprune.from_model(net, x[:1])
+    st = graphprune.structured.shrink_summary(net, small, x, G=G, node_masks=keep, runs=1)
+    doc = json.loads(graphprune.report(G, graphprune.structured.edge_masks(G, keep), structured=st,
+                                       spectral=False).to_json())
+    validate(doc, s["report"], defs)
+    assert doc["structured"]["summary"]["params_before"] == 6 * 12 + 12 + 12 * 2 + 2
+    bad = dict(doc, structured={"summary": {}})
+    with pytest.raises(AssertionError):
+        validate(bad, s["report"], defs)

@@ -62,3 +62,43 @@ def test_bad_arguments_name_the_parameter():
         shrink_summary(net, net, torch.randn(1, 3), node_masks={})
     with pytest.raises(ParameterError, match="'runs'"):
         shrink_summary(net, net, torch.randn(1, 3), runs=0)
+
+
+def test_edge_masks_drop_every_edge_at_a_removed_node_by_a_loop():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.Flatten(), nn.Linear(64, 3))
+    x = torch.randn(1, 3, 8, 8)
+    G = graphprune.from_model(net, x)
+    keep = graphprune.select_nodes(G, 0.5, criterion="l2")
+    m = graphprune.structured.edge_masks(G, keep)
+    k0, k2 = keep["0"], keep["2"]  # conv channels kept
+    for o in range(8):
+        for i in range(3):
+            assert bool(m["0.weight"][o, i].all()) == bool(m["0.weight"][o, i].any()) == bool(k0[o])
+    for o in range(4):
+        for i in range(8):
+            assert bool(m["2.weight"][o, i].all()) == bool(k2[o] and k0[i])
+    for f in range(64):  # the flatten: feature f is channel f // 16
+        assert bool(m["4.weight"][:, f].all()) == bool(k2[f // 16])
+    with pytest.raises(ParameterError, match="one bool per node"):
+        graphprune.structured.edge_masks(G, {"0": [True] * 3})
+
+
+def test_report_shows_the_structured_summary_in_page_markdown_and_json():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    small = copy.deepcopy(net)
+    x = torch.randn(4, 8)
+    keep = graphprune.prune(small, x[:1], "l2", sparsity=0.5, structured=True, progress=False)
+    G = graphprune.from_model(net, x[:1])
+    s = shrink_summary(net, small, x, G=G, node_masks=keep, runs=2)
+    rep = graphprune.report(G, graphprune.structured.edge_masks(G, keep), structured=s, spectral=False)
+    assert rep.summary["density"] == pytest.approx((8 * 8 + 8 * 2) / (8 * 16 + 16 * 2))  # the kept grid
+    page, md, doc = rep.to_html(), rep.to_markdown(), rep.to_dict()
+    assert "Structured pruning" in page and "178 → 90" in page  # weights and biases, by hand
+    assert "## Structured pruning" in md and "178 → 90" in md
+    assert doc["structured"]["summary"]["params_after"] == 90
+    assert doc["structured"]["nodes"] == [dict(partition="0", nodes=16, kept=8, removed=8)]
+    assert "structured" not in graphprune.report(G, spectral=False).to_dict()
+    with pytest.raises(ParameterError, match="'structured' parameter of report"):
+        graphprune.report(G, structured={"params": 1})

@@ -240,10 +240,13 @@ class ConnectivityReport:
         ``"partition_cut_off"``; see :func:`graphprune.analysis.traversal.collapse_findings`).
     block_warnings : dict of str to list of str
         Per block, its warnings (the ``warnings`` column is the same list joined with ``"; "``).
+    structured : object or None
+        What a structured prune bought, when ``report(..., structured=...)`` was given one
+        (:class:`graphprune.structured.ShrinkSummary`: ``summary``, ``layers``, ``nodes``).
     """
 
     def __init__(self, frame, partitions, summary, graph, reference, block_degrees, options, *, findings=(),
-                 block_warnings=None):
+                 block_warnings=None, structured=None):
         self.frame = frame
         self.partitions = partitions
         self.summary = summary
@@ -251,6 +254,7 @@ class ConnectivityReport:
         self.options = options
         self.findings = list(findings)
         self.block_warnings = dict(block_warnings or {})
+        self.structured = structured
         self._graph = graph
         self._reference = reference
 
@@ -284,7 +288,7 @@ class ConnectivityReport:
             rec["warnings"] = list(self.block_warnings.get(rec["block"], []))
             rec.pop("notes", None)
             blocks.append(rec)
-        return _clean(dict(
+        doc = dict(
             schema="graphprune.report", version=SCHEMA_VERSION,
             options=self.options, summary=self.summary, blocks=blocks,
             partitions=self.partitions.to_dict(orient="records"),
@@ -292,7 +296,12 @@ class ConnectivityReport:
             columns={c["key"]: {k: c[k] for k in ("label", "meaning", "reference")} for c in block_columns()},
             summary_items={c["key"]: {k: c[k] for k in ("label", "meaning", "reference")}
                            for c in summary_items()},
-        ))
+        )
+        if self.structured is not None:
+            s = self.structured
+            doc["structured"] = dict(summary=dict(s.summary), layers=s.layers.to_dict(orient="records"),
+                                     nodes=[] if s.nodes is None else s.nodes.to_dict(orient="records"))
+        return _clean(doc)
 
     def to_json(self, path=None) -> str:
         """The report as JSON, schema ``graphprune.report`` (documented in ``docs/report_schema.md``).
@@ -446,7 +455,8 @@ def _check_options(spectral, view, max_spectral_nodes, max_cut_edges, who):
 
 
 def report(G, masks=None, reference=None, *, spectral: bool = True, view: str = "channel",
-           max_spectral_nodes: int = 4096, max_cut_edges: int = 200_000, progress: bool = False) -> ConnectivityReport:
+           max_spectral_nodes: int = 4096, max_cut_edges: int = 200_000, progress: bool = False,
+           structured=None) -> ConnectivityReport:
     """Local and global connectivity of a (pruned) network, per block, in one call.
 
     Parameters
@@ -468,6 +478,12 @@ def report(G, masks=None, reference=None, *, spectral: bool = True, view: str = 
         (None in the summary otherwise).
     progress : bool
         tqdm over blocks.
+    structured : ShrinkSummary, optional
+        What a structured prune bought (:func:`graphprune.structured.shrink_summary`): the page, the markdown and
+        the JSON (key ``structured``) then show the removed nodes per partition, parameters and MACs per layer and
+        the measured latency. Pass the dense graph and
+        :func:`graphprune.structured.edge_masks` of the node masks as ``masks`` to see the shrunk network's
+        connectivity beside it.
 
     Returns
     -------
@@ -503,6 +519,7 @@ def report(G, masks=None, reference=None, *, spectral: bool = True, view: str = 
         raise ParameterError("The 'reference' parameter of report must be a MultipartiteGraph or None. "
                              f"Got {type(reference).__name__} instead.")
     _check_options(spectral, view, max_spectral_nodes, max_cut_edges, "report")
+    _check_structured(structured, "report")
     H = G if masks is None else G.with_masks(masks)
     R = reference if reference is not None else G.with_masks(None, combine=False)
     sw = _sweeps(H, max_cut_edges)
@@ -529,7 +546,19 @@ def report(G, masks=None, reference=None, *, spectral: bool = True, view: str = 
     options = dict(spectral=bool(spectral), view=view, max_spectral_nodes=int(max_spectral_nodes),
                    max_cut_edges=int(max_cut_edges))
     return ConnectivityReport(pd.DataFrame(rows), table, summary, H, R, degrees, options, findings=findings,
-                              block_warnings=warnings)
+                              block_warnings=warnings, structured=structured)
+
+
+def _check_structured(structured, who):
+    """A ShrinkSummary-like object (``summary`` dict, ``layers`` frame, ``nodes`` frame or None) or None."""
+    if structured is None:
+        return
+    ok = isinstance(getattr(structured, "summary", None), dict) and hasattr(structured, "layers") and hasattr(
+        structured, "nodes")
+    if not ok:
+        raise ParameterError(f"The 'structured' parameter of {who} must be a ShrinkSummary "
+                             "(graphprune.structured.shrink_summary(dense, shrunk, x)) or None. Got "
+                             f"{type(structured).__name__} instead.")
 
 
 def compare(candidates, G=None, *, spectral: bool = True, **kwargs) -> Comparison:

@@ -17,9 +17,9 @@ from .select import (
     select_nodes,
 )
 from .shrink import HF_CONFIG_MODES, ShrinkError, node_masks_from_groups, removed_groups, shrink
-from .summary import ShrinkSummary, count_macs, shrink_summary
+from .summary import ShrinkSummary, count_macs, edge_masks, shrink_summary
 
 __all__ = ["NodeGroup", "node_groups", "GROUP_KINDS", "shrink", "ShrinkError", "node_masks_from_groups",
            "removed_groups", "HF_CONFIG_MODES", "node_scores", "select_nodes", "register_node_criterion",
            "NODE_CRITERIA", "DEFAULT_KINDS", "SELECT_ALLOCATIONS", "kept_weights", "amount_for", "shrink_summary",
-           "ShrinkSummary", "count_macs"]
+           "ShrinkSummary", "count_macs", "edge_masks"]

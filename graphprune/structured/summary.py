@@ -21,7 +21,42 @@ from torch import nn
 from .._validation import Interval, check_param
 from ..errors import ParameterError
 
-__all__ = ["ShrinkSummary", "shrink_summary", "count_macs"]
+__all__ = ["ShrinkSummary", "shrink_summary", "count_macs", "edge_masks"]
+
+
+def edge_masks(G, node_masks) -> dict:
+    """Edge masks of ``G`` (parameter -> bool tensor) that drop every weight edge at a removed node: the dense
+    graph's view of a structured prune, for :func:`graphprune.report` (``report(G, edge_masks(G, keep),
+    structured=summary)``) or any analyser.
+
+    Parameters
+    ----------
+    G : MultipartiteGraph
+        The dense model's graph (the one ``node_masks`` index).
+    node_masks : dict of str to bool array
+        Partition -> True for kept nodes (from :func:`~graphprune.structured.select_nodes`); partitions not
+        named keep every node.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        One mask per parameter of ``G``, combined with the graph's own masks (a parameter used by several blocks
+        keeps an element only where every use keeps it).
+    """
+    from .._validation import check_graph
+
+    check_graph(G, "edge_masks")
+    out = {name: G.param_mask(name).clone() for name in G.params}
+    for b in G.weight_blocks:
+        ks = np.asarray(node_masks.get(b.src, np.ones(b.n_src, bool)), dtype=bool)
+        kd = np.asarray(node_masks.get(b.dst, np.ones(b.n_dst, bool)), dtype=bool)
+        if ks.shape != (b.n_src,) or kd.shape != (b.n_dst,):
+            raise ParameterError(f"The 'node_masks' parameter of edge_masks must hold one bool per node of each "
+                                 f"partition: block {b.name!r} has {b.n_src} source and {b.n_dst} destination nodes, "
+                                 f"got {ks.shape} and {kd.shape}.")
+        S, D = b.broadcast_nodes(ks, kd)
+        b.and_rows(out[b.param], torch.from_numpy(np.broadcast_to(S & D, tuple(b.weight.shape)).copy()))
+    return out
 
 
 def _is_layer(m: nn.Module) -> bool:

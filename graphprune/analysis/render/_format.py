@@ -96,3 +96,22 @@ def compare_columns(frame):
     items = {c["key"]: c for c in summary_items()}
     items.update(_EXTRA)
     return [items[k] for k in _COMPARE_COLS if k in frame.columns]
+
+
+def structured_rows(st) -> list:
+    """(label, value, meaning) of a structured prune's totals (:class:`graphprune.structured.ShrinkSummary`), for
+    the report's cards and its markdown."""
+    s = st.summary
+    rows = [("Parameters", f"{s['params_before']:,} → {s['params_after']:,}",
+             f"{s['param_ratio']:.2f}x fewer, in the layers that hold weights"),
+            ("MACs", f"{s['macs_before']:,} → {s['macs_after']:,}",
+             f"{s['mac_ratio']:.2f}x fewer multiply-accumulates in one forward pass of the example inputs")]
+    if "speedup" in s:
+        rows.append(("Latency", f"{s['latency_before_s'] * 1e3:.2f} ms → {s['latency_after_s'] * 1e3:.2f} ms",
+                     f"{s['speedup']:.2f}x faster (median of interleaved runs on this machine); "
+                     f"{s['speedup_per_mac_ratio']:.2f} of the MAC reduction"))
+    if st.nodes is not None:
+        removed = int(st.nodes["removed"].sum()) if len(st.nodes) else 0
+        rows.append(("Removed nodes", f"{removed:,}", f"neurons, channels and heads' nodes in "
+                                                       f"{len(st.nodes)} partitions"))
+    return rows

@@ -171,6 +171,36 @@ def _cards(rep):
     return f'<div class="cards">{"".join(out)}</div>'
 
 
+def _frame_table(frame):
+    """A plain sortable table of a DataFrame (text columns left, numbers right)."""
+    cols = list(frame.columns)
+    head = "".join(f'<th class="{"" if frame[c].dtype.kind in "iuf" else "text"}">{esc(str(c))}</th>' for c in cols)
+    body = []
+    for r in frame.itertuples(index=False):
+        cells = []
+        for c, v in zip(cols, r):
+            if frame[c].dtype.kind in "iuf":
+                cells.append(f'<td data-v="{float(v)!r}">{v:,}</td>')
+            else:
+                cells.append(f'<td class="text" data-v="{esc(str(v))}">{esc(str(v))}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<div class="tablewrap"><table class="sortable"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _structured(rep):
+    """The structured prune's section: totals as cards, removed nodes per partition, the per-layer table."""
+    st = rep.structured
+    cards = "".join(f'<div class="card"><div class="l">{esc(label)}</div><div class="v">{esc(v)}</div>'
+                    f'<div class="m">{esc(m)}</div></div>' for label, v, m in _fmt.structured_rows(st))
+    out = ["<h2 id='structured'>Structured pruning</h2>", f'<div class="cards">{cards}</div>']
+    if st.nodes is not None and len(st.nodes):
+        out.append("<h3>Removed nodes per partition</h3>" + _frame_table(st.nodes))
+    out.append(f"<details><summary>Parameters and MACs of the {len(st.layers)} layers, before and after"
+               f"</summary>{_frame_table(st.layers)}</details>")
+    return "".join(out)
+
+
 def _warnings(rep):
     w = rep.summary["warnings"]
     if not w:
@@ -240,6 +270,7 @@ def report_page(rep, *, figures: bool = True, title: str = "Connectivity report"
     parts = [f"<h1>{esc(title)}</h1><p class='lead'>{esc(_fmt.describe(rep.graph))}; spectral metrics "
              f"{'in the ' + esc(opts['view']) + ' view' if opts['spectral'] else 'not computed'}.</p>",
              "<h2 id='summary'>Summary</h2>", _cards(rep), _warnings(rep),
+             _structured(rep) if getattr(rep, "structured", None) is not None else "",
              "<h2 id='network'>Network</h2>", _network(rep, "layered picture of the network"),
              "<h2 id='blocks'>Blocks</h2><p class='hint'>One row per weight block. Click a header to sort; hover "
              "it (or follow its ?) for what the column measures and its reference. n/a: the value is undefined, "

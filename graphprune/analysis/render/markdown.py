@@ -49,6 +49,16 @@ def report_markdown(rep, *, title="Connectivity report") -> str:
     lines.append("")
     if rep.summary["warnings"]:
         lines += ["## Warnings", ""] + [f"- WARNING: {w}" for w in rep.summary["warnings"]] + [""]
+    if getattr(rep, "structured", None) is not None:
+        st = rep.structured
+        lines += ["## Structured pruning", ""] + [f"- **{label}**: {v}: {m}"
+                                                  for label, v, m in _fmt.structured_rows(st)]
+        if st.nodes is not None and len(st.nodes):
+            lines += ["", "Removed nodes per partition:", ""]
+            lines += _md_table(list(st.nodes.columns), [[str(v) for v in r] for r in st.nodes.itertuples(index=False)])
+        lines += ["", "Layers, before and after:", ""]
+        lines += _md_table(list(st.layers.columns), [[str(v) for v in r] for r in st.layers.itertuples(index=False)])
+        lines.append("")
     lines += ["## Network", ""]
     lay = rep.network
     for p in lay["partitions"]:
