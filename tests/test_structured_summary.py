@@ -102,3 +102,24 @@ def test_report_shows_the_structured_summary_in_page_markdown_and_json():
     assert "structured" not in graphprune.report(G, spectral=False).to_dict()
     with pytest.raises(ParameterError, match="'structured' parameter of report"):
         graphprune.report(G, structured={"params": 1})
+
+
+def test_compare_puts_structured_candidates_side_by_side():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    x = torch.randn(4, 8)
+    G = graphprune.from_model(net, x[:1])
+    cands, summaries = {}, {}
+    for crit, amount in (("l2", 0.5), ("random", 0.25)):
+        small = copy.deepcopy(net)
+        keep = graphprune.prune(small, x[:1], crit, sparsity=amount, structured=True, progress=False)
+        cands[crit] = graphprune.structured.edge_masks(G, keep)
+        summaries[crit] = shrink_summary(net, small, x, G=G, node_masks=keep, runs=1)
+    cmp = graphprune.compare(cands, G, spectral=False, structured=summaries)
+    assert cmp.frame.loc["l2", "params_after"] == 8 * 8 + 8 + 8 * 2 + 2
+    assert cmp.frame.loc["random", "params_after"] == 8 * 12 + 12 + 12 * 2 + 2  # 4 of 16 removed
+    assert cmp.frame.loc["l2", "mac_ratio"] == pytest.approx((4 * 16 * 8 + 4 * 2 * 16) / (4 * 8 * 8 + 4 * 2 * 8))
+    page = cmp.to_html()
+    assert "MAC reduction" in page and "speed-up" in page and "Structured pruning" not in page.split("<h2")[0]
+    with pytest.raises(ParameterError, match="naming only candidates"):
+        graphprune.compare(cands, G, spectral=False, structured={"other": summaries["l2"]})

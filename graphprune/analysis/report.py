@@ -561,7 +561,7 @@ def _check_structured(structured, who):
                              f"{type(structured).__name__} instead.")
 
 
-def compare(candidates, G=None, *, spectral: bool = True, **kwargs) -> Comparison:
+def compare(candidates, G=None, *, spectral: bool = True, structured=None, **kwargs) -> Comparison:
     """Several sparsifiers side by side on one network.
 
     Parameters
@@ -572,6 +572,10 @@ def compare(candidates, G=None, *, spectral: bool = True, **kwargs) -> Compariso
         The network; needed when the candidates are masks. The graph-first order of :func:`report` and
         :func:`graphprune.apply_masks`, ``compare(G, candidates)``, is accepted too.
     spectral : bool, default True
+    structured : dict of str to ShrinkSummary, optional
+        Per candidate name, what its structured prune bought (:func:`graphprune.structured.shrink_summary`): its
+        report gets it, and the comparison table the columns ``params_after``, ``mac_ratio`` and (with latency)
+        ``speedup``.
     **kwargs
         Passed to :func:`report` (``view``, ``max_spectral_nodes``, ``max_cut_edges``, ``progress``).
 
@@ -609,19 +613,27 @@ def compare(candidates, G=None, *, spectral: bool = True, **kwargs) -> Compariso
             f"MultipartiteGraph), e.g. compare({{'spectral': masks, 'random': masks2}}, G). Got {got} instead.")
     if G is not None:
         check_graph(G, "compare")
-    reports = _candidate_reports(candidates, G, spectral, kwargs)
+    if structured is not None:
+        if not isinstance(structured, Mapping) or not set(map(str, structured)) <= set(map(str, candidates)):
+            got = sorted(map(str, structured)) if isinstance(structured, Mapping) else type(structured).__name__
+            raise ParameterError("The 'structured' parameter of compare must be a dict of candidate name -> "
+                                 f"ShrinkSummary, naming only candidates. Got {got} instead.")
+        for v in structured.values():
+            _check_structured(v, "compare")
+    reports = _candidate_reports(candidates, G, spectral, kwargs, structured or {})
     rows, na = {}, {}
     for name, rep in reports.items():
         rows[name], na[name] = _comparison_row(rep, spectral)
     return Comparison(pd.DataFrame.from_dict(rows, orient="index"), reports, na)
 
 
-def _candidate_reports(candidates, G, spectral, kwargs):
+def _candidate_reports(candidates, G, spectral, kwargs, structured):
     """One report per candidate (masks for ``G``, or an already masked graph against ``G``)."""
     from ..graph import MultipartiteGraph
 
     reports = {}
     for name, cand in candidates.items():
+        kwargs = dict(kwargs, structured=structured.get(name, structured.get(str(name))))
         if isinstance(cand, MultipartiteGraph):
             reports[str(name)] = report(cand, None, reference=G, spectral=spectral, **kwargs)
         elif isinstance(cand, Mapping):
@@ -641,6 +653,11 @@ def _comparison_row(rep, spectral):
     s = dict(rep.summary)
     s["collapsed_blocks"] = int((rep.frame.effective_kept == 0).sum())
     s["warnings"] = len(s["warnings"])
+    if rep.structured is not None:
+        st = rep.structured.summary
+        s.update(params_after=int(st["params_after"]), mac_ratio=float(st["mac_ratio"]))
+        if "speedup" in st:
+            s["speedup"] = float(st["speedup"])
     why = {}
     for k in ("log10_paths", "log10_synflow"):
         if s[k] == -math.inf:

@@ -74,9 +74,19 @@ def describe(G):
             f"{nw:,} prunable weights")
 
 
-_COMPARE_COLS = ["density", "effective_density", "effective_sparsity", "log10_paths", "log10_synflow",
-                 "dead_neurons", "components", "collapsed_blocks", "median_kappa", "median_algebraic_connectivity"]
+_COMPARE_COLS = ["params_after", "mac_ratio", "speedup", "density", "effective_density", "effective_sparsity",
+                 "log10_paths", "log10_synflow", "dead_neurons", "components", "collapsed_blocks", "median_kappa",
+                 "median_algebraic_connectivity"]
 _EXTRA = {
+    "params_after": dict(key="params_after", label="parameters", format="int",
+                         meaning="Parameters of the shrunk model's layers (structured pruning).",
+                         reference="graphprune.structured.shrink_summary", url=""),
+    "mac_ratio": dict(key="mac_ratio", label="MAC reduction", format="num",
+                      meaning="Dense MACs over the shrunk model's, one forward pass of the example inputs.",
+                      reference="graphprune.structured.count_macs", url=""),
+    "speedup": dict(key="speedup", label="speed-up", format="num",
+                    meaning="Dense latency over the shrunk model's (medians of interleaved runs on this machine).",
+                    reference="graphprune.structured.shrink_summary", url=""),
     "collapsed_blocks": dict(key="collapsed_blocks", label="collapsed blocks", format="int",
                              meaning="Blocks with no effective edge (layer collapse).",
                              reference="H. Tanaka et al. NeurIPS 2020.", url=""),
