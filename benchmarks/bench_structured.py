@@ -39,7 +39,6 @@ import argparse
 import copy
 import os
 import signal
-import statistics
 import sys
 import time
 import traceback
@@ -54,6 +53,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 import graphprune  # noqa: E402
 from graphprune.structured import amount_for, node_groups, select_nodes, shrink  # noqa: E402
+from graphprune.structured.summary import interleaved_latency  # noqa: E402
 
 try:
     import torch_pruning as tp
@@ -78,18 +78,10 @@ def _forward(model, inputs):
 
 
 def latencies(models, inputs, runs):
-    """Median forward time of each model, measured interleaved (run r of every model, then run r + 1) so that a
-    change of the machine's load touches every model alike."""
+    """Median forward time of each model in eval mode, interleaved (graphprune.structured.summary's)."""
     for m in models:
         m.eval()
-        _forward(m, inputs)  # warm-up
-    times = [[] for _ in models]
-    for _ in range(runs):
-        for i, m in enumerate(models):
-            t = time.perf_counter()
-            _forward(m, inputs)
-            times[i].append(time.perf_counter() - t)
-    return [statistics.median(t) for t in times]
+    return interleaved_latency(models, inputs, runs)
 
 
 def weights(model):

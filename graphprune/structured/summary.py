@@ -21,7 +21,7 @@ from torch import nn
 from .._validation import Interval, check_param
 from ..errors import ParameterError
 
-__all__ = ["ShrinkSummary", "shrink_summary", "count_macs", "edge_masks"]
+__all__ = ["ShrinkSummary", "shrink_summary", "count_macs", "edge_masks", "interleaved_latency"]
 
 
 def edge_masks(G, node_masks) -> dict:
@@ -141,14 +141,17 @@ def _shape(m: nn.Module) -> str:
     return "×".join(str(s) for s in m.weight.shape)
 
 
-def _latency(models, inputs, runs):
+def interleaved_latency(models, example_inputs, runs: int = 5) -> list:
+    """Median forward time (seconds) of each model on ``example_inputs``, under ``torch.no_grad``: one warm-up
+    each, then ``runs`` rounds of one run of every model in turn, so a change of the machine's load touches every
+    model alike. The models run in their current mode."""
     for m in models:
-        _call(m, inputs)  # warm-up
+        _call(m, example_inputs)  # warm-up
     times = [[] for _ in models]
     for _ in range(runs):
         for i, m in enumerate(models):
             t = time.perf_counter()
-            _call(m, inputs)
+            _call(m, example_inputs)
             times[i].append(time.perf_counter() - t)
     return [statistics.median(t) for t in times]
 
@@ -273,7 +276,7 @@ def shrink_summary(before: nn.Module, after: nn.Module, example_inputs, *, G=Non
         summary["param_ratio"] = summary["params_before"] / max(summary["params_after"], 1)
         summary["mac_ratio"] = summary["macs_before"] / max(summary["macs_after"], 1)
         if latency:
-            tb, ta = _latency([before, after], example_inputs, runs)
+            tb, ta = interleaved_latency([before, after], example_inputs, runs)
             summary.update(latency_before_s=tb, latency_after_s=ta, speedup=tb / ta)
             summary["speedup_per_mac_ratio"] = summary["speedup"] / summary["mac_ratio"]
         nodes = None
