@@ -83,7 +83,15 @@ class Block:
         ``"score"`` marks edges that carry influence through attention scores (query and key channels to the
         attention output) rather than through features.
     src_index, dst_index : numpy.ndarray or None
-        Local node indices of an identity block's edges.
+        Local node indices of an identity block's edges. For a block given by ``product`` they are built on each
+        read (and kept only for blocks of at most :attr:`Grid.EDGE_CACHE_LIMIT
+        <graphprune.layout.Grid.EDGE_CACHE_LIMIT>` edges).
+    product : tuple of two numpy.ndarray or None
+        An identity block that is a union of complete bipartite groups, held compactly: ``(src_groups,
+        dst_groups)`` of shapes ``(G, a)`` and ``(G, b)``; group ``g`` has an edge from every ``src_groups[g, i]``
+        to every ``dst_groups[g, j]``, in the order ``g, i, j``. Attention score edges (every query channel of a
+        head to every output channel of the head) are stored this way: ``O(heads x head size)`` numbers instead of
+        two int64 arrays of ``heads x head size^2``, so a shape-only graph of a 7B model holds no score index.
     """
 
     name: str
@@ -99,6 +107,7 @@ class Block:
     src_index: np.ndarray | None = None
     dst_index: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    product: tuple | None = None
 
     _grid: tuple | None = field(default=None, repr=False, compare=False)
 
@@ -141,6 +150,9 @@ class Block:
     def num_edges(self) -> int:
         if self.is_weight:
             return int(self.weight.numel())
+        if self.product is not None and self.__dict__.get("_src_index") is None:
+            a, b = self.product
+            return int(a.shape[0]) * int(a.shape[1]) * int(b.shape[1])
         return int(self.src_index.shape[0])
 
     @property
@@ -231,6 +243,42 @@ class Block:
         if self.edge_kind != "feature":
             extra += f", edge_kind='{self.edge_kind}'"
         return f"Block('{self.name}', {self.kind}, '{self.src}' -> '{self.dst}'{extra})"
+
+
+def product_index(src_groups: np.ndarray, dst_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(src, dst)`` edge indices (int64) of a union of complete bipartite groups: for each group ``g``, every
+    ``src_groups[g, i]`` to every ``dst_groups[g, j]``, in the order ``g, i, j``."""
+    a, b = np.asarray(src_groups, dtype=np.int64), np.asarray(dst_groups, dtype=np.int64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
+        raise GraphValidationError(
+            f"product: source groups of shape {a.shape} and destination groups of shape {b.shape} must be 2-D with "
+            "one row per group.")
+    src = np.repeat(a, b.shape[1], axis=1).reshape(-1)
+    dst = np.broadcast_to(b[:, None, :], (b.shape[0], a.shape[1], b.shape[1])).reshape(-1)
+    return src, dst
+
+
+def _identity_index(which: int, name: str):
+    key = "_" + name
+
+    def get(self):
+        arr = self.__dict__.get(key)
+        if arr is None and self.product is not None:
+            arr = product_index(*self.product)[which]
+            if arr.size <= Grid.EDGE_CACHE_LIMIT:
+                self.__dict__[key] = arr
+        return arr
+
+    def put(self, value):
+        self.__dict__[key] = value
+
+    return property(get, put, doc=f"Local {('source', 'destination')[which]} node index of each identity edge.")
+
+
+# Identity indices are properties over a stored array or the compact ``product`` (the dataclass __init__ writes
+# through the setter, so ``Block(..., src_index=s)`` keeps working).
+Block.src_index = _identity_index(0, "src_index")
+Block.dst_index = _identity_index(1, "dst_index")
 
 
 class MultipartiteGraph:

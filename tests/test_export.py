@@ -429,3 +429,26 @@ def test_export_path_does_not_follow_multihead_attention():
         graphprune.from_model(model, x, tracer="export")
     with pytest.raises(ParameterError, match="'tracer'"):
         graphprune.from_model(model, x, tracer="jit")
+
+
+def test_attention_score_edges_are_held_as_a_product_not_as_index_arrays():
+    """Score edges of a large head (2 heads of 256 channels: 2 x 256 x 256 = 131,072 edges per block, above the
+    cache limit) are stored as per-head groups: reading the indices builds them (equal to a loop over heads, query
+    channels and output channels, in that order) and keeps nothing per edge on the block."""
+    from graphprune.layout import Grid
+
+    E, H = 512, 2
+    model = nn.MultiheadAttention(E, H, batch_first=True)
+    G = graphprune.from_model(model, (torch.randn(1, 3, E),) * 3)
+    score = [b for b in G.blocks if b.edge_kind == "score"]
+    assert len(score) == 2
+    hd = E // H
+    want_s = [h * hd + i for h in range(H) for i in range(hd) for _ in range(hd)]
+    want_d = [h * hd + j for h in range(H) for _ in range(hd) for j in range(hd)]
+    for b in score:
+        assert b.num_edges == H * hd * hd > Grid.EDGE_CACHE_LIMIT
+        s, d = b.edge_index()
+        assert s.tolist() == want_s and d.tolist() == want_d
+        assert b.__dict__.get("_src_index") is None and b.__dict__.get("_dst_index") is None
+        assert sum(a.nbytes for a in b.product) == 2 * E * 8  # O(heads x head size), not O(edges)
+    assert G.validate() == []

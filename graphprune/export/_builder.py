@@ -165,10 +165,18 @@ class Builder:
         self.blocks.append(b)
         return b
 
-    def identity_block(self, name, src: str, dst: str, s_idx, d_idx, *, edge_kind: str = "feature") -> Block:
+    def identity_block(self, name, src: str, dst: str, s_idx=None, d_idx=None, *, edge_kind: str = "feature",
+                       product=None) -> Block:
+        """An identity block from explicit ``(s_idx, d_idx)`` or, for a union of complete bipartite groups, from
+        ``product=(src_groups, dst_groups)`` (see :attr:`Block.product`; no per-edge index is stored)."""
+        if product is not None:
+            product = tuple(np.ascontiguousarray(np.asarray(g, dtype=np.int64)) for g in product)
+            s_idx = d_idx = None
+        else:
+            s_idx, d_idx = np.asarray(s_idx, dtype=np.int64), np.asarray(d_idx, dtype=np.int64)
         b = Block(
             name=self.unique(name, {x.name for x in self.blocks}), src=src, dst=dst, kind="identity",
-            src_index=np.asarray(s_idx, dtype=np.int64), dst_index=np.asarray(d_idx, dtype=np.int64),
+            src_index=s_idx, dst_index=d_idx, product=product,
             edge_kind=edge_kind, meta={"n_src": self.parts[src]["size"], "n_dst": self.parts[dst]["size"]},
         )
         self.blocks.append(b)
@@ -377,14 +385,12 @@ class Builder:
         out_idx = np.arange(H * dv).reshape(H, dv)
         self.identity_block(f"{name}<-{v.part}", v.part, out, hv.reshape(-1), out_idx.reshape(-1))
         for tag, src_part, hs in (("q", q.part, hq), ("k", k.part, hk)):
-            src = np.concatenate([np.repeat(hs[h], dv) for h in range(H)])
-            dst = np.concatenate([np.tile(out_idx[h], hs.shape[1]) for h in range(H)])
-            self.identity_block(f"{name}<-{src_part}:{tag}", src_part, out, src, dst, edge_kind="score")
+            self.identity_block(f"{name}<-{src_part}:{tag}", src_part, out, edge_kind="score", product=(hs, out_idx))
         for bv in bias:
             if isinstance(bv, Val) and bv.part is not None and bv.grid is None and \
                     self.parts[bv.part]["size"] == H:
-                self.identity_block(f"{name}<-{bv.part}:bias", bv.part, out, np.repeat(np.arange(H), dv),
-                                    out_idx.reshape(-1), edge_kind="score")
+                self.identity_block(f"{name}<-{bv.part}:bias", bv.part, out, edge_kind="score",
+                                    product=(np.arange(H)[:, None], out_idx))
             elif isinstance(bv, Val) and bv.part is not None:
                 raise UnsupportedOperationError(
                     f"Attention '{name}': a traced tensor added to the scores has {self.parts[bv.part]['size']} "

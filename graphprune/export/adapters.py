@@ -182,11 +182,10 @@ def _embedding(b, path, m, inputs, out_shape):
 
 
 def _score_edges(E: int, heads: int):
-    """Edges from each query/key dim to every attention-output dim of the same head."""
-    hd = E // heads
-    src = np.repeat(np.arange(E), hd)
-    dst = (src // hd) * hd + np.tile(np.arange(hd), E)
-    return src, dst
+    """Edges from each query/key dim to every attention-output dim of the same head, as a ``product`` of
+    per-head groups (see :attr:`graphprune.graph.Block.product`)."""
+    g = np.arange(E).reshape(heads, E // heads)
+    return g, g
 
 
 def attention(b: Builder, path: str, m: nn.MultiheadAttention, q: Val, k: Val, v: Val, out_shape) -> Val:
@@ -210,9 +209,9 @@ def attention(b: Builder, path: str, m: nn.MultiheadAttention, q: Val, k: Val, v
     heads = b.new_partition(_join(path, "heads"), E, kind="merge")
     idx = np.arange(E)
     b.identity_block(_join(path, "v->heads"), parts["v"], heads, idx, idx)
-    s, d = _score_edges(E, H)
-    b.identity_block(_join(path, "q->heads"), parts["q"], heads, s, d, edge_kind="score")
-    b.identity_block(_join(path, "k->heads"), parts["k"], heads, s, d, edge_kind="score")
+    score = _score_edges(E, H)
+    b.identity_block(_join(path, "q->heads"), parts["q"], heads, edge_kind="score", product=score)
+    b.identity_block(_join(path, "k->heads"), parts["k"], heads, edge_kind="score", product=score)
     name, W = b.param(m.out_proj, "weight", _join(path, "out_proj"))
     return linear(b, _join(path, "out_proj"), name, W, Val(heads, len(out_shape) - 1, tuple(out_shape)), out_shape)
 
