@@ -67,12 +67,15 @@ from .errors import ParameterError
 
 __all__ = ["bipartite_resistance", "laplacian_resistance", "degree_resistance", "jl_resistance",
            "laplacian_from_biadjacency", "check_biadjacency", "choose_method", "block_method", "block_resistance",
-           "available_memory", "exact_block_bytes", "blas_threads"]
+           "available_memory", "exact_block_bytes", "exact_block_flops", "blas_threads"]
 
 log = logging.getLogger("graphprune")
 
 #: The exact dense engines are used by "auto" while their working memory stays under this many bytes.
 EXACT_MEMORY_BUDGET = 4 * 2**30
+#: ... and, for a bipartite block, while its cost (:func:`exact_block_flops`) stays under this many flops (2^34,
+#: about 17 GFLOP: a 1024 x 4096 block is exact, a 2048 x 2048 one is not; see :func:`choose_method`).
+EXACT_FLOP_BUDGET = 2**34
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -195,6 +198,14 @@ def available_memory(device=None) -> int:
     except OSError:
         pass
     return EXACT_MEMORY_BUDGET
+
+
+def exact_block_flops(m: int, n: int) -> int:
+    """Floating-point operations of the exact engine on an ``m x n`` block: ``3 M N^2 + 2 N^3 / 3`` with
+    ``N = min(m, n)``, ``M = max(m, n)`` (the Gram matrix, the Cholesky factor and its inverse, two triangular
+    solves; see :func:`bipartite_resistance`)."""
+    big, small = max(int(m), int(n)), min(int(m), int(n))
+    return 3 * big * small * small + 2 * small**3 // 3
 
 
 def exact_block_bytes(m: int, n: int, itemsize: int) -> int:
@@ -567,32 +578,55 @@ def degree_resistance(B) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------------------
 # choosing an engine (the graph-aware front door is graphprune.graph_resistance.effective_resistance)
 # ---------------------------------------------------------------------------------------------------------------
-def choose_method(n_rows: int, n_cols: int | None = None, *, itemsize: int = 8, budget: int | None = None):
+def choose_method(n_rows: int, n_cols: int | None = None, *, itemsize: int = 8, budget: int | None = None,
+                  flop_budget: int | None = None):
     """Pick an engine from a memory and time estimate; return ``(method, reason)``.
 
-    For a block (``n_cols`` given) the exact engine needs about ``4 m n`` numbers; for a whole graph of ``N``
-    nodes the dense exact engine needs ``2 N^2`` numbers and ``N^3/3`` flops. Past the budget, a block falls back
-    to the degree approximation and a whole graph to JL projections.
+    For a block (``n_cols`` given) the exact engine needs about ``4 m n`` numbers and :func:`exact_block_flops`
+    (``3 M N^2 + 2 N^3 / 3``) operations; a block past either budget (``budget`` bytes, default
+    :data:`EXACT_MEMORY_BUDGET`, 4 GiB; ``flop_budget``, default :data:`EXACT_FLOP_BUDGET`, 2^34 = 17.2 GFLOP) gets
+    the degree approximation. For a whole graph of ``N`` nodes the dense exact engine needs ``2 N^2`` numbers and
+    ``N^3/3`` flops; past the budget (or N > 12000) it gets JL projections.
 
     Notes
     -----
-    The rule is a memory rule on purpose: every block whose exact working set fits gets exact resistances (at
-    Llama-2-7B sizes every block; the 32000 x 4096 head is the largest, just under the 4 GiB budget in float64).
-    What the degree approximation would change was measured by ``benchmarks/bench_auto.py`` (the default at sparsity
-    0.5, same seed, 2026-12): on a random-init 2048 x 2048 bfloat16 block it keeps 99.99% of exact's edges (median
-    resistance error 2.8e-4) at a quarter of the time (2-core machine under load); on the trained byte-level Llama
-    of the LM study (every decoder projection) it keeps 97.1% of them, and the held-out perplexity per byte moves
-    from 4.565 to 4.581, against 4.457 for exact with another seed (0.66 of the edges shared) and 3.098 for
-    magnitude. float32 exact shared 1.0000 of exact's edges (to four places) in both. So on these models the
-    approximation is within the seed-to-seed spread of the exact default; switching ``"auto"`` to it by block size
-    is left until trained models of LLM size are measured.
+    The time rule (2026-12) makes the default usable at LLM size: a 1024 x 4096 block (13.6 GFLOP, about 1-3 s on
+    the 2-core reference machine) is still exact, a 2048 x 2048 one (31.5 GFLOP) is not, nor is any block of a
+    Llama-2-7B (4096 x 4096: 252 GFLOP; 11008 x 4096: 600 GFLOP; about 90 TFLOP over the model, hours on a CPU).
+    Every block of the study's models, torchvision's and timm's vision models up to ViT-L (1024 x 4096) and
+    GPT-2's layers stays exact; GPT-2's 50257 x 768 head goes to the degree approximation. The rule depends on the
+    shape only, never on the device or the memory free, so masks are the same everywhere (``resistance="exact"``
+    forces exact, e.g. on a GPU).
+
+    Why the approximation is safe there, measured by ``benchmarks/bench_auto.py`` (the default at sparsities
+    0.5 and 0.99, random-init bfloat16 blocks; 2026-12). For a large dense bipartite graph the resistance
+    concentrates on ``1/d_i + 1/d_j`` [1]_ and the error shrinks as the block grows: the total variation distance
+    between the default's sampling distributions ``p_e ~ |w_e| R_e`` under the two engines is 1.3e-4 at
+    1024 x 4096, 1.6e-4 at 2048 x 2048 and 8.1e-5 at 4096 x 4096 (median relative resistance error 1.4e-4 to
+    2.8e-4), against 3.3e-3 to 7.6e-3 between the default and magnitude's ``p_e ~ |w_e|``; at 2048 x 2048 and
+    above the masks share 0.9999 or more of their edges (exact with another seed shares 0.04 to 0.63), at a tenth
+    to a fifth of the time. On the trained byte-level Llama of the LM study (blocks below the budget, pruned with
+    ``resistance="degree"`` to measure it) the held-out perplexity per byte moves from 4.565 to 4.581, against 4.457
+    for exact with another seed and 3.098 for magnitude. Trained models of LLM size were not measured: where that
+    matters, compare with ``resistance="exact"`` on a few blocks.
+
+    References
+    ----------
+    .. [1] U. von Luxburg, A. Radl, M. Hein. "Hitting and commute times in large random neighborhood graphs",
+       J. Mach. Learn. Res. 15:1751-1798, 2014. https://jmlr.org/papers/v15/vonluxburg14a.html
     """
     budget = EXACT_MEMORY_BUDGET if budget is None else budget
+    flop_budget = EXACT_FLOP_BUDGET if flop_budget is None else flop_budget
     if n_cols is not None:
         need = 4 * n_rows * n_cols * itemsize
-        if need <= budget:
-            return "exact", f"exact: ~{need / 2**20:.0f} MiB working memory within the {budget / 2**30:.1f} GiB budget"
-        return "degree", f"degree: exact would need ~{need / 2**30:.1f} GiB (budget {budget / 2**30:.1f} GiB)"
+        if need > budget:
+            return "degree", f"degree: exact would need ~{need / 2**30:.1f} GiB (budget {budget / 2**30:.1f} GiB)"
+        flops = exact_block_flops(n_rows, n_cols)
+        if flops > flop_budget:
+            return "degree", (f"degree: exact would cost ~{flops / 1e9:.0f} GFLOP for a {n_rows} x {n_cols} block "
+                              f"(budget {flop_budget / 1e9:.1f} GFLOP; resistance='exact' forces it)")
+        return "exact", (f"exact: ~{need / 2**20:.0f} MiB and ~{flops / 1e9:.1f} GFLOP, within the "
+                         f"{budget / 2**30:.1f} GiB and {flop_budget / 1e9:.1f} GFLOP budgets")
     need = 2 * n_rows * n_rows * 8
     if need <= budget and n_rows <= 12000:
         return "exact", f"exact: N={n_rows}, ~{need / 2**20:.0f} MiB dense, ~{n_rows**3 / 3e9:.1f} GFLOP"

@@ -196,10 +196,34 @@ def test_choose_method_memory_rule_by_hand():
     assert choose_method(1024, 1024, budget=32 * mib - 1)[0] == "degree"
     assert choose_method(1024, 1024, itemsize=4, budget=16 * mib)[0] == "exact"  # float32 halves it
     assert choose_method(1024, 1025, itemsize=4, budget=16 * mib)[0] == "degree"
-    assert choose_method(4096, 11008)[0] == "exact"  # 1.34 GiB within the 4 GiB default
-    assert choose_method(16384, 16385)[0] == "degree"  # 4 * 16384 * 16385 * 8 > 8 GiB
+    big = 2**60  # the time rule out of the way (tested below)
+    assert choose_method(4096, 11008, flop_budget=big)[0] == "exact"  # 1.34 GiB within the 4 GiB default
+    assert choose_method(16384, 16385, flop_budget=big)[0] == "degree"  # 4 * 16384 * 16385 * 8 > 8 GiB
     assert choose_method(12000)[0] == "exact" and choose_method(12001)[0] == "jl"  # the size cap
     assert choose_method(1000, budget=2 * 1000 * 1000 * 8 - 1)[0] == "jl"  # the memory cap
+
+
+def test_choose_method_time_rule_by_hand():
+    """A block is exact while 3 M N^2 + 2 N^3 / 3 flops (N the smaller side; the engine's count in
+    bipartite_resistance's Notes) stay within 2^34 = 17,179,869,184; the products are worked out here."""
+    from graphprune.resistance import exact_block_flops
+
+    assert exact_block_flops(3, 2) == 3 * 3 * 4 + 16 // 3 == 41
+    assert exact_block_flops(2, 3) == 41  # either orientation
+    # 1024 x 4096: 3 * 4096 * 1024^2 = 12,884,901,888 plus 2 * 1024^3 / 3 = 715,827,882 -> 13,600,729,770: exact
+    assert exact_block_flops(1024, 4096) == 13_600_729_770
+    assert choose_method(1024, 4096)[0] == "exact" and choose_method(4096, 1024)[0] == "exact"
+    # 2048 x 2048: 3 * 2048^3 = 25,769,803,776 plus 5,726,623,061 -> over the budget: the degree approximation
+    assert choose_method(2048, 2048)[0] == "degree"
+    # the square boundary: (11/3) n^3 <= 2^34 holds for n = 1673 (17,169,563,462) and not for n = 1674 (17,200,370,088)
+    assert 3 * 1673**3 + 2 * 1673**3 // 3 <= 2**34 < 3 * 1674**3 + 2 * 1674**3 // 3
+    assert choose_method(1673, 1673)[0] == "exact" and choose_method(1674, 1674)[0] == "degree"
+    # Llama-2-7B shapes all go to the degree approximation; an explicit flop budget moves the boundary
+    assert {choose_method(m, n)[0] for m, n in ((4096, 4096), (11008, 4096), (32000, 4096))} == {"degree"}
+    assert choose_method(2048, 2048, flop_budget=31_496_426_837)[0] == "exact"
+    assert choose_method(2048, 2048, flop_budget=31_496_426_836)[0] == "degree"
+    why = choose_method(4096, 4096)[1]
+    assert "GFLOP" in why and "resistance='exact'" in why
 
 
 def test_auto_says_what_it_picked_and_falls_back_when_memory_is_short(monkeypatch, caplog):
