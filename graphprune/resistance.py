@@ -562,15 +562,22 @@ def jl_resistance(L, edges, *, eps: float = 0.3, jl_dim: int | None = None, seed
     return laplacian_resistance(L, edges, method="jl", eps=eps, jl_dim=jl_dim, seed=seed)
 
 
-def degree_resistance(B) -> torch.Tensor:
+@validate_params({"overwrite": [Boolean()]})
+def degree_resistance(B, *, overwrite: bool = False) -> torch.Tensor:
     """Degree approximation ``R_ij ~ 1/d_i + 1/d_j`` (weighted degrees) for a biadjacency; NaN off the edges.
 
     Exact for a star and close for dense layers: on the complete bipartite graph :math:`K_{m,n}` with unit
-    weights the exact value is :math:`(m + n - 1)/(mn)` against :math:`1/n + 1/m = (m + n)/(mn)`.
+    weights the exact value is :math:`(m + n - 1)/(mn)` against :math:`1/n + 1/m = (m + n)/(mn)`. With
+    ``overwrite`` (a floating ``B`` the caller gives up) the result is written into ``B``'s storage: one bool array
+    besides ``B`` (the same numbers: ``(0 + 1/d_i) + 1/d_j`` is ``1/d_i + 1/d_j`` in IEEE arithmetic).
     """
     B = check_biadjacency(B)
     d = B.sum(1, keepdim=True)
     e = B.sum(0, keepdim=True)
+    if overwrite and B.is_floating_point():
+        absent = B == 0
+        R = B.zero_().add_(1.0 / d).add_(1.0 / e)
+        return R.masked_fill_(absent, float("nan"))
     R = 1.0 / d + 1.0 / e
     return R.masked_fill(B == 0, float("nan"))
 
@@ -666,5 +673,7 @@ def block_resistance(B, method: str, *, dtype=torch.float64, backend: str = "aut
     (:func:`degree_resistance` in ``dtype``); ``(m, n)``, NaN off the edges."""
     if method == "exact":
         return bipartite_resistance(B, dtype=dtype, backend=backend, overwrite=overwrite)
-    return degree_resistance(B.to(dtype))
+    given = B.data_ptr()
+    B = B.to(dtype)
+    return degree_resistance(B, overwrite=bool(overwrite) or B.data_ptr() != given)  # a converted copy is ours
 

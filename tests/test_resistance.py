@@ -280,3 +280,27 @@ def test_laplacian_resistance_bad_options():
         laplacian_resistance(L, (np.array([0]), np.array([2])), method="jl", solver="amg")
     with pytest.raises(ParameterError, match="'method'"):
         laplacian_resistance(L, (np.array([0]), np.array([2])), method="pinv")
+
+
+def test_degree_resistance_in_place_is_the_same_numbers_in_the_same_storage():
+    """1/d_i + 1/d_j by a loop over the edges (weighted degrees), NaN off them; overwrite=True writes exactly those
+    numbers into the given buffer."""
+    from graphprune.resistance import degree_resistance
+
+    g = torch.Generator().manual_seed(0)
+    B = torch.rand(7, 5, generator=g, dtype=torch.float64)
+    B[B < 0.3] = 0.0
+    want = np.full((7, 5), np.nan)
+    Bn = B.numpy()
+    for i in range(7):
+        for j in range(5):
+            if Bn[i, j] != 0:
+                want[i, j] = 1.0 / Bn[i].sum() + 1.0 / Bn[:, j].sum()
+    plain = degree_resistance(B)
+    np.testing.assert_allclose(plain.numpy(), want, rtol=1e-15)
+    buf = B.clone()
+    ptr = buf.data_ptr()
+    R = degree_resistance(buf, overwrite=True)
+    assert R.data_ptr() == ptr  # no second m x n array
+    assert torch.equal(R.isnan(), plain.isnan()) and torch.equal(R.nan_to_num(), plain.nan_to_num())  # bitwise
+    assert torch.equal(B.isnan(), torch.zeros_like(B, dtype=torch.bool))  # without overwrite B is untouched
