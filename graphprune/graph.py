@@ -253,9 +253,13 @@ def product_index(src_groups: np.ndarray, dst_groups: np.ndarray) -> tuple[np.nd
         raise GraphValidationError(
             f"product: source groups of shape {a.shape} and destination groups of shape {b.shape} must be 2-D with "
             "one row per group.")
-    src = np.repeat(a, b.shape[1], axis=1).reshape(-1)
-    dst = np.broadcast_to(b[:, None, :], (b.shape[0], a.shape[1], b.shape[1])).reshape(-1)
-    return src, dst
+    return _product_side(a, b, 0), _product_side(a, b, 1)
+
+
+def _product_side(a, b, which):
+    if which == 0:
+        return np.repeat(a, b.shape[1], axis=1).reshape(-1)
+    return np.broadcast_to(b[:, None, :], (b.shape[0], a.shape[1], b.shape[1])).reshape(-1)
 
 
 def _identity_index(which: int, name: str):
@@ -264,7 +268,8 @@ def _identity_index(which: int, name: str):
     def get(self):
         arr = self.__dict__.get(key)
         if arr is None and self.product is not None:
-            arr = product_index(*self.product)[which]
+            a, b = self.product
+            arr = _product_side(a, b, which)
             if arr.size <= Grid.EDGE_CACHE_LIMIT:
                 self.__dict__[key] = arr
         return arr
