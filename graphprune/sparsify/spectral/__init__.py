@@ -79,8 +79,10 @@ class SpectralSparsifier(Sparsifier):
         ``width="auto"``: target edges per kept node (average degree ``2 * edges_per_node``); 1 is a spanning-tree
         budget. In a sweep on MNIST-1D (MLP, 100x-1000x, one seed) 4 to 8 did best, 1-2 and 16-32 worse.
     min_nodes : int, default 4
-        ``width="auto"``: the fewest nodes a reduced hidden partition keeps (a one- or two-channel bottleneck
-        trained to chance in the study's CNN at 1000x; four did not).
+        ``width="auto"``: the fewest nodes a reduced hidden partition keeps. ``min_nodes=1`` alone (study, 3 seeds,
+        2026-12-02) cost the MNIST-1D CNN 10.3 points at 1000x (22.1% against 32.4%, one seed at chance with a
+        one-channel bottleneck) and the small conv1d 7.2 points at 31.6x; with ``channels=True`` it helps the 2-D
+        CNN from 316x (47.4% against 34.3% with one channel).
     cover : bool, default True
         ``width="auto"``: where nodes are removed and the total allows, give each block at least
         ``max(kept sources, kept destinations)`` edges (sources only in a hidden layer; a flattened map counted by
@@ -95,10 +97,15 @@ class SpectralSparsifier(Sparsifier):
         ``C``: its positions are copies of the channels before it) in the edges per node ``E`` that sets the
         width and in the ERK budgets (the Linear after the flatten counts ``C`` inputs, not ``C H W``). On the
         study's 2-D CNN (16 channels flattened to 1024 positions) this keeps wider layers and gives the
-        convolutions their budget: 76.2% at 100x against 18.6% (iterative SynFlow 70.7%); on the MNIST-1D CNN
-        (256 channels of 10 positions) it was 3 to 4 points worse on one seed at 100x-1000x, so it is not the
-        default. Networks with no flatten of a spatial map (MLPs, transformers, global-pooling CNNs) get the
-        same masks either way.
+        convolutions their budget: 76.2% at 100x against 18.6% (iterative SynFlow 70.7%). It is not the default
+        because the MNIST-1D CNN loses (study, 3 seeds, mean test accuracy, 2026-12-02): on the MNIST-1D CNN
+        (256 channels of 10 positions) 66.5/46.9/30.7% at 100x/316x/1000x against the default's 67.8/51.4/32.4%
+        (316x lower on every seed). ``channels=True, min_nodes=1`` is at or above iterative SynFlow from 100x on
+        the 2-D CNNs but for 11.4% against 12.0% at 1000x with three channels, and has the masks of
+        ``channels=True`` on the MNIST-1D CNN up to 316x and 39.8% against 43.2% at 10x on the small conv1d (25
+        channels of 5 positions; lower on every seed), so it is an option too (docs/source/guides/study.md).
+        Networks with no flatten of a spatial map (MLPs, transformers, global-pooling CNNs) get the same masks
+        either way.
     iterations : int, default 1
         One shot (1), or rounds at densities ``d^(r / iterations)``, each recomputing widths and resistances on
         the graph kept so far (the exponential schedule of iterative SynFlow). Either width.
