@@ -73,7 +73,13 @@ def test_ria_is_relative_importance_times_root_norm():
     assert np.array_equal(m["0.weight"].numpy(), _row_topk(ri * norms[None, :] ** 0.5, [2] * 12))
 
 
-def test_magnitude_row_comparison_and_2_4_against_loops():
+@pytest.mark.parametrize("chunk", [None, 1, 20])
+def test_magnitude_row_comparison_and_2_4_against_loops(chunk, monkeypatch):
+    """Also with the rows taken in chunks (one row, and 2 rows of 8 inputs, at a time): the same loops hold."""
+    if chunk is not None:
+        import importlib
+
+        monkeypatch.setattr(importlib.import_module("graphprune.sparsify.score"), "_ROW_CHUNK", chunk)
     net = _mlp()
     G = graphprune.from_model(net, _x()[:1])
     W = np.abs(net[0].weight.detach().double().numpy())

@@ -92,12 +92,21 @@ def select(scores: torch.Tensor, available: torch.Tensor, k: int, *, block, comp
         return topk_mask(scores, available, k)
     S = to_matrix(block, scores.detach().to("cpu", torch.float64))
     A = to_matrix(block, available.detach().cpu())
-    if nm is not None:
-        keep = nm_mask(S, A, *nm)
-    else:
-        S = S.masked_fill(~A, -torch.inf)
-        keep = _row_topk(S, row_shares(A.sum(1).numpy(), k)) & A
+    shares = row_shares(A.sum(1).numpy(), k) if nm is None else None
+    keep = torch.empty(A.shape, dtype=torch.bool)
+    step = max(1, _ROW_CHUNK // max(1, S.shape[1]))  # rows are independent: chunks bound the sort's working set
+    for a in range(0, S.shape[0], step):
+        Sc, Ac = S[a : a + step], A[a : a + step]
+        if nm is not None:
+            keep[a : a + step] = nm_mask(Sc, Ac, *nm)
+        else:
+            keep[a : a + step] = _row_topk(Sc.masked_fill(~Ac, -torch.inf), shares[a : a + step]) & Ac
     return from_matrix(block, keep)
+
+
+#: Entries per chunk of rows in :func:`select` (row and N:M rules): the sort's int64 order and rank arrays and the
+#: masked scores exist for one chunk at a time, not for the whole block (a 32000 x 4096 head: 4 GiB fewer).
+_ROW_CHUNK = 1 << 22
 
 
 class ScoreSparsifier(Sparsifier):
