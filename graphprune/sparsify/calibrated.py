@@ -156,8 +156,8 @@ class WandaSparsifier(CalibratedSparsifier):
 
     def score(self, ctx: BlockContext) -> torch.Tensor:
         b = ctx.block
-        W = to_matrix(b, ctx.weight.abs().to(torch.float64))
-        return from_matrix(b, W * column_scale(b, ctx.stats.norms))
+        W = to_matrix(b, ctx.weight.abs().to(torch.float64))  # a new tensor (abs): scaled in place
+        return from_matrix(b, W.mul_(column_scale(b, ctx.stats.norms)))
 
 
 @register
