@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 import torch
 from torch import nn
@@ -136,7 +137,10 @@ def _log_summary(sp, d, masks) -> None:
     """One INFO line on the ``graphprune`` logger: the per-parameter and per-kind sparsities of the result
     (:func:`graphprune.masks.sparsity_summary`; the full table is ``masks.table()`` or ``mask_table(masks)``)."""
     if log.isEnabledFor(logging.INFO):
-        log.info("prune: %s at sparsity %.4f asked: %s", type(sp).__name__, 1.0 - d, sparsity_summary(masks))
+        engines = getattr(sp, "resistance_method_", None) or {}
+        used = ", ".join(f"{m} {n}" for m, n in sorted(Counter(engines.values()).items()))
+        log.info("prune: %s at sparsity %.4f asked: %s%s", type(sp).__name__, 1.0 - d, sparsity_summary(masks),
+                 f"; resistances by engine (blocks): {used}" if used else "")
 
 
 def _structured(model, example_inputs, method, sparsity, density, seed, calibration, export_options, options):

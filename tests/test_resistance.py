@@ -304,3 +304,26 @@ def test_degree_resistance_in_place_is_the_same_numbers_in_the_same_storage():
     assert R.data_ptr() == ptr  # no second m x n array
     assert torch.equal(R.isnan(), plain.isnan()) and torch.equal(R.nan_to_num(), plain.nan_to_num())  # bitwise
     assert torch.equal(B.isnan(), torch.zeros_like(B, dtype=torch.bool))  # without overwrite B is untouched
+
+
+def test_the_time_rule_reaches_prune_and_is_logged(monkeypatch, caplog):
+    """With the flop budget at 0 every block is past it: prune(..., "spectral") then gives resistance="degree"'s
+    masks (in place, and as masks), and its INFO line counts the blocks per engine."""
+    from torch import nn
+
+    import graphprune.resistance as res
+
+    def build():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 6))
+
+    x = torch.randn(2, 12)
+    exact = graphprune.prune(build(), x, "spectral", sparsity=0.8, seed=0, permanent=True, progress=False)
+    degree = graphprune.prune(build(), x, "spectral", sparsity=0.8, seed=0, permanent=True, progress=False,
+                              resistance="degree")
+    assert any(not torch.equal(exact[k], degree[k]) for k in exact)  # the engines differ on these blocks
+    monkeypatch.setattr(res, "EXACT_FLOP_BUDGET", 0)
+    with caplog.at_level("INFO", logger="graphprune"):
+        auto = graphprune.prune(build(), x, "spectral", sparsity=0.8, seed=0, permanent=True, progress=False)
+    assert all(torch.equal(auto[k], degree[k]) for k in degree)
+    assert "resistances by engine (blocks): degree 2" in caplog.text

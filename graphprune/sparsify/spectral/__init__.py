@@ -358,7 +358,7 @@ class SpectralSparsifier(Sparsifier):
         return lev
 
     def _engine(self) -> Engine:
-        return Engine(self.resistance, self.dtype, self.backend)
+        return Engine(self.resistance, self.dtype, self.backend, record=getattr(self, "resistance_method_", None))
 
     def _leverage_once(self, ctx) -> np.ndarray:
         """The block's leverage as a flat float64 array, taken out of the cache: its last use, the caller may

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -23,11 +23,15 @@ class Engine:
         None: float64 for CPU weights, float32 on CUDA.
     backend : str
         The exact block engine (``"auto"``, ``"scipy"``, ``"torch"``).
+    record : dict or None
+        Where :meth:`leverage` writes the engine each block's resistances came from (block name -> method; the
+        sparsifier's ``resistance_method_``); None: not recorded.
     """
 
     resistance: str = "auto"
     dtype: torch.dtype | None = None
     backend: str = "auto"
+    record: dict | None = field(default=None, compare=False, repr=False)
 
     def dtype_for(self, weight: torch.Tensor) -> torch.dtype:
         return self.dtype or (torch.float32 if weight.device.type == "cuda" else torch.float64)
@@ -36,8 +40,10 @@ class Engine:
         """``|w_e| R_e`` of block ``b`` (CPU float64, 0 off the kept graph), with channel-view resistances of
         ``graph`` under ``masks``."""
         H = graph if masks is None else graph.with_masks(masks)
-        R = effective_resistance(H, b, view="channel", method=self.resistance, dtype=self.dtype_for(b.weight),
-                                 backend=self.backend)
+        R, how = effective_resistance(H, b, view="channel", method=self.resistance, dtype=self.dtype_for(b.weight),
+                                      backend=self.backend, return_method=True)
+        if self.record is not None:
+            self.record[b.name] = how
         w = b.weight.detach().abs().to("cpu", torch.float64)
         lev = w * torch.nan_to_num(R.to("cpu", torch.float64), nan=0.0, posinf=0.0)
         return lev.masked_fill(~H.block_mask(b).cpu(), 0.0)
