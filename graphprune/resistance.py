@@ -600,8 +600,10 @@ def choose_method(n_rows: int, n_cols: int | None = None, *, itemsize: int = 8, 
     The time rule (2026-12) makes the default usable at LLM size: a 1024 x 4096 block (13.6 GFLOP, about 1-3 s on
     the 2-core reference machine) is still exact, a 2048 x 2048 one (31.5 GFLOP) is not, nor is any block of a
     Llama-2-7B (4096 x 4096: 252 GFLOP; 11008 x 4096: 600 GFLOP; about 90 TFLOP over the model, hours on a CPU).
-    Every block of the study's models, torchvision's and timm's vision models up to ViT-L (1024 x 4096) and
-    GPT-2's layers stays exact; GPT-2's 50257 x 768 head goes to the degree approximation. The rule depends on the
+    Every block of the study's models, of ResNets, of ViT-B/L, Swin-B and ConvNeXt-B (at most 1024 x 4096), of
+    BERT-large and of GPT-2 small and medium's layers stays exact; the degree approximation takes VGG's and
+    AlexNet's classifiers (4096 x 25088: 1.3 TFLOP), ConvNeXt-L's and ViT-H's MLPs (46 and 27 GFLOP), GPT-2
+    large's MLPs and GPT-2's 50257 x 768 head (89 GFLOP). The rule depends on the
     shape only, never on the device or the memory free, so masks are the same everywhere (``resistance="exact"``
     forces exact, e.g. on a GPU).
 
