@@ -435,6 +435,14 @@ class MultipartiteGraph:
             return torch.ones(b.num_edges, dtype=torch.bool)
         return b.rows(self.param_mask(b.param))
 
+    def block_kept(self, block: Block | str) -> int:
+        """Number of kept edges of one block: its size when its parameter has no mask (no mask is built), else the
+        True entries of :meth:`block_mask`."""
+        b = self.block(block) if isinstance(block, str) else block
+        if not b.is_weight or self._masks.get(b.param) is None:
+            return b.num_edges
+        return int(np.count_nonzero(self.block_mask(b).numpy()))
+
     def _checked_masks(self, masks: Mapping, owner: str = "MultipartiteGraph.with_masks") -> dict:
         if not isinstance(masks, Mapping):
             raise MaskError(f"The 'masks' parameter of {owner} must be a dict of parameter name -> bool tensor. "

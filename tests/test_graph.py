@@ -271,3 +271,22 @@ def test_grid_order_says_when_the_weight_is_the_biadjacency(spec):
     if layout == "conv" and groups == 1 and int(np.prod(shape[2:])) == 1:
         expect = "dst"
     assert g.order == expect
+
+
+def test_block_kept_counts_without_building_a_mask():
+    """block_kept: the block's size when its parameter has no mask, the True entries of its rows otherwise
+    (a packed in_proj's q rows counted by hand)."""
+    model = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+    x = torch.randn(1, 3, 8)
+    G = graphprune.from_model(model, (x, x, x))
+    q = next(b for b in G.weight_blocks if b.param == "in_proj_weight" and b.param_slice == (0, 8))
+    assert G.block_kept(q) == 64 and G.block_kept(q.name) == 64
+    m = torch.ones(24, 8, dtype=torch.bool)
+    m[0, :5] = False  # 5 edges of the q rows
+    m[10, :3] = False  # 3 of the k rows
+    H = G.with_masks({"in_proj_weight": m})
+    assert H.block_kept(q) == 64 - 5
+    k = next(b for b in G.weight_blocks if b.param == "in_proj_weight" and b.param_slice == (8, 16))
+    assert H.block_kept(k) == 64 - 3
+    ident = next(b for b in G.blocks if not b.is_weight)
+    assert H.block_kept(ident) == ident.num_edges

@@ -167,10 +167,10 @@ def fitted_budgets(graph, units, dense, d, base, kept, alloc, *, channels=False,
     total = round(d * sum(b.num_edges for b in todo)) if alloc == "nodes" else sum(int(base[b.name]) for b in todo)
     cap, nodes = {}, {}
     for b in todo:
-        avail = graph.block_mask(b).reshape(-1).numpy()
         if kept[b.src].all() and kept[b.dst].all():  # no node removed around the block: every available edge
-            cap[b.name] = int(np.count_nonzero(avail))
+            cap[b.name] = graph.block_kept(b)  # (no mask built for an unmasked block: a 7B head's would be 125 MiB)
         else:
+            avail = graph.block_mask(b).reshape(-1).numpy()
             s, t = b.edge_index("channel")
             cap[b.name] = int((avail & kept[b.src][s] & kept[b.dst][t]).sum())
         if alloc == "nodes":
