@@ -245,18 +245,9 @@ class Block:
         return f"Block('{self.name}', {self.kind}, '{self.src}' -> '{self.dst}'{extra})"
 
 
-def product_index(src_groups: np.ndarray, dst_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(src, dst)`` edge indices (int64) of a union of complete bipartite groups: for each group ``g``, every
-    ``src_groups[g, i]`` to every ``dst_groups[g, j]``, in the order ``g, i, j``."""
-    a, b = np.asarray(src_groups, dtype=np.int64), np.asarray(dst_groups, dtype=np.int64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
-        raise GraphValidationError(
-            f"product: source groups of shape {a.shape} and destination groups of shape {b.shape} must be 2-D with "
-            "one row per group.")
-    return _product_side(a, b, 0), _product_side(a, b, 1)
-
-
 def _product_side(a, b, which):
+    """One side of a :attr:`Block.product`'s edge list: for each group ``g``, every ``a[g, i]`` to every ``b[g, j]``,
+    in the order ``g, i, j``; ``which`` 0 gives the sources, 1 the destinations."""
     if which == 0:
         return np.repeat(a, b.shape[1], axis=1).reshape(-1)
     return np.broadcast_to(b[:, None, :], (b.shape[0], a.shape[1], b.shape[1])).reshape(-1)
@@ -492,8 +483,9 @@ class MultipartiteGraph:
         per_param : bool, default False
             Return a dict parameter -> density instead of the overall float.
         """
-        kept = {n: int(self.param_mask(n).sum()) for n in self.params}
         total = {n: int(math.prod(self._param_shapes[n])) for n in self.params}
+        kept = {n: total[n] if self._masks.get(n) is None else int(np.count_nonzero(self._masks[n].numpy()))
+                for n in self.params}  # no all-True mask is built for an unmasked parameter
         if per_param:
             return {n: kept[n] / total[n] for n in kept}
         t = sum(total.values())
