@@ -11,7 +11,7 @@ from torch import nn
 
 from .._validation import Interval, Options, check_param
 
-__all__ = ["MODELS", "build_model", "MLP", "Conv1dNet", "WideConv1dNet", "Conv2dNet", "ResNet1d"]
+__all__ = ["MODELS", "build_model", "MLP", "Conv1dNet", "WideConv1dNet", "Conv2dNet", "FlatConv1dNet", "ResNet1d"]
 
 
 class MLP(nn.Sequential):
@@ -105,6 +105,28 @@ class Conv2dNet(nn.Module):
         return self.classifier(self.features(x))
 
 
+class FlatConv1dNet(nn.Module):
+    """The 1-D counterpart of :class:`Conv2dNet` for MNIST-1D: two Conv1d (k=5, same padding, ReLU) of 8 and 16
+    channels, max-pooling by 2, a flatten (16 channels of 20 positions) and two Linear layers. 21,800 weights at 40
+    features (1000x keeps 22). A held-out network of the study (issue 22): its flattened map has more positions
+    than channels, as the 2-D CNN's, in one dimension.
+    """
+
+    def __init__(self, features=40, classes=10, widths=(8, 16), hidden=64, kernel=5):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Unflatten(1, (1, features)),
+            nn.Conv1d(1, widths[0], kernel, padding=kernel // 2), nn.ReLU(),
+            nn.Conv1d(widths[0], widths[1], kernel, padding=kernel // 2), nn.ReLU(),
+            nn.MaxPool1d(2), nn.Flatten())
+        with torch.no_grad():
+            n = self.features(torch.zeros(1, features)).numel()
+        self.classifier = nn.Sequential(nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
 class _Block(nn.Module):
     def __init__(self, c_in, c_out, stride):
         super().__init__()
@@ -145,6 +167,9 @@ MODELS = {
     "conv1d": lambda f, c: Conv1dNet(f, c),
     "cnn": lambda f, c: WideConv1dNet(f, c),
     "cnn2d": lambda f, c: Conv2dNet(f, c),
+    # held-out networks of the pre-registered test of channels="auto" (issue 22; docs/source/guides/study.md)
+    "cnn2d-wide": lambda f, c: Conv2dNet(f, c, widths=(16, 32)),
+    "cnn1d-flat": lambda f, c: FlatConv1dNet(f, c),
     "resnet1d": lambda f, c: ResNet1d(c),
 }
 

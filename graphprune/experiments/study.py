@@ -69,6 +69,7 @@ METHODS = {
     "spectral-channels": ("spectral", {"channels": True}),
     "spectral-n1": ("spectral", {"channels": True, "min_nodes": 1}),
     "spectral-min1": ("spectral", {"min_nodes": 1}),
+    "spectral-auto": ("spectral", {"channels": "auto", "min_nodes": "auto"}),
     "spectral-iter": ("spectral", {"iterations": 10, "cover": False}),
     "spectral-e4": ("spectral", {"edges_per_node": 4.0, "cover": False}),
     "spectral-e16": ("spectral", {"edges_per_node": 16.0, "cover": False}),

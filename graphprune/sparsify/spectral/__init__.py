@@ -221,9 +221,9 @@ class SpectralSparsifier(Sparsifier):
         "allocation": [Options(("auto",) + tuple(ALLOCATIONS) + ("nodes",)), DensityDict()],
         "guard": [Boolean(), Options(("auto",))],
         "edges_per_node": [Interval(numbers.Real, 0, None, closed="neither")],
-        "min_nodes": [Interval(numbers.Integral, 1, None)],
+        "min_nodes": [Interval(numbers.Integral, 1, None), Options(("auto",))],
         "cover": [Boolean()],
-        "channels": [Boolean()],
+        "channels": [Boolean(), Options(("auto",))],
         "iterations": [Interval(numbers.Integral, 1, None)],
         "view": [Options(VIEWS)],
         "scope": [Options(SCOPES)],
@@ -322,7 +322,8 @@ class SpectralSparsifier(Sparsifier):
             kept, self.width_, ks = _width.choose_width(
                 graph, todo, [b for b in units if self.keeps_dense(b)], self.allocate(graph, todo, d),
                 d, allocation=self._allocation(), edges_per_node=self.edges_per_node, min_nodes=self.min_nodes,
-                channels=bool(self.channels), cover=bool(self.cover), engine=self._engine())
+                channels=self.channels if self.channels == "auto" else bool(self.channels), cover=bool(self.cover),
+                engine=self._engine())
             self._ks = ks
             self._kept = None if all(k.all() for k in kept.values()) else kept
         else:

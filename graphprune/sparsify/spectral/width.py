@@ -19,7 +19,8 @@ import torch
 from ..allocation import erk_counts
 from ..sampling import weighted_sample
 
-__all__ = ["choose_width", "channel_sizes", "cover_floors", "fitted_budgets", "keeps_all", "mask_within",
+__all__ = ["choose_width", "channel_sizes", "counted_by_channels", "spatial_flattens", "resolve_min_nodes",
+           "cover_floors", "fitted_budgets", "keeps_all", "mask_within",
            "edge_cover", "grid_edge_cover"]
 
 
@@ -33,19 +34,22 @@ def choose_width(graph, units, dense, budgets, d, *, allocation, edges_per_node,
     and ``engine`` the resistance :class:`~.leverage.Engine` of the node scores.
 
     Edges per node ``E = K / sum_b (n_src + n_dst)``; when ``E < edges_per_node`` every hidden partition keeps the
-    fraction ``f = E / edges_per_node`` of its nodes (at least ``min_nodes``), those of highest leverage summed
-    over the adjacent blocks (each block's leverages normalised to sum 1). Partitions reached only through
-    identity edges keep the nodes a kept node feeds.
+    fraction ``f = E / edges_per_node`` of its nodes (at least ``min_nodes``; ``"auto"``: see
+    :func:`resolve_min_nodes`), those of highest leverage summed over the adjacent blocks (each block's leverages
+    normalised to sum 1). Partitions reached only through identity edges keep the nodes a kept node feeds.
 
-    With ``channels`` a partition reached only through identity edges counts as the nodes that feed it when
-    they are fewer (:func:`channel_sizes`: a flattened ``C x H x W`` feature map counts ``C``, not ``C H W``), in
-    ``E`` and in the ERK budgets (the Linear after the flatten has ``C`` inputs there). With ``cover`` (the
-    default) each block's budget is at least the edges that cover its kept nodes (:func:`cover_floors`).
+    ``channels`` (True, False or ``"auto"``, see :func:`counted_by_channels`) names the partitions reached only
+    through identity edges that count as the nodes that feed them (:func:`channel_sizes`: a flattened
+    ``C x H x W`` feature map counts ``C``, not ``C H W``), in ``E`` and in the ERK budgets (the Linear after the
+    flatten has ``C`` inputs there). With ``cover`` (the default) each block's budget is at least the edges that
+    cover its kept nodes (:func:`cover_floors`).
     """
+    counted = counted_by_channels(graph, channels)
+    min_nodes = resolve_min_nodes(graph, min_nodes)
     alloc = allocation
     ks = dict(budgets)
-    if channels:
-        size = channel_sizes(graph)
+    if counted:
+        size = channel_sizes(graph, counted)
         if alloc == "erk":
             ks.update(_erk_by_channels(units, size, d))
         nodes = sum(size[b.src] + size[b.dst] for b in units)
@@ -85,25 +89,63 @@ def choose_width(graph, units, dense, budgets, d, *, allocation, edges_per_node,
         kept[p.name] = keep
         width[p.name] = float(keep.mean()) if p.size else 1.0
     fit = alloc in ("erk", "nodes")  # uniform and dict budgets are the user's, per block: kept as given
-    fitted = fitted_budgets(graph, units, dense, d, ks, kept, alloc, channels=channels, cover=cover) if fit else None
+    fitted = fitted_budgets(graph, units, dense, d, ks, kept, alloc, channels=counted, cover=cover) if fit else None
     return kept, width, fitted
 
 
-def channel_sizes(graph) -> dict:
+def channel_sizes(graph, counted=None) -> dict:
     """Node count of every partition, a partition reached only through identity edges counted as the nodes that
     feed it when they are fewer: a flattened ``C x H x W`` feature map counts its ``C`` channels (each channel's
     ``H W`` positions are copies of one node of the layer before); a residual add or a concatenation counts its
-    own size."""
+    own size. ``counted`` (a set of partition names, default every such partition) limits the rule to those."""
     weight_dst = {b.dst for b in graph.weight_blocks}
     size = {}
     for p in graph.partitions:  # in topological order
         n = p.size
-        if p.role == "hidden" and p.name not in weight_dst:
+        if p.role == "hidden" and p.name not in weight_dst and (counted is None or p.name in counted):
             fed = sum(size.get(ib.src, graph.partition(ib.src).size) for ib in graph.blocks
                       if ib.dst == p.name and not ib.is_weight)
             n = min(n, fed) if fed else n
         size[p.name] = n
     return size
+
+
+def spatial_flattens(graph) -> frozenset:
+    """The partitions reached only through identity edges that hold more positions per feeding node than feeding
+    nodes: a flattened ``C x H x W`` map with ``H W > C`` (the 2-D CNNs of the study: 16 channels of 64
+    positions), not one with ``H W <= C`` (the MNIST-1D CNN: 256 channels of 10). The rule of
+    ``channels="auto"``; :func:`resolve_min_nodes` follows it."""
+    weight_dst = {b.dst for b in graph.weight_blocks}
+    size, out = {}, set()
+    for p in graph.partitions:  # in topological order
+        n = p.size
+        if p.role == "hidden" and p.name not in weight_dst:
+            fed = sum(size.get(ib.src, graph.partition(ib.src).size) for ib in graph.blocks
+                      if ib.dst == p.name and not ib.is_weight)
+            if fed and n > fed * fed:  # positions per node (n / fed) above the nodes (fed)
+                out.add(p.name)
+                n = fed
+        size[p.name] = n
+    return frozenset(out)
+
+
+def counted_by_channels(graph, channels) -> frozenset:
+    """The partitions :func:`channel_sizes` counts by their feeding nodes under the option ``channels``: none
+    (False), every partition reached only through identity edges (True), or :func:`spatial_flattens` (``"auto"``)."""
+    if channels == "auto":
+        return spatial_flattens(graph)
+    if not channels:
+        return frozenset()
+    weight_dst = {b.dst for b in graph.weight_blocks}
+    return frozenset(p.name for p in graph.partitions if p.role == "hidden" and p.name not in weight_dst)
+
+
+def resolve_min_nodes(graph, min_nodes) -> int:
+    """``min_nodes`` as an int: ``"auto"`` is 1 on a network with a :func:`spatial_flattens` map (its layers are
+    narrow, few channels each spread over many positions) and 4 otherwise."""
+    if min_nodes == "auto":
+        return 1 if spatial_flattens(graph) else 4
+    return int(min_nodes)
 
 
 def _kept_channels(graph, name, kept) -> int:
@@ -154,14 +196,14 @@ def cover_floors(graph, blocks, kept, cap) -> dict:
     return floor
 
 
-def fitted_budgets(graph, units, dense, d, base, kept, alloc, *, channels=False, cover=True):
+def fitted_budgets(graph, units, dense, d, base, kept, alloc, *, channels=frozenset(), cover=True):
     """Budgets in proportion to each block's kept nodes (``"nodes"``) or to its ERK budget (``base``), capped at
     the edges among its kept nodes and water-filled, so no budget is spent on edges that lead nowhere; ``units``
     are the prunable units, ``dense`` those kept dense (their whole size).
 
     With ``cover`` and nodes removed, each block's budget is also at least its :func:`cover_floors` (blocks
-    below it are held there and the rest water-filled again), when the floors fit in the total. With
-    ``channels``, ``"nodes"`` counts a flattened map's kept channels."""
+    below it are held there and the rest water-filled again), when the floors fit in the total. ``"nodes"``
+    counts the partitions named in ``channels`` (a set, see :func:`counted_by_channels`) by their kept channels."""
     ks = {b.name: b.num_edges for b in dense}
     todo = list(units)
     total = round(d * sum(b.num_edges for b in todo)) if alloc == "nodes" else sum(int(base[b.name]) for b in todo)
@@ -174,7 +216,7 @@ def fitted_budgets(graph, units, dense, d, base, kept, alloc, *, channels=False,
             s, t = b.edge_index("channel")
             cap[b.name] = int((avail & kept[b.src][s] & kept[b.dst][t]).sum())
         if alloc == "nodes":
-            src = _kept_channels(graph, b.src, kept) if channels else int(kept[b.src].sum())
+            src = _kept_channels(graph, b.src, kept) if b.src in channels else int(kept[b.src].sum())
             nodes[b.name] = src + int(kept[b.dst].sum())
         else:
             nodes[b.name] = max(float(base[b.name]), 1e-12)
