@@ -159,3 +159,62 @@ def test_every_class_keeps_a_path_where_the_old_rule_collapsed(compression, opti
         old = graphprune.sparsify(G, "spectral", density=1 / compression, seed=seed, cover=False, **options)
         if not options:
             assert int(old["features.1.weight"].sum()) <= 1 and len(_classes_reached(old)) <= 4
+
+
+def _flat_net(channels, side):
+    """Conv2d(1, channels, 3, same) - ReLU - Flatten (channels x side x side) - Linear(., 3)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Unflatten(1, (1, side, side)), torch.nn.Conv2d(1, channels, 3, padding=1),
+                                torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(channels * side * side, 3))
+    return graphprune.from_model(model, torch.zeros(2, side * side))
+
+
+@pytest.mark.parametrize("channels, side, spatial", [(4, 2, False), (4, 3, True), (9, 3, False), (8, 3, True),
+                                                     (16, 4, False), (16, 5, True)])
+def test_channels_auto_counts_a_map_with_more_positions_than_channels(channels, side, spatial):
+    """``channels="auto"``: a flattened C x H x W map counts as C nodes exactly when H W > C (4 channels of 4
+    positions: no; of 9: yes; 9 of 9: no); ``min_nodes="auto"`` is then 1, else 4. Sizes by hand."""
+    from graphprune.sparsify.spectral.width import (channel_sizes, counted_by_channels, resolve_min_nodes,
+                                                    spatial_flattens)
+
+    G = _flat_net(channels, side)
+    flat = next(p.name for p in G.partitions if p.size == channels * side * side and p.role == "hidden"
+                and p.name not in {b.dst for b in G.weight_blocks})
+    assert spatial_flattens(G) == ({flat} if spatial else set())
+    assert counted_by_channels(G, "auto") == spatial_flattens(G)
+    assert counted_by_channels(G, False) == frozenset() and flat in counted_by_channels(G, True)
+    sizes = channel_sizes(G, counted_by_channels(G, "auto"))
+    assert sizes[flat] == (channels if spatial else channels * side * side)
+    assert channel_sizes(G, counted_by_channels(G, True))[flat] == channels  # True counts every such map
+    assert resolve_min_nodes(G, "auto") == (1 if spatial else 4) and resolve_min_nodes(G, 3) == 3
+
+
+@pytest.mark.parametrize("name, features, spatial", [("cnn2d", 256, True), ("cnn2d", 768, True),
+                                                     ("cnn2d-wide", 256, True), ("cnn1d-flat", 40, True),
+                                                     ("cnn", 40, False), ("conv1d", 40, False),
+                                                     ("mlp", 40, False), ("resnet1d", 40, False)])
+def test_channels_auto_on_the_study_networks(name, features, spatial):
+    """The study's networks under the rule (their flattens by hand: 16 x 64, 32 x 64 and 16 x 20 positions
+    trigger it; 256 x 10 and 25 x 5 do not; the MLP and the global-pooling ResNet have no flatten of a map), and
+    the masks it gives: ``spectral-n1``'s (``channels=True, min_nodes=1``) where it triggers, the
+    ``channels=False, min_nodes=4`` masks elsewhere."""
+    from graphprune.sparsify.spectral.width import spatial_flattens
+
+    G = graphprune.from_model(build_model(name, features=features, seed=0), torch.zeros(2, features))
+    assert bool(spatial_flattens(G)) is spatial
+    auto = graphprune.sparsify(G, "spectral", density=0.01, seed=1, channels="auto", min_nodes="auto")
+    same = (dict(channels=True, min_nodes=1) if spatial else dict(channels=False, min_nodes=4))
+    other = (dict(channels=False, min_nodes=4) if spatial else dict(channels=True, min_nodes=1))
+    ref = graphprune.sparsify(G, "spectral", density=0.01, seed=1, **same)
+    assert all(torch.equal(auto[k], ref[k]) for k in ref)
+    if name != "mlp" and name != "resnet1d":  # where the two settings differ at all
+        alt = graphprune.sparsify(G, "spectral", density=0.01, seed=1, **other)
+        assert any(not torch.equal(auto[k], alt[k]) for k in ref)
+
+
+@pytest.mark.parametrize("bad", [{"channels": "yes"}, {"min_nodes": "all"}, {"min_nodes": 0}])
+def test_channels_and_min_nodes_reject_bad_values(bad):
+    G = _flat_net(4, 3)
+    name = next(iter(bad))
+    with pytest.raises(ParameterError, match=name):
+        graphprune.sparsify(G, "spectral", density=0.1, **bad)
