@@ -174,8 +174,12 @@ def _flat_net(channels, side):
 def test_channels_auto_counts_a_map_with_more_positions_than_channels(channels, side, spatial):
     """``channels="auto"``: a flattened C x H x W map counts as C nodes exactly when H W > C (4 channels of 4
     positions: no; of 9: yes; 9 of 9: no); ``min_nodes="auto"`` is then 1, else 4. Sizes by hand."""
-    from graphprune.sparsify.spectral.width import (channel_sizes, counted_by_channels, resolve_min_nodes,
-                                                    spatial_flattens)
+    from graphprune.sparsify.spectral.width import (
+        channel_sizes,
+        counted_by_channels,
+        resolve_min_nodes,
+        spatial_flattens,
+    )
 
     G = _flat_net(channels, side)
     flat = next(p.name for p in G.partitions if p.size == channels * side * side and p.role == "hidden"
