@@ -78,11 +78,12 @@ class SpectralSparsifier(Sparsifier):
     edges_per_node : float, default 8.0
         ``width="auto"``: target edges per kept node (average degree ``2 * edges_per_node``); 1 is a spanning-tree
         budget. In a sweep on MNIST-1D (MLP, 100x-1000x, one seed) 4 to 8 did best, 1-2 and 16-32 worse.
-    min_nodes : int, default 4
-        ``width="auto"``: the fewest nodes a reduced hidden partition keeps. ``min_nodes=1`` alone (study, 3 seeds,
-        2026-12-02) cost the MNIST-1D CNN 10.3 points at 1000x (22.1% against 32.4%, one seed at chance with a
-        one-channel bottleneck) and the small conv1d 7.2 points at 31.6x; with ``channels=True`` it helps the 2-D
-        CNN from 316x (47.4% against 34.3% with one channel).
+    min_nodes : int or "auto", default 4
+        ``width="auto"``: the fewest nodes a reduced hidden partition keeps. ``"auto"``: 1 on a network with a
+        flattened map of more positions than channels (see ``channels``), 4 otherwise. ``min_nodes=1`` alone
+        (study, 3 seeds, 2026-12-02) cost the MNIST-1D CNN 10.3 points at 1000x (22.1% against 32.4%, one seed at
+        chance with a one-channel bottleneck) and the small conv1d 7.2 points at 31.6x; with ``channels=True`` it
+        helps the 2-D CNN from 316x (47.4% against 34.3% with one channel).
     cover : bool, default True
         ``width="auto"``: where nodes are removed and the total allows, give each block at least
         ``max(kept sources, kept destinations)`` edges (sources only in a hidden layer; a flattened map counted by
@@ -91,7 +92,7 @@ class SpectralSparsifier(Sparsifier):
         before 2026-12, under which a small 2-D CNN (34,312 weights) kept one edge or none in its first
         convolution and four in its 10-class output layer at 316x (layer collapse). Where the budgets already
         cover the kept nodes (the MNIST-1D study's MLP and CNN at every compression) both give the same masks.
-    channels : bool, default False
+    channels : bool or "auto", default False
         ``width="auto"``: count a flattened feature map by its channels. A partition reached only through
         identity edges counts as the nodes that feed it when they are fewer (a flattened ``C x H x W`` map counts
         ``C``: its positions are copies of the channels before it) in the edges per node ``E`` that sets the
@@ -104,8 +105,12 @@ class SpectralSparsifier(Sparsifier):
         the 2-D CNNs but for 11.4% against 12.0% at 1000x with three channels, and has the masks of
         ``channels=True`` on the MNIST-1D CNN up to 316x and 39.8% against 43.2% at 10x on the small conv1d (25
         channels of 5 positions; lower on every seed), so it is an option too (docs/source/guides/study.md).
-        Networks with no flatten of a spatial map (MLPs, transformers, global-pooling CNNs) get the same masks
-        either way.
+        ``"auto"`` counts a flattened ``C x H x W`` map by its channels only where ``H W > C``
+        (:func:`~graphprune.sparsify.spectral.width.spatial_flattens`: the 2-D CNNs' 16 channels of 64
+        positions, not the MNIST-1D CNN's 256 of 10); with ``min_nodes="auto"`` it has ``spectral-n1``'s masks
+        on the study's 2-D CNNs and the default's on its MNIST-1D networks, and a test on held-out networks
+        is in docs/source/guides/study.md. Networks with no flatten of a spatial map (MLPs, transformers,
+        global-pooling CNNs) get the same masks either way.
     iterations : int, default 1
         One shot (1), or rounds at densities ``d^(r / iterations)``, each recomputing widths and resistances on
         the graph kept so far (the exponential schedule of iterative SynFlow). Either width.
