@@ -70,7 +70,8 @@ class WideConv1dNet(nn.Module):
 
 class Conv2dNet(nn.Module):
     """A small 2-D CNN for flattened square images: two 3x3 convolutions (same padding, ReLU), 2x2 max-pooling, a
-    flatten and two Linear layers (conv -> conv -> pool -> flatten -> linear -> linear).
+    flatten and two Linear layers (conv -> conv -> pool -> flatten -> linear -> linear; ``pool_each``: a pooling
+    after the first convolution too).
 
     The input ``(N, C * H * W)`` is unflattened to ``(N, C, H, W)`` with ``H = W``; ``C`` is 1 when ``features``
     is a square and 3 when ``features / 3`` is (never both: ``3 m^2`` is not a square). With the defaults on
@@ -78,7 +79,7 @@ class Conv2dNet(nn.Module):
     with three, so 1000x still keeps 34.
     """
 
-    def __init__(self, features=256, classes=10, widths=(8, 16), hidden=32):
+    def __init__(self, features=256, classes=10, widths=(8, 16), hidden=32, pool_each=False):
         super().__init__()
         side = math.isqrt(features)
         if side * side == features:
@@ -92,9 +93,10 @@ class Conv2dNet(nn.Module):
                                      f"times a square (three channels), the flattened size of a square image. Got "
                                      f"{features!r} instead.")
         self.shape = (channels, side, side)
+        pool = [nn.MaxPool2d(2)] if pool_each else []  # LeNet's layout: pool after each convolution
         self.features = nn.Sequential(
             nn.Unflatten(1, self.shape),
-            nn.Conv2d(channels, widths[0], 3, padding=1), nn.ReLU(),
+            nn.Conv2d(channels, widths[0], 3, padding=1), nn.ReLU(), *pool,
             nn.Conv2d(widths[0], widths[1], 3, padding=1), nn.ReLU(),
             nn.MaxPool2d(2), nn.Flatten())
         with torch.no_grad():
@@ -170,6 +172,8 @@ MODELS = {
     # held-out networks of the pre-registered test of channels="auto" (issue 22; docs/source/guides/study.md)
     "cnn2d-wide": lambda f, c: Conv2dNet(f, c, widths=(16, 32)),
     "cnn1d-flat": lambda f, c: FlatConv1dNet(f, c),
+    # a 2-D CNN whose flattened map has fewer positions than channels (32 of 4 x 4): the rule does not apply
+    "lenet2d": lambda f, c: Conv2dNet(f, c, widths=(16, 32), pool_each=True),
     "resnet1d": lambda f, c: ResNet1d(c),
 }
 
