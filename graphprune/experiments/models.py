@@ -69,9 +69,9 @@ class WideConv1dNet(nn.Module):
 
 
 class Conv2dNet(nn.Module):
-    """A small 2-D CNN for flattened square images: two 3x3 convolutions (same padding, ReLU), 2x2 max-pooling, a
-    flatten and two Linear layers (conv -> conv -> pool -> flatten -> linear -> linear; ``pool_each``: a pooling
-    after the first convolution too).
+    """A small 2-D CNN for flattened square images: 3x3 convolutions (same padding, ReLU; two by default, one per
+    entry of ``widths``), 2x2 max-pooling, a flatten and two Linear layers (conv -> conv -> pool -> flatten ->
+    linear -> linear; ``pool_each``: a pooling after every convolution).
 
     The input ``(N, C * H * W)`` is unflattened to ``(N, C, H, W)`` with ``H = W``; ``C`` is 1 when ``features``
     is a square and 3 when ``features / 3`` is (never both: ``3 m^2`` is not a square). With the defaults on
@@ -93,12 +93,13 @@ class Conv2dNet(nn.Module):
                                      f"times a square (three channels), the flattened size of a square image. Got "
                                      f"{features!r} instead.")
         self.shape = (channels, side, side)
-        pool = [nn.MaxPool2d(2)] if pool_each else []  # LeNet's layout: pool after each convolution
-        self.features = nn.Sequential(
-            nn.Unflatten(1, self.shape),
-            nn.Conv2d(channels, widths[0], 3, padding=1), nn.ReLU(), *pool,
-            nn.Conv2d(widths[0], widths[1], 3, padding=1), nn.ReLU(),
-            nn.MaxPool2d(2), nn.Flatten())
+        layers, c = [nn.Unflatten(1, self.shape)], channels
+        for i, w in enumerate(widths):
+            layers += [nn.Conv2d(c, w, 3, padding=1), nn.ReLU()]
+            if pool_each and i < len(widths) - 1:  # LeNet's layout: a pooling after each convolution
+                layers.append(nn.MaxPool2d(2))
+            c = w
+        self.features = nn.Sequential(*layers, nn.MaxPool2d(2), nn.Flatten())
         with torch.no_grad():
             n = self.features(torch.zeros(1, features)).numel()
         self.classifier = nn.Sequential(nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, classes))
@@ -108,19 +109,19 @@ class Conv2dNet(nn.Module):
 
 
 class FlatConv1dNet(nn.Module):
-    """The 1-D counterpart of :class:`Conv2dNet` for MNIST-1D: two Conv1d (k=5, same padding, ReLU) of 8 and 16
-    channels, max-pooling by 2, a flatten (16 channels of 20 positions) and two Linear layers. 21,800 weights at 40
-    features (1000x keeps 22). A held-out network of the study (issue 22): its flattened map has more positions
-    than channels, as the 2-D CNN's, in one dimension.
+    """The 1-D counterpart of :class:`Conv2dNet` for MNIST-1D: Conv1d layers (k=5 by default, same padding, ReLU)
+    of 8 and 16 channels by default, max-pooling by 2 (``pool=False``: none), a flatten (16 channels of 20
+    positions) and two Linear layers. 21,800 weights at 40 features (1000x keeps 22). A held-out network of the
+    study (issue 22): its flattened map has more positions than channels, as the 2-D CNN's, in one dimension.
     """
 
-    def __init__(self, features=40, classes=10, widths=(8, 16), hidden=64, kernel=5):
+    def __init__(self, features=40, classes=10, widths=(8, 16), hidden=64, kernel=5, pool=True):
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Unflatten(1, (1, features)),
-            nn.Conv1d(1, widths[0], kernel, padding=kernel // 2), nn.ReLU(),
-            nn.Conv1d(widths[0], widths[1], kernel, padding=kernel // 2), nn.ReLU(),
-            nn.MaxPool1d(2), nn.Flatten())
+        layers, c = [nn.Unflatten(1, (1, features))], 1
+        for w in widths:
+            layers += [nn.Conv1d(c, w, kernel, padding=kernel // 2), nn.ReLU()]
+            c = w
+        self.features = nn.Sequential(*layers, *([nn.MaxPool1d(2)] if pool else []), nn.Flatten())
         with torch.no_grad():
             n = self.features(torch.zeros(1, features)).numel()
         self.classifier = nn.Sequential(nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, classes))
@@ -174,6 +175,9 @@ MODELS = {
     "cnn1d-flat": lambda f, c: FlatConv1dNet(f, c),
     # a 2-D CNN whose flattened map has fewer positions than channels (32 of 4 x 4): the rule does not apply
     "lenet2d": lambda f, c: Conv2dNet(f, c, widths=(16, 32), pool_each=True),
+    # the second registered test (docs/source/guides/study.md): fresh networks where the rule applies
+    "cnn2d-deep": lambda f, c: Conv2dNet(f, c, widths=(8, 16, 24)),
+    "cnn1d-deep": lambda f, c: FlatConv1dNet(f, c, widths=(12, 12, 12), hidden=32, kernel=3, pool=False),
     "resnet1d": lambda f, c: ResNet1d(c),
 }
 
