@@ -188,6 +188,28 @@ def test_wide_cnn_has_enough_weights_to_tell():
     assert G.num_weight_edges / 1000 > 200
 
 
+@pytest.mark.parametrize("name, features, weights, flat", [
+    # weights by hand: conv c_in * c_out * k, then the Linear layers; flat = (channels, positions) of the flatten
+    ("cnn2d-wide", 256, 1 * 16 * 9 + 16 * 32 * 9 + 32 * 64 * 32 + 32 * 10, (32, 64)),
+    ("lenet2d", 256, 1 * 16 * 9 + 16 * 32 * 9 + 32 * 16 * 32 + 32 * 10, (32, 16)),
+    ("cnn2d-deep", 256, 1 * 8 * 9 + 8 * 16 * 9 + 16 * 24 * 9 + 24 * 64 * 32 + 32 * 10, (24, 64)),
+    ("cnn2d-deep", 768, 3 * 8 * 9 + 8 * 16 * 9 + 16 * 24 * 9 + 24 * 64 * 32 + 32 * 10, (24, 64)),
+    ("cnn1d-flat", 40, 1 * 8 * 5 + 8 * 16 * 5 + 16 * 20 * 64 + 64 * 10, (16, 20)),
+    ("cnn1d-deep", 40, 1 * 12 * 3 + 2 * 12 * 12 * 3 + 12 * 40 * 32 + 32 * 10, (12, 40)),
+])
+def test_held_out_networks_have_the_registered_shapes(name, features, weights, flat):
+    """The networks of the registered tests of ``channels="auto"`` (docs/source/guides/study.md): their weight
+    counts and the flattened map (channels, positions) that decides whether the rule applies (positions >
+    channels)."""
+    from graphprune.sparsify.spectral.width import spatial_flattens
+
+    G = graphprune.from_model(build_model(name, features=features), torch.randn(2, features))
+    assert G.num_weight_edges == weights
+    c, pos = flat
+    assert any(p.size == c * pos for p in G.partitions)
+    assert bool(spatial_flattens(G)) is (pos > c)
+
+
 def test_spectrum_against_accuracy_plot_and_rank_correlation(tmp_path):
     """Spearman's rho from the plot equals scipy's on the same columns; a perfectly monotone toy frame gives -1."""
     from scipy import stats
