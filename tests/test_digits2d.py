@@ -137,27 +137,29 @@ def test_erk_budgets_count_the_linear_after_the_flatten_by_its_channels():
     expect = {k: dense.get(k, round(eps * sizes[k][1])) for k in sizes}
     assert {k: int(m.sum()) for k, m in masks.items()} == expect
     assert expect["classifier.0.weight"] == 1887  # counted by positions (1056 / 32768) it would take far more
-    default = graphprune.sparsify(G, "spectral", density=0.1, seed=0)  # positions counted as nodes
-    assert int(default["classifier.0.weight"].sum()) > 3000 and int(default["features.3.weight"].sum()) < 200
+    positions = graphprune.sparsify(G, "spectral", density=0.1, seed=0, channels=False)  # positions as nodes
+    assert int(positions["classifier.0.weight"].sum()) > 3000 and int(positions["features.3.weight"].sum()) < 200
 
 
 @pytest.mark.parametrize("compression", [316.2278, 1000])
-@pytest.mark.parametrize("options", [{}, {"channels": True}])
+@pytest.mark.parametrize("options", [{"channels": False, "min_nodes": 4}, {"channels": True, "min_nodes": 4}, {}])
 def test_every_class_keeps_a_path_where_the_old_rule_collapsed(compression, options):
     """The issue's collapse, pinned: without the cover floors (``cover=False``, the rule before) the first
     convolution gets one edge or none at 316x and 1000x and at most 4 classes (the last layer's 4 edges or fewer)
-    are reachable from the input; with them (the default, with or without counting the flattened map by its
-    channels) every block covers its kept nodes and every class has a path (networkx on the masks)."""
+    are reachable from the input; with them (counting the flattened map by positions or by channels, and the
+    default, which counts it by channels here with ``min_nodes`` 1) every block covers its kept nodes and every
+    class has a path (networkx on the masks)."""
+    least = options.get("min_nodes", 1)
     for seed in (0, 1):
         G = _cnn2d_graph(seed)
         masks = graphprune.sparsify(G, "spectral", density=1 / compression, seed=seed, **options)
         assert _classes_reached(masks) == set(range(10))
         kept1 = int(masks["features.1.weight"].flatten(1).any(1).sum())
-        assert int(masks["features.1.weight"].sum()) >= kept1 >= 4  # min_nodes channels, each with an edge
+        assert int(masks["features.1.weight"].sum()) >= kept1 >= least  # min_nodes channels, each with an edge
         assert int(masks["classifier.2.weight"].any(1).sum()) == 10  # every class has an in-edge
         assert abs(sum(int(m.sum()) for m in masks.values()) - 34312 / compression) <= 4  # ERK rounds per block
         old = graphprune.sparsify(G, "spectral", density=1 / compression, seed=seed, cover=False, **options)
-        if not options:
+        if options.get("channels") is False:
             assert int(old["features.1.weight"].sum()) <= 1 and len(_classes_reached(old)) <= 4
 
 

@@ -78,7 +78,7 @@ class SpectralSparsifier(Sparsifier):
     edges_per_node : float, default 8.0
         ``width="auto"``: target edges per kept node (average degree ``2 * edges_per_node``); 1 is a spanning-tree
         budget. In a sweep on MNIST-1D (MLP, 100x-1000x, one seed) 4 to 8 did best, 1-2 and 16-32 worse.
-    min_nodes : int or "auto", default 4
+    min_nodes : int or "auto", default "auto"
         ``width="auto"``: the fewest nodes a reduced hidden partition keeps. ``"auto"``: 1 on a network with a
         flattened map of more positions than channels (see ``channels``), 4 otherwise. ``min_nodes=1`` alone
         (study, 3 seeds, 2026-12-02) cost the MNIST-1D CNN 10.3 points at 1000x (22.1% against 32.4%, one seed at
@@ -92,7 +92,7 @@ class SpectralSparsifier(Sparsifier):
         before 2026-12, under which a small 2-D CNN (34,312 weights) kept one edge or none in its first
         convolution and four in its 10-class output layer at 316x (layer collapse). Where the budgets already
         cover the kept nodes (the MNIST-1D study's MLP and CNN at every compression) both give the same masks.
-    channels : bool or "auto", default False
+    channels : bool or "auto", default "auto"
         ``width="auto"``: count a flattened feature map by its channels. A partition reached only through
         identity edges counts as the nodes that feed it when they are fewer (a flattened ``C x H x W`` map counts
         ``C``: its positions are copies of the channels before it) in the edges per node ``E`` that sets the
@@ -202,7 +202,7 @@ class SpectralSparsifier(Sparsifier):
     context_dtype = None  # the weights as they are: |w| is exact in float64 whatever their dtype
 
     def __init__(self, sparsity=None, *, width="auto", allocation="auto", guard="auto", edges_per_node=8.0,
-                 min_nodes=4, cover=True, channels=False, iterations=1, view="channel", scope="block",
+                 min_nodes="auto", cover=True, channels="auto", iterations=1, view="channel", scope="block",
                  resistance="auto", sampling="without_replacement", reweight=False, dtype=None, backend="auto",
                  **kwargs):
         super().__init__(sparsity, allocation=allocation, **kwargs)
