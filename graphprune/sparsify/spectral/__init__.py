@@ -80,10 +80,10 @@ class SpectralSparsifier(Sparsifier):
         budget. In a sweep on MNIST-1D (MLP, 100x-1000x, one seed) 4 to 8 did best, 1-2 and 16-32 worse.
     min_nodes : int or "auto", default "auto"
         ``width="auto"``: the fewest nodes a reduced hidden partition keeps. ``"auto"``: 1 on a network with a
-        flattened map of more positions than channels (see ``channels``), 4 otherwise. ``min_nodes=1`` alone
-        (study, 3 seeds, 2026-12-02) cost the MNIST-1D CNN 10.3 points at 1000x (22.1% against 32.4%, one seed at
-        chance with a one-channel bottleneck) and the small conv1d 7.2 points at 31.6x; with ``channels=True`` it
-        helps the 2-D CNN from 316x (47.4% against 34.3% with one channel).
+        flattened map of more positions than channels (see ``channels``), 4 otherwise (the default before
+        2026-12-02). ``min_nodes=1`` on every network (study, 3 seeds) cost the MNIST-1D CNN 10.3 points at 1000x
+        (22.1% against 32.4%, one seed at chance with a one-channel bottleneck) and the small conv1d 7.2 points
+        at 31.6x; with channels counted it helps the 2-D CNN from 316x (47.4% against 34.3% with one channel).
     cover : bool, default True
         ``width="auto"``: where nodes are removed and the total allows, give each block at least
         ``max(kept sources, kept destinations)`` edges (sources only in a hidden layer; a flattened map counted by
@@ -96,21 +96,18 @@ class SpectralSparsifier(Sparsifier):
         ``width="auto"``: count a flattened feature map by its channels. A partition reached only through
         identity edges counts as the nodes that feed it when they are fewer (a flattened ``C x H x W`` map counts
         ``C``: its positions are copies of the channels before it) in the edges per node ``E`` that sets the
-        width and in the ERK budgets (the Linear after the flatten counts ``C`` inputs, not ``C H W``). On the
-        study's 2-D CNN (16 channels flattened to 1024 positions) this keeps wider layers and gives the
-        convolutions their budget: 76.2% at 100x against 18.6% (iterative SynFlow 70.7%). It is not the default
-        because the MNIST-1D CNN loses (study, 3 seeds, mean test accuracy, 2026-12-02): on the MNIST-1D CNN
-        (256 channels of 10 positions) 66.5/46.9/30.7% at 100x/316x/1000x against the default's 67.8/51.4/32.4%
-        (316x lower on every seed). ``channels=True, min_nodes=1`` is at or above iterative SynFlow from 100x on
-        the 2-D CNNs but for 11.4% against 12.0% at 1000x with three channels, and has the masks of
-        ``channels=True`` on the MNIST-1D CNN up to 316x and 39.8% against 43.2% at 10x on the small conv1d (25
-        channels of 5 positions; lower on every seed), so it is an option too (docs/source/guides/study.md).
-        ``"auto"`` counts a flattened ``C x H x W`` map by its channels only where ``H W > C``
-        (:func:`~graphprune.sparsify.spectral.width.spatial_flattens`: the 2-D CNNs' 16 channels of 64
-        positions, not the MNIST-1D CNN's 256 of 10); with ``min_nodes="auto"`` it has ``spectral-n1``'s masks
-        on the study's 2-D CNNs and the default's on its MNIST-1D networks, and a test on held-out networks
-        is in docs/source/guides/study.md. Networks with no flatten of a spatial map (MLPs, transformers,
-        global-pooling CNNs) get the same masks either way.
+        width and in the ERK budgets (the Linear after the flatten counts ``C`` inputs, not ``C H W``).
+        ``"auto"`` does so only where ``H W > C``
+        (:func:`~graphprune.sparsify.spectral.width.spatial_flattens`: 16 channels of 64 positions, not the
+        MNIST-1D CNN's 256 of 10, where counting by channels cost 4.5 points at 316x); ``True`` for every
+        flatten, ``False`` never (the default before 2026-12-02, named ``spectral-positions`` in the study).
+        ``"auto"`` became the default after two registered tests on networks not used to choose it
+        (docs/source/guides/study.md, 3 seeds, mean test accuracy at initialisation): on six networks where it
+        applies it was above ``False`` in 27 of 30 cells and equal in one (at 100x, 72-82% against 14-22% on
+        the 2-D CNNs), though not at or above iterative SynFlow everywhere from 100x (75.0% against 77.9% at
+        100x on one, 33.9% against 39.8% on a 1-D CNN). With ``min_nodes="auto"`` its masks are those of ``False, 4`` on
+        every network without such a flatten, and of ``True, 1`` on every network with one. Networks with no
+        flatten of a spatial map (MLPs, transformers, global-pooling CNNs) get the same masks either way.
     iterations : int, default 1
         One shot (1), or rounds at densities ``d^(r / iterations)``, each recomputing widths and resistances on
         the graph kept so far (the exponential schedule of iterative SynFlow). Either width.
