@@ -42,12 +42,17 @@ __all__ = ["METHODS", "POST_METHODS", "ARMS", "FINETUNE", "COMPRESSIONS", "run_s
 #: saliency scores and magnitude, per-layer (uniform) for random, degree and the paper's spectral sampling, ERK for
 #: ERK random. "spectral" is what ``sparsify(G, "spectral")`` does by default (an effective width by node leverage
 #: below the node count, ERK budgets, an edge cover, then w R sampling; labelled "spectral-width" in results
-#: before it became the default); "spectral-nocover" is its rule before 2026-12 (``cover=False``: no budget
-#: floors; the same masks as the default on the MNIST-1D models), "spectral-channels" counts a flattened feature
+#: before it became the default; since 2026-12-02 it counts a flattened map of more positions than channels by its
+#: channels, ``channels="auto", min_nodes="auto"``, also named "spectral-auto", the method of the registered tests);
+#: "spectral-positions" is the default before that (``channels=False, min_nodes=4``; its rows on networks with such
+#: a flatten were labelled "spectral" when they ran); "spectral-nocover" is its rule before 2026-12
+#: (``cover=False``: no budget floors; the same masks as the default on the MNIST-1D models), "spectral-channels"
+#: counts a flattened feature
 #: map by its channels (``channels=True``) and "spectral-n1" also lets a reduced layer shrink to one node
 #: (``min_nodes=1``), both measured on the 2-D CNNs, "spectral-n1" and "spectral-min1" (``min_nodes=1`` alone,
 #: channels counted by position as in the default) also on the MNIST-1D models, where neither is as good as the
-#: default (2026-12-02; the guide's "One setting for every model?"); "spectral-iter" is the default in 10
+#: default (2026-12-02; the guide's "One setting for every model?"); these and the rows below are pinned to the
+#: settings they ran with, so the committed rows stay reproducible; "spectral-iter" is the default in 10
 #: rounds; "spectral-e4" and "spectral-e16" measure its sensitivity to ``edges_per_node`` (8 by default). The
 #: last three were measured before the floors and are pinned to ``cover=False`` so the committed rows stay
 #: reproducible. "spectral-paper" is the paper's plain per-layer
