@@ -178,6 +178,10 @@ MODELS = {
     # the second registered test (docs/source/guides/study.md): fresh networks where the rule applies
     "cnn2d-deep": lambda f, c: Conv2dNet(f, c, widths=(8, 16, 24)),
     "cnn1d-deep": lambda f, c: FlatConv1dNet(f, c, widths=(12, 12, 12), hidden=32, kernel=3, pool=False),
+    # the third registered test: flattens of fewer positions than channels, but at least a quarter as many
+    "lenet2d-48": lambda f, c: Conv2dNet(f, c, widths=(16, 48), pool_each=True),
+    "lenet2d-24": lambda f, c: Conv2dNet(f, c, widths=(8, 24), pool_each=True),
+    "cnn1d-32": lambda f, c: FlatConv1dNet(f, c, widths=(16, 32)),
     "resnet1d": lambda f, c: ResNet1d(c),
 }
 
