@@ -171,11 +171,12 @@ def _flat_net(channels, side):
     return graphprune.from_model(model, torch.zeros(2, side * side))
 
 
-@pytest.mark.parametrize("channels, side, spatial", [(4, 2, False), (4, 3, True), (9, 3, False), (8, 3, True),
-                                                     (16, 4, False), (16, 5, True)])
+@pytest.mark.parametrize("channels, side, spatial", [(4, 2, True), (16, 2, True), (17, 2, False), (36, 3, True),
+                                                     (37, 3, False), (64, 4, True), (65, 4, False)])
 def test_channels_auto_counts_a_map_with_more_positions_than_channels(channels, side, spatial):
-    """``channels="auto"``: a flattened C x H x W map counts as C nodes exactly when H W > C (4 channels of 4
-    positions: no; of 9: yes; 9 of 9: no); ``min_nodes="auto"`` is then 1, else 4. Sizes by hand."""
+    """``channels="auto"``: a flattened C x H x W map counts as C nodes exactly when 4 H W >= C and H W > 1 (16
+    channels of 4 positions: yes; 17 of 4: no; 36 of 9: yes; 37 of 9: no); ``min_nodes="auto"`` is
+    then 1, else 4. Sizes by hand."""
     from graphprune.sparsify.spectral.width import (
         channel_sizes,
         counted_by_channels,
@@ -197,11 +198,12 @@ def test_channels_auto_counts_a_map_with_more_positions_than_channels(channels, 
 
 @pytest.mark.parametrize("name, features, spatial", [("cnn2d", 256, True), ("cnn2d", 768, True),
                                                      ("cnn2d-wide", 256, True), ("cnn1d-flat", 40, True),
+                                                     ("lenet2d", 256, True), ("lenet2d-48", 256, True),
                                                      ("cnn", 40, False), ("conv1d", 40, False),
                                                      ("mlp", 40, False), ("resnet1d", 40, False)])
 def test_channels_auto_on_the_study_networks(name, features, spatial):
-    """The study's networks under the rule (their flattens by hand: 16 x 64, 32 x 64 and 16 x 20 positions
-    trigger it; 256 x 10 and 25 x 5 do not; the MLP and the global-pooling ResNet have no flatten of a map), and
+    """The study's networks under the rule (their flattens by hand: 16 x 64, 32 x 64, 16 x 20, 32 x 16 and 48 x 16
+    positions trigger it; 256 x 10 and 25 x 5 do not; the MLP and the global-pooling ResNet have no flatten of a map), and
     the masks it gives: ``spectral-n1``'s (``channels=True, min_nodes=1``) where it triggers, the
     ``channels=False, min_nodes=4`` masks elsewhere."""
     from graphprune.sparsify.spectral.width import spatial_flattens

@@ -196,10 +196,13 @@ def test_wide_cnn_has_enough_weights_to_tell():
     ("cnn2d-deep", 768, 3 * 8 * 9 + 8 * 16 * 9 + 16 * 24 * 9 + 24 * 64 * 32 + 32 * 10, (24, 64)),
     ("cnn1d-flat", 40, 1 * 8 * 5 + 8 * 16 * 5 + 16 * 20 * 64 + 64 * 10, (16, 20)),
     ("cnn1d-deep", 40, 1 * 12 * 3 + 2 * 12 * 12 * 3 + 12 * 40 * 32 + 32 * 10, (12, 40)),
+    ("lenet2d-48", 256, 1 * 16 * 9 + 16 * 48 * 9 + 48 * 16 * 32 + 32 * 10, (48, 16)),
+    ("lenet2d-24", 768, 3 * 8 * 9 + 8 * 24 * 9 + 24 * 16 * 32 + 32 * 10, (24, 16)),
+    ("cnn1d-32", 40, 1 * 16 * 5 + 16 * 32 * 5 + 32 * 20 * 64 + 64 * 10, (32, 20)),
 ])
 def test_held_out_networks_have_the_registered_shapes(name, features, weights, flat):
     """The networks of the registered tests of ``channels="auto"`` (docs/source/guides/study.md): their weight
-    counts and the flattened map (channels, positions) that decides whether the rule applies (positions >
+    counts and the flattened map (channels, positions) that decides whether the rule applies (4 positions >=
     channels)."""
     from graphprune.sparsify.spectral.width import spatial_flattens
 
@@ -207,7 +210,7 @@ def test_held_out_networks_have_the_registered_shapes(name, features, weights, f
     assert G.num_weight_edges == weights
     c, pos = flat
     assert any(p.size == c * pos for p in G.partitions)
-    assert bool(spatial_flattens(G)) is (pos > c)
+    assert bool(spatial_flattens(G)) is (4 * pos >= c)
 
 
 def test_spectrum_against_accuracy_plot_and_rank_correlation(tmp_path):

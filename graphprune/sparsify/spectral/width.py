@@ -111,10 +111,11 @@ def channel_sizes(graph, counted=None) -> dict:
 
 
 def spatial_flattens(graph) -> frozenset:
-    """The partitions reached only through identity edges that hold more positions per feeding node than feeding
-    nodes: a flattened ``C x H x W`` map with ``H W > C`` (the 2-D CNNs of the study: 16 channels of 64
-    positions), not one with ``H W <= C`` (the MNIST-1D CNN: 256 channels of 10). The rule of
-    ``channels="auto"``; :func:`resolve_min_nodes` follows it."""
+    """The partitions reached only through identity edges that hold at least a quarter as many positions per
+    feeding node as feeding nodes: a flattened ``C x H x W`` map with ``4 H W >= C`` and ``H W > 1`` (the 2-D
+    CNNs of the study: 16 channels of 64 positions; a LeNet-style 32 of 16), not one with fewer (the MNIST-1D
+    CNN: 256 channels of 10; VGG's 512 of 49). The rule of ``channels="auto"``; :func:`resolve_min_nodes`
+    follows it."""
     weight_dst = {b.dst for b in graph.weight_blocks}
     size, out = {}, set()
     for p in graph.partitions:  # in topological order
@@ -122,7 +123,7 @@ def spatial_flattens(graph) -> frozenset:
         if p.role == "hidden" and p.name not in weight_dst:
             fed = sum(size.get(ib.src, graph.partition(ib.src).size) for ib in graph.blocks
                       if ib.dst == p.name and not ib.is_weight)
-            if fed and n > fed * fed:  # positions per node (n / fed) above the nodes (fed)
+            if fed and n > fed and 4 * n >= fed * fed:  # positions per node (n / fed) at least fed / 4
                 out.add(p.name)
                 n = fed
         size[p.name] = n
