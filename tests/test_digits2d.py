@@ -173,7 +173,7 @@ def _flat_net(channels, side):
 
 @pytest.mark.parametrize("channels, side, spatial", [(4, 2, True), (16, 2, True), (17, 2, False), (36, 3, True),
                                                      (37, 3, False), (64, 4, True), (65, 4, False)])
-def test_channels_auto_counts_a_map_with_more_positions_than_channels(channels, side, spatial):
+def test_channels_auto_counts_a_map_with_a_quarter_as_many_positions_as_channels(channels, side, spatial):
     """``channels="auto"``: a flattened C x H x W map counts as C nodes exactly when 4 H W >= C and H W > 1 (16
     channels of 4 positions: yes; 17 of 4: no; 36 of 9: yes; 37 of 9: no); ``min_nodes="auto"`` is
     then 1, else 4. Sizes by hand."""

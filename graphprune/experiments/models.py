@@ -173,7 +173,7 @@ MODELS = {
     # held-out networks of the pre-registered test of channels="auto" (issue 22; docs/source/guides/study.md)
     "cnn2d-wide": lambda f, c: Conv2dNet(f, c, widths=(16, 32)),
     "cnn1d-flat": lambda f, c: FlatConv1dNet(f, c),
-    # a 2-D CNN whose flattened map has fewer positions than channels (32 of 4 x 4): the rule does not apply
+    # a 2-D CNN whose flattened map has fewer positions than channels (32 of 4 x 4): outside the first rule, H W > C
     "lenet2d": lambda f, c: Conv2dNet(f, c, widths=(16, 32), pool_each=True),
     # the second registered test (docs/source/guides/study.md): fresh networks where the rule applies
     "cnn2d-deep": lambda f, c: Conv2dNet(f, c, widths=(8, 16, 24)),

@@ -42,7 +42,7 @@ __all__ = ["METHODS", "POST_METHODS", "ARMS", "FINETUNE", "COMPRESSIONS", "run_s
 #: saliency scores and magnitude, per-layer (uniform) for random, degree and the paper's spectral sampling, ERK for
 #: ERK random. "spectral" is what ``sparsify(G, "spectral")`` does by default (an effective width by node leverage
 #: below the node count, ERK budgets, an edge cover, then w R sampling; labelled "spectral-width" in results
-#: before it became the default; since 2026-12-02 it counts a flattened map of more positions than channels by its
+#: before it became the default; since 2026-12-02 it counts a flattened C x H x W map with 4 H W >= C by its
 #: channels, ``channels="auto", min_nodes="auto"``, also named "spectral-auto", the method of the registered tests);
 #: "spectral-positions" is the default before that (``channels=False, min_nodes=4``; its rows on networks with such
 #: a flatten were labelled "spectral" when they ran); "spectral-nocover" is its rule before 2026-12

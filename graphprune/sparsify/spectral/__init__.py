@@ -80,7 +80,7 @@ class SpectralSparsifier(Sparsifier):
         budget. In a sweep on MNIST-1D (MLP, 100x-1000x, one seed) 4 to 8 did best, 1-2 and 16-32 worse.
     min_nodes : int or "auto", default "auto"
         ``width="auto"``: the fewest nodes a reduced hidden partition keeps. ``"auto"``: 1 on a network with a
-        flattened map of more positions than channels (see ``channels``), 4 otherwise (the default before
+        flattened ``C x H x W`` map with ``4 H W >= C`` (see ``channels``), 4 otherwise (the default before
         2026-12-02). ``min_nodes=1`` on every network (study, 3 seeds) cost the MNIST-1D CNN 10.3 points at 1000x
         (22.1% against 32.4%, one seed at chance with a one-channel bottleneck) and the small conv1d 7.2 points
         at 31.6x; with channels counted it helps the 2-D CNN from 316x (47.4% against 34.3% with one channel).
@@ -97,13 +97,13 @@ class SpectralSparsifier(Sparsifier):
         identity edges counts as the nodes that feed it when they are fewer (a flattened ``C x H x W`` map counts
         ``C``: its positions are copies of the channels before it) in the edges per node ``E`` that sets the
         width and in the ERK budgets (the Linear after the flatten counts ``C`` inputs, not ``C H W``).
-        ``"auto"`` does so only where ``H W > C``
-        (:func:`~graphprune.sparsify.spectral.width.spatial_flattens`: 16 channels of 64 positions, not the
-        MNIST-1D CNN's 256 of 10, where counting by channels cost 4.5 points at 316x); ``True`` for every
+        ``"auto"`` does so only where ``4 H W >= C`` (and ``H W > 1``;
+        :func:`~graphprune.sparsify.spectral.width.spatial_flattens`: 16 channels of 64 positions, 32 of 16, not
+        the MNIST-1D CNN's 256 of 10, where counting by channels cost 4.5 points at 316x, nor VGG's 512 of 49); ``True`` for every
         flatten, ``False`` never (the default before 2026-12-02, named ``spectral-positions`` in the study).
-        ``"auto"`` became the default after two registered tests on networks not used to choose it
-        (docs/source/guides/study.md, 3 seeds, mean test accuracy at initialisation): on six networks where it
-        applies it was above ``False`` in 27 of 30 cells and equal in one (at 100x, 72-82% against 14-22% on
+        ``"auto"`` became the default after registered tests on networks not used to choose it
+        (docs/source/guides/study.md, 3 seeds, mean test accuracy at initialisation): on nine networks where it
+        applies it was above ``False`` in 40 of 45 cells and equal in two (at 100x, 42-82% against 14-28% on
         the 2-D CNNs), though not at or above iterative SynFlow everywhere from 100x (75.0% against 77.9% at
         100x on one, 33.9% against 39.8% on a 1-D CNN). With ``min_nodes="auto"`` its masks are those of ``False, 4`` on
         every network without such a flatten, and of ``True, 1`` on every network with one. Networks with no
