@@ -203,8 +203,8 @@ def test_channels_auto_counts_a_map_with_a_quarter_as_many_positions_as_channels
                                                      ("mlp", 40, False), ("resnet1d", 40, False)])
 def test_channels_auto_on_the_study_networks(name, features, spatial):
     """The study's networks under the rule (their flattens by hand: 16 x 64, 32 x 64, 16 x 20, 32 x 16 and 48 x 16
-    positions trigger it; 256 x 10 and 25 x 5 do not; the MLP and the global-pooling ResNet have no flatten of a map), and
-    the masks it gives: ``spectral-n1``'s (``channels=True, min_nodes=1``) where it triggers, the
+    positions trigger it; 256 x 10 and 25 x 5 do not; the MLP and the global-pooling ResNet have no flatten of a
+    map), and the masks it gives: ``spectral-n1``'s (``channels=True, min_nodes=1``) where it triggers, the
     ``channels=False, min_nodes=4`` masks elsewhere."""
     from graphprune.sparsify.spectral.width import spatial_flattens
 

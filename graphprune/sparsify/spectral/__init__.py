@@ -99,8 +99,9 @@ class SpectralSparsifier(Sparsifier):
         width and in the ERK budgets (the Linear after the flatten counts ``C`` inputs, not ``C H W``).
         ``"auto"`` does so only where ``4 H W >= C`` (and ``H W > 1``;
         :func:`~graphprune.sparsify.spectral.width.spatial_flattens`: 16 channels of 64 positions, 32 of 16, not
-        the MNIST-1D CNN's 256 of 10, where counting by channels cost 4.5 points at 316x, nor VGG's 512 of 49); ``True`` for every
-        flatten, ``False`` never (the default before 2026-12-02, named ``spectral-positions`` in the study).
+        the MNIST-1D CNN's 256 of 10, where counting by channels cost 4.5 points at 316x, nor VGG's 512 of 49);
+        ``True`` for every flatten, ``False`` never (the default before 2026-12-02, named
+        ``spectral-positions`` in the study).
         ``"auto"`` became the default after registered tests on networks not used to choose it
         (docs/source/guides/study.md, 3 seeds, mean test accuracy at initialisation): on nine networks where it
         applies it was above ``False`` in 40 of 45 cells and equal in two (at 100x, 42-82% against 14-28% on
