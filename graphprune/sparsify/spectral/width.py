@@ -44,8 +44,9 @@ def choose_width(graph, units, dense, budgets, d, *, allocation, edges_per_node,
     flatten has ``C`` inputs there). With ``cover`` (the default) each block's budget is at least the edges that
     cover its kept nodes (:func:`cover_floors`).
     """
-    counted = counted_by_channels(graph, channels)
-    min_nodes = resolve_min_nodes(graph, min_nodes)
+    spatial = spatial_flattens(graph) if "auto" in (channels, min_nodes) else frozenset()
+    counted = counted_by_channels(graph, channels, spatial)
+    min_nodes = resolve_min_nodes(graph, min_nodes, spatial)
     alloc = allocation
     ks = dict(budgets)
     if counted:
@@ -103,8 +104,7 @@ def channel_sizes(graph, counted=None) -> dict:
     for p in graph.partitions:  # in topological order
         n = p.size
         if p.role == "hidden" and p.name not in weight_dst and (counted is None or p.name in counted):
-            fed = sum(size.get(ib.src, graph.partition(ib.src).size) for ib in graph.blocks
-                      if ib.dst == p.name and not ib.is_weight)
+            fed = _fed(graph, p.name, size)
             n = min(n, fed) if fed else n
         size[p.name] = n
     return size
@@ -121,8 +121,7 @@ def spatial_flattens(graph) -> frozenset:
     for p in graph.partitions:  # in topological order
         n = p.size
         if p.role == "hidden" and p.name not in weight_dst:
-            fed = sum(size.get(ib.src, graph.partition(ib.src).size) for ib in graph.blocks
-                      if ib.dst == p.name and not ib.is_weight)
+            fed = _fed(graph, p.name, size)
             if fed and n > fed and 4 * n >= fed * fed:  # positions per node (n / fed) at least fed / 4
                 out.add(p.name)
                 n = fed
@@ -130,22 +129,31 @@ def spatial_flattens(graph) -> frozenset:
     return frozenset(out)
 
 
-def counted_by_channels(graph, channels) -> frozenset:
+def _fed(graph, name, size) -> int:
+    """Nodes feeding partition ``name`` through identity edges, each feeder counted as in ``size`` (else its
+    size)."""
+    return sum(size.get(ib.src, graph.partition(ib.src).size) for ib in graph.blocks
+               if ib.dst == name and not ib.is_weight)
+
+
+def counted_by_channels(graph, channels, spatial=None) -> frozenset:
     """The partitions :func:`channel_sizes` counts by their feeding nodes under the option ``channels``: none
-    (False), every partition reached only through identity edges (True), or :func:`spatial_flattens` (``"auto"``)."""
+    (False), every partition reached only through identity edges (True), or :func:`spatial_flattens` (``"auto"``;
+    ``spatial``: its result, if already computed)."""
     if channels == "auto":
-        return spatial_flattens(graph)
+        return spatial_flattens(graph) if spatial is None else spatial
     if not channels:
         return frozenset()
     weight_dst = {b.dst for b in graph.weight_blocks}
     return frozenset(p.name for p in graph.partitions if p.role == "hidden" and p.name not in weight_dst)
 
 
-def resolve_min_nodes(graph, min_nodes) -> int:
+def resolve_min_nodes(graph, min_nodes, spatial=None) -> int:
     """``min_nodes`` as an int: ``"auto"`` is 1 on a network with a :func:`spatial_flattens` map (its layers are
-    narrow, few channels each spread over many positions) and 4 otherwise."""
+    narrow, few channels each spread over many positions) and 4 otherwise (``spatial``: that function's result,
+    if already computed)."""
     if min_nodes == "auto":
-        return 1 if spatial_flattens(graph) else 4
+        return 1 if (spatial_flattens(graph) if spatial is None else spatial) else 4
     return int(min_nodes)
 
 
