@@ -68,7 +68,19 @@ class WideConv1dNet(nn.Module):
         return self.fc(self.features(x.unsqueeze(1)).flatten(1))
 
 
-class Conv2dNet(nn.Module):
+class _FlatHead(nn.Module):
+    """``features`` (a module ending in a flatten, set by the subclass) then two Linear layers."""
+
+    def _classifier(self, features, hidden, classes):
+        with torch.no_grad():
+            n = self.features(torch.zeros(1, features)).numel()
+        self.classifier = nn.Sequential(nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class Conv2dNet(_FlatHead):
     """A small 2-D CNN for flattened square images: 3x3 convolutions (same padding, ReLU; two by default, one per
     entry of ``widths``), 2x2 max-pooling, a flatten and two Linear layers (conv -> conv -> pool -> flatten ->
     linear -> linear; ``pool_each``: a pooling after every convolution).
@@ -100,15 +112,10 @@ class Conv2dNet(nn.Module):
                 layers.append(nn.MaxPool2d(2))
             c = w
         self.features = nn.Sequential(*layers, nn.MaxPool2d(2), nn.Flatten())
-        with torch.no_grad():
-            n = self.features(torch.zeros(1, features)).numel()
-        self.classifier = nn.Sequential(nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, classes))
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
+        self._classifier(features, hidden, classes)
 
 
-class FlatConv1dNet(nn.Module):
+class FlatConv1dNet(_FlatHead):
     """The 1-D counterpart of :class:`Conv2dNet` for MNIST-1D: Conv1d layers (k=5 by default, same padding, ReLU)
     of 8 and 16 channels by default, max-pooling by 2 (``pool=False``: none), a flatten (16 channels of 20
     positions) and two Linear layers. 21,800 weights at 40 features (1000x keeps 22). A held-out network of the
@@ -122,12 +129,7 @@ class FlatConv1dNet(nn.Module):
             layers += [nn.Conv1d(c, w, kernel, padding=kernel // 2), nn.ReLU()]
             c = w
         self.features = nn.Sequential(*layers, *([nn.MaxPool1d(2)] if pool else []), nn.Flatten())
-        with torch.no_grad():
-            n = self.features(torch.zeros(1, features)).numel()
-        self.classifier = nn.Sequential(nn.Linear(n, hidden), nn.ReLU(), nn.Linear(hidden, classes))
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
+        self._classifier(features, hidden, classes)
 
 
 class _Block(nn.Module):

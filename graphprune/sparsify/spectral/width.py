@@ -99,11 +99,11 @@ def channel_sizes(graph, counted=None) -> dict:
     feed it when they are fewer: a flattened ``C x H x W`` feature map counts its ``C`` channels (each channel's
     ``H W`` positions are copies of one node of the layer before); a residual add or a concatenation counts its
     own size. ``counted`` (a set of partition names, default every such partition) limits the rule to those."""
-    weight_dst = {b.dst for b in graph.weight_blocks}
+    through = _identity_only(graph)
     size = {}
     for p in graph.partitions:  # in topological order
         n = p.size
-        if p.role == "hidden" and p.name not in weight_dst and (counted is None or p.name in counted):
+        if p.name in through and (counted is None or p.name in counted):
             fed = _fed(graph, p.name, size)
             n = min(n, fed) if fed else n
         size[p.name] = n
@@ -116,17 +116,24 @@ def spatial_flattens(graph) -> frozenset:
     CNNs of the study: 16 channels of 64 positions; a LeNet-style 32 of 16), not one with fewer (the MNIST-1D
     CNN: 256 channels of 10; VGG's 512 of 49). The rule of ``channels="auto"``; :func:`resolve_min_nodes`
     follows it."""
-    weight_dst = {b.dst for b in graph.weight_blocks}
+    through = _identity_only(graph)
     size, out = {}, set()
     for p in graph.partitions:  # in topological order
         n = p.size
-        if p.role == "hidden" and p.name not in weight_dst:
+        if p.name in through:
             fed = _fed(graph, p.name, size)
             if fed and n > fed and 4 * n >= fed * fed:  # positions per node (n / fed) at least fed / 4
                 out.add(p.name)
                 n = fed
         size[p.name] = n
     return frozenset(out)
+
+
+def _identity_only(graph) -> frozenset:
+    """Hidden partitions reached only through identity edges (no weight block ends there): flattens, residual
+    adds, concatenations."""
+    weight_dst = {b.dst for b in graph.weight_blocks}
+    return frozenset(p.name for p in graph.partitions if p.role == "hidden" and p.name not in weight_dst)
 
 
 def _fed(graph, name, size) -> int:
@@ -142,10 +149,7 @@ def counted_by_channels(graph, channels, spatial=None) -> frozenset:
     ``spatial``: its result, if already computed)."""
     if channels == "auto":
         return spatial_flattens(graph) if spatial is None else spatial
-    if not channels:
-        return frozenset()
-    weight_dst = {b.dst for b in graph.weight_blocks}
-    return frozenset(p.name for p in graph.partitions if p.role == "hidden" and p.name not in weight_dst)
+    return _identity_only(graph) if channels else frozenset()
 
 
 def resolve_min_nodes(graph, min_nodes, spatial=None) -> int:
