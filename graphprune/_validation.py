@@ -37,7 +37,7 @@ __all__ = [
 
 # -- the allowed-value lists, in one place ----------------------------------------------------------------------
 VIEWS = ("channel", "rolled")
-ALLOCATIONS = ("uniform", "erk", "global")
+ALLOCATIONS = ("uniform", "erk", "igq", "global")
 RESISTANCE_METHODS = ("auto", "exact", "degree", "jl")
 BLOCK_RESISTANCE_METHODS = ("auto", "exact", "degree")
 SAMPLINGS = ("without_replacement", "with_replacement")

@@ -153,7 +153,7 @@ CASES = [
     ("unknown option", lambda c: _sp(c, bogus_option=1), E, r"Unknown option 'bogus_option'.*Known options:.*"
                                                              "allocation"),
     ("unknown spectral option", lambda c: _sp(c, "spectral", views="rolled"), E, r"'views'.*view"),
-    ("allocation name", lambda c: _sp(c, allocation="erdos"), E, r"'allocation'.*'uniform', 'erk', 'global'"),
+    ("allocation name", lambda c: _sp(c, allocation="erdos"), E, r"'allocation'.*'uniform', 'erk', 'igq', 'global'"),
     ("allocation int key", lambda c: _sp(c, allocation={0: 0.5}), E, "'allocation'"),
     ("allocation density", lambda c: _sp(c, allocation={"0.weight": 1.5}), E, "'allocation'"),
     ("allocation unmatched", lambda c: _sp(c, allocation={"nope.*": 0.5}), E, r"'nope\.\*'.*'allocation'.*matches "

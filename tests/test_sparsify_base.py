@@ -9,6 +9,7 @@ from scipy import stats
 import graphprune
 from graphprune.errors import GraphPruneError, ParameterError, UnknownSparsifierError
 from graphprune.sparsify import Sparsifier
+from graphprune.sparsify.allocation import igq_counts
 from graphprune.sparsify.base import erk_counts
 
 
@@ -96,6 +97,48 @@ def test_erk_allocation_against_hand_formula(lenet):
     assert [counts[n] for n in names] == [121, 227, 3687, 1446, 666]
     counts = erk_counts(lenet.weight_blocks, 0.5)
     assert [counts[n] for n in names] == [150, 1259, 20460, 8026, 840]
+
+
+def _sized(*sizes):
+    from types import SimpleNamespace
+    return [SimpleNamespace(name=f"b{i}", num_edges=n) for i, n in enumerate(sizes)]
+
+
+def test_igq_counts_by_hand():
+    """Ideal Gas Quotas: a block of n weights keeps n / (1 + F n). Blocks of 4 and 12 at F = 1/4 keep 4/2 = 2 and
+    12/4 = 3, so density 5/16 gives (2, 3); blocks of 10 and 90 at F = 1/10 keep 10/2 = 5 and 90/10 = 9
+    (density 14/100); equal blocks split the budget equally."""
+    assert igq_counts(_sized(4, 12), 5 / 16) == {"b0": 2, "b1": 3}
+    assert igq_counts(_sized(10, 90), 0.14) == {"b0": 5, "b1": 9}
+    assert igq_counts(_sized(50, 50, 50), 0.2) == {"b0": 10, "b1": 10, "b2": 10}
+    assert igq_counts(_sized(4, 12), 1.0) == {"b0": 4, "b1": 12}
+    assert igq_counts(_sized(4, 12), 0.0) == {"b0": 0, "b1": 0}
+
+
+def test_igq_counts_against_a_root_finder():
+    """F from scipy's brentq on sum n / (1 + F n) = K; the counts are those values rounded, summing to K."""
+    from scipy.optimize import brentq
+    sizes = [40, 640, 20480, 640]
+    for d in (0.3, 0.1, 0.01, 0.001):
+        K = round(d * sum(sizes))
+        F = brentq(lambda F, K=K: sum(n / (1 + F * n) for n in sizes) - K, 0.0, 1e6)
+        want = [n / (1 + F * n) for n in sizes]
+        got = igq_counts(_sized(*sizes), d)
+        assert sum(got.values()) == K
+        for i, w in enumerate(want):
+            assert abs(got[f"b{i}"] - w) < 1.0, (d, i, got, want)
+    # at extreme sparsity every block keeps about the same count (1 / F)
+    got = igq_counts(_sized(*sizes), 0.001)
+    assert max(got.values()) - min(got.values()) <= 2
+
+
+def test_igq_allocation_in_a_sparsifier():
+    """An MLP 1-4-3 has weight blocks of 4 and 12 weights; at density 5/16 IGQ keeps 2 and 3 (by hand above)."""
+    model = torch.nn.Sequential(torch.nn.Linear(1, 4, bias=False), torch.nn.ReLU(), torch.nn.Linear(4, 3, bias=False))
+    G = graphprune.from_model(model, torch.randn(2, 1))
+    for method, extra in (("random", {}), ("magnitude", {}), ("spectral", {"width": "all"})):
+        masks = graphprune.sparsify(G, method, density=5 / 16, allocation="igq", seed=0, **extra)
+        assert [int(masks[p].sum()) for p in ("0.weight", "2.weight")] == [2, 3], method
 
 
 def test_dict_allocation_and_keep_dense(lenet):

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["erk_counts", "sort_keys", "key_histogram", "threshold_bin", "threshold_counts", "global_counts",
-           "NBINS", "SHIFT"]
+__all__ = ["erk_counts", "igq_counts", "sort_keys", "key_histogram", "threshold_bin", "threshold_counts",
+           "global_counts", "NBINS", "SHIFT"]
 
 SHIFT = np.uint64(44)  # histogram on the top 20 bits of the 64-bit sort keys
 NBINS = 1 << 20
@@ -33,6 +33,53 @@ def erk_counts(blocks, d: float) -> dict:
             break
         dense |= over
     return {x: n[x] if x in dense else round(eps * raw[x] * n[x]) for x in n}
+
+
+def igq_counts(blocks, d: float) -> dict:
+    """Ideal Gas Quotas: block ``l`` of ``n_l`` weights keeps ``n_l / (1 + F n_l)``, with ``F >= 0`` chosen so
+    the total kept count is ``round(d * N)`` (Vysogorets and Kempe 2023, "Connectivity matters: neural network
+    pruning through the lens of effective sparsity", JMLR 24(99), doi:10.48550/arXiv.2107.02306).
+
+    Their analogy: each block is a cylinder of gas of height ``n_l`` under one piston force ``F``; a block's
+    compression ``1 + F n_l`` grows with its size. Small blocks (a first convolution, a classifier) stay nearly
+    dense while large ones are pruned hardest, and at extreme sparsity (``F n_l >> 1``) every block keeps about
+    the same count ``1 / F``. Here ``F`` is found by bisection and the counts rounded by largest remainders, so
+    they sum to ``round(d * N)`` exactly; written from the paper's description of the quotas.
+    """
+    n = {b.name: int(b.num_edges) for b in blocks}
+    N = sum(n.values())
+    K = min(N, max(0, int(round(d * N))))
+    if K >= N:
+        return dict(n)
+    if K == 0:
+        return {x: 0 for x in n}
+    sizes = np.array(list(n.values()), dtype=np.float64)
+
+    def kept(F):
+        return sizes / (1.0 + F * sizes)
+
+    lo, hi = 0.0, 1.0
+    while kept(hi).sum() > K:  # kept(F) falls from N (F = 0) towards len(n) / F
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if kept(mid).sum() > K:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-15 * hi:
+            break
+    raw = kept(0.5 * (lo + hi)) * (K / kept(0.5 * (lo + hi)).sum())  # exact total before rounding
+    raw = np.minimum(raw, sizes)
+    out = np.floor(raw).astype(np.int64)
+    short = K - int(out.sum())
+    for i in np.argsort(-(raw - out), kind="stable"):
+        if short <= 0:
+            break
+        if out[i] < sizes[i]:
+            out[i] += 1
+            short -= 1
+    return {x: int(c) for x, c in zip(n, out)}
 
 
 def sort_keys(x: np.ndarray) -> np.ndarray:

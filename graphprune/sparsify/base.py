@@ -48,7 +48,7 @@ from .._validation import (
     seed_sequence,
 )
 from ..errors import GraphPruneError, ParameterError
-from .allocation import erk_counts, global_counts, key_histogram, threshold_counts
+from .allocation import erk_counts, global_counts, igq_counts, key_histogram, threshold_counts
 from .sampling import top_flags, top_indices, topk_mask
 from .units import (
     _check_weights,
@@ -120,11 +120,14 @@ class Sparsifier:
         Fraction to keep, in (0, 1]; ``density = 1 - sparsity``.
     seed : int, numpy.random.Generator or torch.Generator, default 0
         Source of randomness. Same graph and seed, same masks, byte for byte.
-    allocation : {"uniform", "erk", "global"} or dict, default "uniform"
+    allocation : {"uniform", "erk", "igq", "global"} or dict, default "uniform"
         How the density is spread over blocks. ``"uniform"``: every block at the target density. ``"erk"``:
         Erdos-Renyi-Kernel (Evci et al. 2020), density proportional to ``(sum of dims) / (product of dims)``,
-        capped at 1. ``"global"``: one threshold over all blocks' scores. A dict maps parameter (or block) names,
-        glob patterns allowed, to densities; unlisted blocks get the target density.
+        capped at 1. ``"igq"``: Ideal Gas Quotas (Vysogorets and Kempe 2023), a block of ``n`` weights keeps
+        ``n / (1 + F n)`` (:func:`~graphprune.sparsify.allocation.igq_counts`): small blocks stay nearly dense
+        and at extreme sparsity every block keeps about the same count. ``"global"``: one threshold over all
+        blocks' scores. A dict maps parameter (or block) names, glob patterns allowed, to densities; unlisted
+        blocks get the target density.
     keep_dense : sequence of str, optional
         Parameter or block names (glob patterns allowed) never pruned; the target density applies to the rest.
     progress : bool, default False
@@ -337,6 +340,8 @@ class Sparsifier:
                 ks[b.name] = round(dd * b.num_edges)
         elif alloc == "erk":
             ks.update(erk_counts(prunable, d))
+        elif alloc == "igq":
+            ks.update(igq_counts(prunable, d))
         else:  # uniform; "global" is resolved from the scores later
             for b in prunable:
                 ks[b.name] = round(d * b.num_edges)

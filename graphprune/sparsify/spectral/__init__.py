@@ -65,7 +65,7 @@ class SpectralSparsifier(Sparsifier):
         See :class:`~graphprune.sparsify.Sparsifier`.
     width : {"auto", "all"}, default "auto"
         Choose an effective width below the node count (``"auto"``) or keep every node (``"all"``, the paper's).
-    allocation : {"auto", "uniform", "erk", "nodes", "global"} or dict, default "auto"
+    allocation : {"auto", "uniform", "erk", "igq", "nodes", "global"} or dict, default "auto"
         ``"auto"``: ``"erk"`` with ``width="auto"`` (ERK keeps about ``sum(shape)`` edges per block, budgets in
         proportion to the block's node count, the quantity a connected sparsifier needs), ``"uniform"`` with
         ``width="all"``. ``"nodes"`` (``width="auto"`` only): budgets in proportion to the block's *kept* nodes (a
@@ -277,7 +277,7 @@ class SpectralSparsifier(Sparsifier):
                         f"first and samples per block. Pass width='all', or {name}={ok!r}.")
         elif self.allocation == "nodes":
             raise ParameterError(f"The 'allocation' parameter of {cls} can be 'nodes' only with width='auto' (it "
-                                 "follows the kept nodes); with width='all' use 'uniform', 'erk', 'global' or a "
+                                 "follows the kept nodes); with width='all' use 'uniform', 'erk', 'igq', 'global' or a "
                                  "dict.")
 
     def sparsify(self, graph):

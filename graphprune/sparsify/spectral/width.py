@@ -89,7 +89,7 @@ def choose_width(graph, units, dense, budgets, d, *, allocation, edges_per_node,
                     keep[:] = True
         kept[p.name] = keep
         width[p.name] = float(keep.mean()) if p.size else 1.0
-    fit = alloc in ("erk", "nodes")  # uniform and dict budgets are the user's, per block: kept as given
+    fit = alloc in ("erk", "igq", "nodes")  # uniform and dict budgets are the user's, per block: kept as given
     fitted = fitted_budgets(graph, units, dense, d, ks, kept, alloc, channels=counted, cover=cover) if fit else None
     return kept, width, fitted
 
