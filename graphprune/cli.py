@@ -285,6 +285,8 @@ def cmd_experiment(args):
     unknown = [m for m in methods if m not in table]
     if unknown:
         raise _Fail(f"unknown method(s) {unknown} for --arm {args.arm}; known: {', '.join(table)}")
+    if args.compare and len(args.compare) != 2:
+        raise _Fail(f"--compare takes two methods A,B; got {','.join(args.compare)}")
     executor = _executor(args)
     try:
         comps = [float(c) for c in args.compressions] if args.compressions else list(COMPRESSIONS)
@@ -297,6 +299,13 @@ def cmd_experiment(args):
                     finetune=Schedule(epochs=args.finetune_epochs, lr=FINETUNE.lr), executor=executor)
     with open(out["markdown"]) as f:
         print(f.read())
+    if args.compare:
+        import pandas as pd
+
+        from .experiments import paired_table
+        frame = pd.read_csv(out["csv"])
+        frame = frame[frame.seed.isin(seeds) & frame.compression.isin(comps) & (frame.arm == args.arm)]
+        print(paired_table(frame, *args.compare))
     print(f"results: {out['csv']} ({out['ran']} new runs)")
     print(f"plot:    {out['plot']}")
     print(f"table:   {out['markdown']}")
@@ -380,6 +389,8 @@ def build_parser():
     x.add_argument("--out", default="data/results")
     x.add_argument("--tag", help="file name stem (default <model>_<dataset>)")
     x.add_argument("--no-spectral", action="store_true", help="skip the spectral metrics of each run's report")
+    x.add_argument("--compare", type=_list("method"), help="two methods A,B: print their paired differences per "
+                   "compression over the seeds both ran (mean A - B and a 95%% t interval)")
     x.add_argument("--quiet", action="store_true")
     x.set_defaults(func=cmd_experiment)
     return p

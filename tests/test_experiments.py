@@ -14,6 +14,8 @@ from graphprune.experiments import (
     build_model,
     markdown_table,
     mnist1d,
+    paired_differences,
+    paired_table,
     run_study,
     synthetic,
     train,
@@ -143,6 +145,40 @@ def test_markdown_table_marks_collapse():
                            test_acc=[0.5, 0.7], layer_collapse=[False, True]))
     md = markdown_table(df)
     assert "60.0 (50.0-70.0) C1/2" in md
+
+
+def _pairs():
+    # seeds 0-3 of both, plus a seed 4 of "b" only (not paired); a second compression with one seed each
+    return pd.DataFrame(dict(
+        method=["a"] * 4 + ["b"] * 5 + ["a", "b"], compression=[10.0] * 9 + [100.0, 100.0],
+        seed=[0, 1, 2, 3, 0, 1, 2, 3, 4, 0, 0], test_acc=[0.5, 0.6, 0.7, 0.8, 0.4, 0.6, 0.5, 0.9, 0.1, 0.3, 0.2],
+        layer_collapse=[False] * 11))
+
+
+def test_paired_differences_by_hand():
+    """Differences a - b on seeds 0-3: 0.1, 0, 0.2, -0.1 (seed 4 has no pair). Mean 0.05; sample standard
+    deviation sqrt((0.05^2 + 0.05^2 + 0.15^2 + 0.15^2) / 3) = sqrt(0.05 / 3); the 97.5% quantile of Student's t
+    with 3 degrees of freedom is 3.182446 (tables), so the half-width is 3.182446 * sqrt(0.05 / 3) / 2."""
+    t = paired_differences(_pairs(), "a", "b")
+    r = t[t.compression == 10.0].iloc[0]
+    half = 3.182446 * math.sqrt(0.05 / 3) / 2
+    assert r.n == 4 and r["mean_a"] == pytest.approx(0.65) and r["mean_b"] == pytest.approx(0.6)
+    assert (r["diff"], r["low"], r["high"]) == pytest.approx((0.05, 0.05 - half, 0.05 + half), abs=1e-6)
+    one = t[t.compression == 100.0].iloc[0]  # one seed: a difference, no interval
+    assert one.n == 1 and one["diff"] == pytest.approx(0.1) and math.isnan(one["low"])
+    # scipy's paired t-test gives the same interval
+    from scipy import stats
+    ci = stats.ttest_rel([0.5, 0.6, 0.7, 0.8], [0.4, 0.6, 0.5, 0.9]).confidence_interval(0.95)
+    assert (r["low"], r["high"]) == pytest.approx((ci.low, ci.high))
+    md = paired_table(_pairs(), "a", "b")
+    assert "| 10x | 4 | 65.0 | 60.0 | +5.0 [" in md and "(one seed)" in md
+
+
+def test_paired_differences_bad_input():
+    with pytest.raises(ParameterError, match=r"'b' parameter of paired_differences names method 'c'"):
+        paired_differences(_pairs(), "a", "c")
+    with pytest.raises(ParameterError, match=r"'level' parameter"):
+        paired_differences(_pairs(), "a", "b", level=95)
 
 
 def test_methods_cover_the_issue():

@@ -301,6 +301,11 @@ def test_cli_experiment(tmp_path, capsys):
     assert "| spectral |" in text and (out / "study_mlp_synthetic.csv").exists()
     assert main(argv[:4] + ["nonsense"] + argv[5:]) == 2
     assert "unknown method" in capsys.readouterr().err
+    assert main(argv + ["--compare", "random,spectral"]) == 0  # resumes (no new run) and prints the pairs
+    text = capsys.readouterr().out
+    assert "| compression | seeds | random | spectral |" in text and "(one seed)" in text and "(0 new runs)" in text
+    assert main(argv + ["--compare", "random"]) == 2
+    assert "--compare takes two methods" in capsys.readouterr().err
 
 
 def test_report_counts_cut_vertices_and_bridges():

@@ -36,7 +36,7 @@ from .models import MODELS
 from .train import Schedule
 
 __all__ = ["METHODS", "POST_METHODS", "ARMS", "FINETUNE", "COMPRESSIONS", "run_study", "summarize", "plot_study",
-           "plot_spectrum_vs_accuracy", "markdown_table"]
+           "plot_spectrum_vs_accuracy", "markdown_table", "paired_differences", "paired_table"]
 
 #: name -> (registered sparsifier, options). Allocation follows each method's paper: global thresholds for the
 #: saliency scores and magnitude, per-layer (uniform) for random, degree and the paper's spectral sampling, ERK for
@@ -454,6 +454,51 @@ def markdown_table(frame, value: str = "test_acc") -> str:
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Test accuracy in %, mean (min-max) over seeds; Ck/n: layer collapse in k of n runs.")
+    return "\n".join(lines) + "\n"
+
+
+def paired_differences(frame, a: str, b: str, *, value: str = "test_acc", level: float = 0.95):
+    """Method ``a`` against method ``b`` seed by seed: per compression, the seeds both ran (same seed, same
+    initial weights and data order), their means, and the mean paired difference ``a - b`` with its two-sided
+    Student t interval at ``level`` (``n - 1`` degrees of freedom; NaN with one seed).
+
+    Returns a DataFrame with columns ``compression, n, mean_a, mean_b, diff, low, high`` (in the units of
+    ``value``: fractions for accuracies). The study's guide reads a cell as a tie when the interval holds 0.
+    """
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    for name, m in (("a", a), ("b", b)):
+        if m not in set(frame.method):
+            raise ParameterError(f"The '{name}' parameter of paired_differences names method {m!r}, which has no "
+                                 f"row here. Pick one of {sorted(set(frame.method))}.")
+    if not 0.0 < float(level) < 1.0:
+        raise ParameterError(f"The 'level' parameter of paired_differences must be in (0, 1). Got {level!r} "
+                             "instead; 0.95 gives 95% intervals.")
+    rows = []
+    for c in sorted(set(frame.compression)):
+        at = frame[(frame.method == a) & (frame.compression == c)].groupby("seed")[value].mean()
+        bt = frame[(frame.method == b) & (frame.compression == c)].groupby("seed")[value].mean()
+        seeds = sorted(set(at.index) & set(bt.index))
+        if not seeds:
+            continue
+        d = np.array([at[s] - bt[s] for s in seeds], dtype=np.float64)
+        n = d.size
+        half = float(stats.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+        rows.append(dict(compression=c, n=n, mean_a=float(at[seeds].mean()), mean_b=float(bt[seeds].mean()),
+                         diff=float(d.mean()), low=float(d.mean()) - half, high=float(d.mean()) + half))
+    return pd.DataFrame(rows, columns=["compression", "n", "mean_a", "mean_b", "diff", "low", "high"])
+
+
+def paired_table(frame, a: str, b: str, *, value: str = "test_acc", level: float = 0.95) -> str:
+    """:func:`paired_differences` as a Markdown table, in percent."""
+    t = paired_differences(frame, a, b, value=value, level=level)
+    lines = [f"| compression | seeds | {a} | {b} | {a} - {b} [{100 * level:g}% CI] |", "|---|---|---|---|---|"]
+    for r in t.itertuples():
+        ci = f"[{100 * r.low:+.1f}, {100 * r.high:+.1f}]" if r.n > 1 else "(one seed)"
+        lines.append(f"| {r.compression:g}x | {r.n} | {100 * r.mean_a:.1f} | {100 * r.mean_b:.1f} | "
+                     f"{100 * r.diff:+.1f} {ci} |")
     return "\n".join(lines) + "\n"
 
 
