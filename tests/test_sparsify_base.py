@@ -369,3 +369,13 @@ def test_weighted_sample_inclusion_follows_the_weights():
         counts += weighted_sample(w, 1, np.random.default_rng(seed))
     assert counts[4] == 0
     assert stats.chisquare(counts[:4], 4000 * w[:4] / w.sum()).pvalue > 1e-3
+
+
+def test_igq_under_the_spectral_width(lenet):
+    """With ``width="auto"`` the IGQ budgets are fitted to the kept nodes like ERK's: the total stays the target
+    count, and every block keeps an edge (no layer collapse at 100x on LeNet-5)."""
+    N = sum(b.num_edges for b in lenet.weight_blocks)
+    masks = graphprune.sparsify(lenet, "spectral", density=0.01, allocation="igq", seed=0)
+    assert sum(int(m.sum()) for m in masks.values()) == round(0.01 * N)
+    assert all(int(m.sum()) > 0 for m in masks.values())
+    assert graphprune.report(lenet, masks, spectral=False).summary["layer_collapse"] is False
