@@ -61,7 +61,8 @@ __all__ = ["METHODS", "POST_METHODS", "ARMS", "FINETUNE", "COMPRESSIONS", "run_s
 #: known to us. "spectral-guard" keeps one edge per node first (where the budget allows), to test whether dead
 #: neurons explain the losses; "spectral-graph" takes resistances of the whole network. "random-igq" is random
 #: within Ideal Gas Quotas (Vysogorets and Kempe 2023) and "spectral-igq" the default with IGQ budgets in place of
-#: ERK (both measured on the 2-D CNNs, 2026-12-02).
+#: ERK (both measured on the 2-D CNNs, 2026-12-02); "spectral-nodes" the default with budgets in proportion to the
+#: kept nodes (``allocation="nodes"``).
 METHODS = {
     "random": ("random", {}),
     "random-erk": ("random", {"allocation": "erk"}),
@@ -80,6 +81,7 @@ METHODS = {
     "spectral-min1": ("spectral", {"channels": False, "min_nodes": 1}),
     "spectral-auto": ("spectral", {"channels": "auto", "min_nodes": "auto"}),
     "spectral-igq": ("spectral", {"allocation": "igq"}),
+    "spectral-nodes": ("spectral", {"allocation": "nodes"}),
     "spectral-iter": ("spectral", {"iterations": 10, "cover": False, "channels": False, "min_nodes": 4}),
     "spectral-e4": ("spectral", {"edges_per_node": 4.0, "cover": False, "channels": False, "min_nodes": 4}),
     "spectral-e16": ("spectral", {"edges_per_node": 16.0, "cover": False, "channels": False, "min_nodes": 4}),
