@@ -71,6 +71,11 @@ class Block:
         Key of the mask for a weight block: the parameter's qualified name (``"features.0.weight"``).
     weight : torch.Tensor or None
         The parameter (or its slice), detached; shares storage with the model.
+    bias : torch.Tensor or None
+        The bias added to the destination nodes by the same layer (a module's ``bias`` beside its ``weight``: a
+        ``(n_dst,)`` tensor, detached, sharing storage with the model); None when the layer has none, for a slice
+        of a parameter, or when the export did not find it. Not an edge: read only by rules that need a node's
+        offset (``SpectralSparsifier(positive_paths=True)``).
     param_slice : tuple of int or None
         ``(start, stop)`` rows of the parameter backing this block, when the block is a slice (q, k, v of
         ``in_proj_weight``).
@@ -100,6 +105,7 @@ class Block:
     kind: str = "weight"
     param: str | None = None
     weight: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
     param_slice: tuple | None = None
     layout: str = "linear"
     groups: int = 1

@@ -62,7 +62,8 @@ __all__ = ["METHODS", "POST_METHODS", "ARMS", "FINETUNE", "COMPRESSIONS", "run_s
 #: neurons explain the losses; "spectral-graph" takes resistances of the whole network. "random-igq" is random
 #: within Ideal Gas Quotas (Vysogorets and Kempe 2023) and "spectral-igq" the default with IGQ budgets in place of
 #: ERK (both measured on the 2-D CNNs, 2026-12-02); "spectral-nodes" the default with budgets in proportion to the
-#: kept nodes (``allocation="nodes"``).
+#: kept nodes (``allocation="nodes"``); "spectral-positive" the default with ``positive_paths=True`` (kept nodes
+#: and edges chosen so that a rectified network's kept paths pass a signal at initialisation).
 METHODS = {
     "random": ("random", {}),
     "random-erk": ("random", {"allocation": "erk"}),
@@ -82,6 +83,7 @@ METHODS = {
     "spectral-auto": ("spectral", {"channels": "auto", "min_nodes": "auto"}),
     "spectral-igq": ("spectral", {"allocation": "igq"}),
     "spectral-nodes": ("spectral", {"allocation": "nodes"}),
+    "spectral-positive": ("spectral", {"positive_paths": True}),
     "spectral-iter": ("spectral", {"iterations": 10, "cover": False, "channels": False, "min_nodes": 4}),
     "spectral-e4": ("spectral", {"edges_per_node": 4.0, "cover": False, "channels": False, "min_nodes": 4}),
     "spectral-e16": ("spectral", {"edges_per_node": 16.0, "cover": False, "channels": False, "min_nodes": 4}),

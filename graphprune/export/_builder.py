@@ -86,9 +86,11 @@ class Builder:
         self.uses: list = []  # ChannelUse records (graphprune.export.uses), read by graphprune.structured
         self._canonical = {}
         self._tensors: dict[str, torch.Tensor] = {}
+        self._by_name: dict[str, torch.Tensor] = {}
         for name, p in model.named_parameters():
             key = canonical(name)
             self._canonical.setdefault(id(p), key)
+            self._by_name.setdefault(key, p)
 
     # -- names -------------------------------------------------------------------------------------------------
     def unique(self, name: str, taken) -> str:
@@ -162,8 +164,19 @@ class Builder:
             name=self.unique(name, {x.name for x in self.blocks}), src=src, dst=dst, kind="weight", param=param,
             weight=weight, param_slice=param_slice, layout=layout, groups=int(groups), edge_kind=edge_kind,
         )
+        b.bias = self._bias_of(param, b) if param_slice is None else None
         self.blocks.append(b)
         return b
+
+    def _bias_of(self, param: str, b: Block):
+        """The ``bias`` beside parameter ``param`` (``x.weight`` -> ``x.bias``) when it holds one value per
+        destination node of block ``b``, detached; else None."""
+        if not param.endswith("weight"):
+            return None
+        bias = self._by_name.get(param[: -len("weight")] + "bias")
+        if bias is None or bias.dim() != 1 or bias.is_meta or int(bias.numel()) != b.n_dst:
+            return None
+        return bias.detach()
 
     def identity_block(self, name, src: str, dst: str, s_idx=None, d_idx=None, *, edge_kind: str = "feature",
                        product=None) -> Block:

@@ -200,7 +200,8 @@ class SpectralSparsifier(Sparsifier):
     context_dtype = None  # the weights as they are: |w| is exact in float64 whatever their dtype
 
     def __init__(self, sparsity=None, *, width="auto", allocation="auto", guard="auto", edges_per_node=8.0,
-                 min_nodes="auto", cover=True, channels="auto", iterations=1, view="channel", scope="block",
+                 min_nodes="auto", cover=True, channels="auto", positive_paths=False, iterations=1, view="channel",
+                 scope="block",
                  resistance="auto", sampling="without_replacement", reweight=False, dtype=None, backend="auto",
                  **kwargs):
         super().__init__(sparsity, allocation=allocation, **kwargs)
@@ -210,6 +211,7 @@ class SpectralSparsifier(Sparsifier):
         self.min_nodes = min_nodes
         self.cover = cover
         self.channels = channels
+        self.positive_paths = positive_paths
         self.iterations = iterations
         self.view = view
         self.scope = scope
@@ -227,6 +229,7 @@ class SpectralSparsifier(Sparsifier):
         "min_nodes": [Interval(numbers.Integral, 1, None), Options(("auto",))],
         "cover": [Boolean()],
         "channels": [Boolean(), Options(("auto",))],
+        "positive_paths": [Boolean()],
         "iterations": [Interval(numbers.Integral, 1, None)],
         "view": [Options(VIEWS)],
         "scope": [Options(SCOPES)],
@@ -275,6 +278,9 @@ class SpectralSparsifier(Sparsifier):
                         f"The '{name}' parameter of {cls} can be {bad!r} only with width='all' (the paper's "
                         f"per-layer sampling over every node); the default width='auto' chooses the kept nodes "
                         f"first and samples per block. Pass width='all', or {name}={ok!r}.")
+        elif self.positive_paths:
+            raise ParameterError(f"The 'positive_paths' parameter of {cls} can be True only with width='auto' (it "
+                                 "acts where nodes are removed); with width='all' pass positive_paths=False.")
         elif self.allocation == "nodes":
             raise ParameterError(f"The 'allocation' parameter of {cls} can be 'nodes' only with width='auto' (it "
                                  "follows the kept nodes); with width='all' use 'uniform', 'erk', 'igq', 'global' or a "
@@ -326,7 +332,7 @@ class SpectralSparsifier(Sparsifier):
                 graph, todo, [b for b in units if self.keeps_dense(b)], self.allocate(graph, todo, d),
                 d, allocation=self._allocation(), edges_per_node=self.edges_per_node, min_nodes=self.min_nodes,
                 channels=self.channels if self.channels == "auto" else bool(self.channels), cover=bool(self.cover),
-                engine=self._engine())
+                engine=self._engine(), positive_paths=bool(self.positive_paths))
             self._ks = ks
             self._kept = None if all(k.all() for k in kept.values()) else kept
         else:
@@ -392,7 +398,8 @@ class SpectralSparsifier(Sparsifier):
     def compute_mask(self, ctx: BlockContext, k: int) -> torch.Tensor:
         if self.width == "auto":
             lev = self._leverage_once(ctx) if _width.keeps_all(ctx.block, self._kept) else None
-            return _width.mask_within(ctx, k, self._kept, lev, guard=self._guarded(), engine=self._engine())
+            return _width.mask_within(ctx, k, self._kept, lev, guard=self._guarded(), engine=self._engine(),
+                                      positive=bool(self.positive_paths))
         avail = ctx.available.reshape(-1).numpy()
         if self.sampling == "without_replacement" and not self._guarded() and not self.reweight:
             # the block's last use of its leverage: the sampling keys are written over it (one float64 array)

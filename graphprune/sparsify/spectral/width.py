@@ -19,13 +19,13 @@ import torch
 from ..allocation import erk_counts
 from ..sampling import weighted_sample
 
-__all__ = ["choose_width", "channel_sizes", "counted_by_channels", "spatial_flattens", "resolve_min_nodes",
-           "cover_floors", "fitted_budgets", "keeps_all", "mask_within",
+__all__ = ["choose_width", "positive_tiers", "channel_sizes", "counted_by_channels", "spatial_flattens",
+           "resolve_min_nodes", "cover_floors", "fitted_budgets", "keeps_all", "mask_within",
            "edge_cover", "grid_edge_cover"]
 
 
 def choose_width(graph, units, dense, budgets, d, *, allocation, edges_per_node, min_nodes, channels=False,
-                 cover=True, engine):
+                 cover=True, engine, positive_paths=False):
     """``(kept, width, budgets)``: the kept nodes per partition (bool arrays; all True where nothing is removed),
     the fraction kept per partition, and per-block budgets (``None``: the allocation's own, unchanged).
 
@@ -78,7 +78,12 @@ def choose_width(graph, units, dense, budgets, d, *, allocation, edges_per_node,
             if p.name in weight_dst:
                 n = min(p.size, max(int(min_nodes), math.ceil(f * p.size)))
                 keep = np.zeros(p.size, dtype=bool)
-                keep[np.argsort(-score[p.name], kind="stable")[:n]] = True
+                order = np.argsort(-score[p.name], kind="stable")
+                if positive_paths:
+                    tier = positive_tiers(graph, p.name, kept)
+                    if tier is not None:  # tiers first, leverage within a tier
+                        order = order[np.argsort(tier[order], kind="stable")]
+                keep[order[:n]] = True
             else:  # reached through identity edges only: keep what kept nodes feed
                 keep = np.zeros(p.size, dtype=bool)
                 for ib in graph.blocks:
@@ -92,6 +97,37 @@ def choose_width(graph, units, dense, budgets, d, *, allocation, edges_per_node,
     fit = alloc in ("erk", "igq", "nodes")  # uniform and dict budgets are the user's, per block: kept as given
     fitted = fitted_budgets(graph, units, dense, d, ks, kept, alloc, channels=counted, cover=cover) if fit else None
     return kept, width, fitted
+
+
+def positive_tiers(graph, name, kept):
+    """The tier of every node of partition ``name`` under ``positive_paths`` (lower first), or None when no weight
+    block from a hidden partition ends there (a layer fed by the input, whose sign is not known).
+
+    ``net`` is a node's summed in-weight (every kernel tap) from the kept nodes (``kept``: partition name -> bool
+    array) of hidden partitions, ``bias`` its bias (:attr:`Block.bias <graphprune.graph.Block.bias>`; 0 where
+    the export found none). Tier 0: ``net > 0`` and ``bias >= 0``; tier 1: ``net > 0``; tier 2: the rest. On
+    non-negative inputs (after a ReLU, a max pooling, a flatten of them) a tier-0 node's pre-activation grows with
+    every input, so it passes a signal at initialisation whatever the inputs' scale; a tier-1 node passes one
+    only when its inputs outweigh its negative bias, which they stop doing as pruning shrinks them; a node whose
+    kept in-weights sum below zero is silenced by a ReLU on most inputs (a dead path).
+    """
+    size = graph.partition(name).size
+    net, bias, found = np.zeros(size), np.zeros(size), False
+    for b in graph.weight_blocks:
+        if b.dst != name:
+            continue
+        if b.bias is not None:
+            bias += b.bias.detach().double().cpu().numpy()[:size]
+        if graph.partition(b.src).role != "hidden" or b.src not in kept:
+            continue
+        s, t = b.edge_index("channel")
+        w = b.weight.detach().reshape(-1).double().cpu().numpy()
+        on = kept[b.src][s]
+        net += np.bincount(t[on], w[on], minlength=b.n_dst)[:size]
+        found = True
+    if not found:
+        return None
+    return np.where(net > 0, np.where(bias >= 0, 0, 1), 2)
 
 
 def channel_sizes(graph, counted=None) -> dict:
@@ -272,7 +308,22 @@ def keeps_all(b, kept) -> bool:
     return kept is None or bool(kept[b.src].all() and kept[b.dst].all())
 
 
-def mask_within(ctx, k, kept, lev, *, guard, engine) -> torch.Tensor:
+#: ``positive_paths``: the factor on the leverage of a negative edge out of a hidden partition, so that the cover
+#: and the sampling take positive edges first (a negative one only where the positive ones run out, or where its
+#: leverage is a thousand times larger).
+NEGATIVE_FACTOR = 1e-3
+
+
+def _prefer_positive(ctx, lev):
+    """``lev`` (a flat float64 array of the block's edges, modified in place) with the leverage of each negative
+    edge multiplied by :data:`NEGATIVE_FACTOR` when the block's source partition is hidden."""
+    if ctx.graph.partition(ctx.block.src).role == "hidden":
+        w = ctx.weight.detach().reshape(-1).cpu().numpy()
+        lev[w < 0] *= NEGATIVE_FACTOR
+    return lev
+
+
+def mask_within(ctx, k, kept, lev, *, guard, engine, positive=False) -> torch.Tensor:
     """``k`` edges of the block among its kept nodes: an edge cover of the kept nodes first (``guard``), then
     successive sampling proportional to ``w_e R_e`` with resistances of the induced subgraph; the highest-leverage
     edges outside it if the induced subgraph is smaller than the budget.
@@ -283,8 +334,14 @@ def mask_within(ctx, k, kept, lev, *, guard, engine) -> torch.Tensor:
     convolution block with every edge available then takes :func:`_mask_whole_grid`: one float64 array per edge
     (the engine's buffer: resistances, then leverages, then sampling keys) and two bool arrays, with the same
     masks; other blocks use per-edge index arrays (about four 8-byte arrays per edge at the peak).
+
+    ``positive`` (``positive_paths``, where nodes were removed, ``kept`` not None): the leverage of a negative edge
+    out of a hidden partition is multiplied by :data:`NEGATIVE_FACTOR` before the cover and the sampling.
     """
     b, G = ctx.block, ctx.graph
+    positive = bool(positive) and kept is not None
+    if positive and lev is not None:
+        lev = _prefer_positive(ctx, lev)
     avail = ctx.available.reshape(-1).cpu().numpy()
     whole = keeps_all(b, kept)
     if whole and _grid_order(b) is not None and k < avail.size and bool(avail.all()):
@@ -301,6 +358,8 @@ def mask_within(ctx, k, kept, lev, *, guard, engine) -> torch.Tensor:
         rest = k - n_induced
         if rest > 0:  # the induced subgraph is smaller than the budget: best leverage outside it
             lev = engine.leverage(G, b).reshape(-1).numpy()
+            if positive:
+                lev = _prefer_positive(ctx, lev.copy())
             out = np.flatnonzero(avail & ~induced)
             keep[out[np.argsort(-lev[out], kind="stable")[:rest]]] = True
         return torch.from_numpy(keep).reshape(ctx.available.shape)
@@ -310,6 +369,8 @@ def mask_within(ctx, k, kept, lev, *, guard, engine) -> torch.Tensor:
         b.set_rows(full, part)
         lev = engine.leverage(G, b, {b.param: full}).reshape(-1).numpy()
         lev = np.where(induced, lev, 0.0)
+        if positive:
+            lev = _prefer_positive(ctx, lev)
     if guard:
         if s is None:
             s, t = b.edge_index("channel")
