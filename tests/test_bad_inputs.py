@@ -201,6 +201,9 @@ CASES = [
     ("spectral iterations 0", lambda c: _sp(c, "spectral", iterations=0), E, r"'iterations'.*int in \[1, inf\)"),
     ("spectral edges per node 0", lambda c: _sp(c, "spectral", edges_per_node=0), E, "'edges_per_node'"),
     ("spectral min nodes float", lambda c: _sp(c, "spectral", min_nodes=2.5), E, "'min_nodes'"),
+    ("spectral positive paths needs auto", lambda c: _sp(c, "spectral", width="all", positive_paths=True), E,
+     r"'positive_paths' parameter of SpectralSparsifier can be True only with width='auto'"),
+    ("spectral positive paths str", lambda c: _sp(c, "spectral", positive_paths="yes"), E, "'positive_paths'"),
     # -- SNIP, GraSP, SynFlow -------------------------------------------------------------------------------
     ("snip no data", lambda c: _sp(c, "snip", model=c.model), E, "'data' parameter of SNIPSparsifier"),
     ("snip data ints", lambda c: _sp(c, "snip", model=c.model, data=[1, 2]), E, r"must yield \(input, label\)"),

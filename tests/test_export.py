@@ -452,3 +452,19 @@ def test_attention_score_edges_are_held_as_a_product_not_as_index_arrays():
         assert b.__dict__.get("_src_index") is None and b.__dict__.get("_dst_index") is None
         assert sum(a.nbytes for a in b.product) == 2 * E * 8  # O(heads x head size), not O(edges)
     assert G.validate() == []
+
+
+def test_block_bias_is_the_layers_bias_or_none():
+    """Block.bias is the module's ``bias`` beside its ``weight`` (the same storage), None without one and for a
+    block that is a slice of a parameter (nn.MultiheadAttention's q, k, v rows of ``in_proj_weight``)."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5), nn.ReLU(),
+                        nn.Linear(5, 2, bias=False))
+    G = graphprune.from_model(net, torch.randn(1, 3, 8, 8))
+    conv, lin, head = G.weight_blocks
+    assert conv.bias.data_ptr() == net[0].bias.data_ptr() and conv.bias.shape == (4,)
+    assert lin.bias.data_ptr() == net[3].bias.data_ptr() and head.bias is None
+    assert all(b.bias is not None for b in G.with_masks({"0.weight": net[0].weight != 0}).weight_blocks[:2])
+    mha = TinyTransformer()
+    H = graphprune.from_model(mha, torch.randn(1, 5, 6))
+    sliced = [b for b in H.weight_blocks if b.param_slice is not None]
+    assert sliced and all(b.bias is None for b in sliced)

@@ -1,6 +1,7 @@
 """The default spectral sparsifier (width="auto"): an effective width per layer by node
 leverage, then spectral sampling within it; width="all" is the paper's plain per-layer sampling."""
 
+import importlib
 import math
 
 import numpy as np
@@ -79,7 +80,8 @@ def test_full_width_when_the_budget_allows():
     assert set(sp.width_.values()) == {1.0}
 
 
-@pytest.mark.parametrize("options", [{}, {"edges_per_node": 1.0, "guard": False}, {"iterations": 3}])
+@pytest.mark.parametrize("options", [{}, {"edges_per_node": 1.0, "guard": False}, {"iterations": 3},
+                                     {"positive_paths": True}])
 def test_width_conforms(options):
     check_sparsifier(get_sparsifier("spectral"), options=options)
 
@@ -314,3 +316,104 @@ def test_width_functions_take_explicit_arguments():
     assert budgets == {units[0].name: 18, units[1].name: 8}
     _, _, budgets = choose_width(G, units[1:], units[:1], {units[1].name: 5}, 0.02, allocation="nodes", **opts)
     assert budgets[units[0].name] == units[0].num_edges  # a unit kept dense keeps its whole size
+
+
+# -- positive_paths: kept nodes and edges that pass a signal through rectifiers ------------------------------------
+def _relu_mlp(seed=0, widths=(16, 64, 64, 64, 8)):
+    torch.manual_seed(seed)
+    layers = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    net = torch.nn.Sequential(*layers[:-1])
+    return net, graphprune.from_model(net, torch.rand(2, widths[0]))
+
+
+def _tiers_by_loop(W, bias, kept_src):
+    """The documented tiers with Python loops: net = sum of W[i, j] over kept sources j."""
+    out = []
+    for i in range(W.shape[0]):
+        net = sum(float(W[i, j]) for j in range(W.shape[1]) if kept_src[j])
+        out.append(0 if net > 0 and float(bias[i]) >= 0 else 1 if net > 0 else 2)
+    return np.array(out)
+
+
+def test_positive_tiers_by_hand():
+    """Tiers of a 3-node layer fed by 2 kept of 3 hidden nodes, by hand: sums 0.5 - 0.25 = 0.25 (bias 0.1: tier
+    0), 1 - 0 = 1 (bias -0.5: tier 1), -2 + 1 = -1 (bias 3: tier 2); a layer fed by the input has no tiers."""
+    width = importlib.import_module("graphprune.sparsify.spectral.width")
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 3))
+    with torch.no_grad():
+        net[2].weight.copy_(torch.tensor([[0.5, 9.0, -0.25], [1.0, -9.0, 0.0], [-2.0, 9.0, 1.0]]))
+        net[2].bias.copy_(torch.tensor([0.1, -0.5, 3.0]))
+    G = graphprune.from_model(net, torch.rand(1, 2))
+    b1, b2 = G.weight_blocks
+    kept = {"input": np.ones(2, bool), b1.dst: np.array([True, False, True])}
+    assert width.positive_tiers(G, b2.dst, kept).tolist() == [0, 1, 2]
+    assert width.positive_tiers(G, b1.dst, kept) is None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_positive_paths_keeps_tier_order_and_positive_edges(seed):
+    """At 100x on a ReLU MLP, with ``positive_paths=True`` every hidden layer fed by a hidden layer keeps nodes
+    of the best tiers available (tiers from the dense weights and the kept sources, by loops), and every kept edge
+    out of a hidden layer is positive where the kept nodes' positive edges hold the block's budget. The default
+    keeps a node of a worse tier than one it leaves out, on each of these seeds."""
+    net, G = _relu_mlp(seed)
+    lin = [m for m in net if isinstance(m, torch.nn.Linear)]
+
+    def check(masks):
+        used = [masks[f"{2 * i}.weight"].any(0).numpy() for i in range(len(lin))]  # kept sources of layer i
+        used.append(masks[f"{2 * (len(lin) - 1)}.weight"].any(1).numpy())
+        worse = False
+        for i in range(1, len(lin) - 1):  # hidden layers fed by a hidden layer: destinations of lin[i]
+            W, b = lin[i].weight.detach().numpy(), lin[i].bias.detach().numpy()
+            tiers = _tiers_by_loop(W, b, used[i])
+            kept_dst = used[i + 1]
+            worse |= bool(tiers[kept_dst].max() > tiers[~kept_dst].min())
+        return worse
+
+    sp = get_sparsifier("spectral")(density=1 / 100, seed=seed, positive_paths=True)
+    masks = sp.sparsify(G)
+    assert not check(masks)
+    for i in range(1, len(lin)):
+        m, W = masks[f"{2 * i}.weight"].numpy(), lin[i].weight.detach().numpy()
+        src, dst = m.any(0), m.any(1)
+        if int(((W > 0) & np.outer(dst, src)).sum()) >= int(m.sum()):
+            assert (W[m] > 0).all()
+    assert check(graphprune.sparsify(G, "spectral", density=1 / 100, seed=seed))
+
+
+def test_positive_paths_passes_a_signal_where_the_default_does_not():
+    """The study's three-channel ``cnn2d-deep`` at 1000x (seeds of the guide's diagnosis): on non-negative inputs
+    the default's pruned network gives the same output for every input on some seeds, ``positive_paths`` on none."""
+    x = torch.rand(256, 3 * 16 * 16)
+    flat = {}
+    for positive in (False, True):
+        flat[positive] = 0
+        for seed in (1, 2, 6, 7):
+            model = build_model("cnn2d-deep", features=3 * 16 * 16, classes=10, seed=seed)
+            G = graphprune.from_model(model, x[:2])
+            masks = graphprune.sparsify(G, "spectral", density=1e-3, seed=seed, positive_paths=positive)
+            graphprune.apply_masks(model, G, masks)
+            with torch.no_grad():
+                flat[positive] += int(model(x).std(0).max() == 0)
+    assert flat[False] >= 1 and flat[True] == 0
+
+
+def test_positive_paths_changes_nothing_where_no_node_is_removed():
+    net, G = _relu_mlp(0)
+    a = graphprune.sparsify(G, "spectral", sparsity=0.5, seed=3)
+    b = graphprune.sparsify(G, "spectral", sparsity=0.5, seed=3, positive_paths=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_positive_paths_auto_follows_the_width():
+    """``"auto"`` is True with ``width="auto"`` and False with ``width="all"`` (True there is refused)."""
+    net, G = _relu_mlp(1)
+    sp = lambda **kw: graphprune.sparsify(G, "spectral", density=1 / 100, seed=1, **kw)  # noqa: E731
+    for width, same in (("auto", True), ("all", False)):
+        a = sp(width=width, positive_paths="auto")
+        b = sp(width=width, positive_paths=same) if (width, same) != ("all", True) else None
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    t, f = sp(positive_paths=True), sp(positive_paths=False)
+    assert any(not torch.equal(t[k], f[k]) for k in t)

@@ -109,6 +109,20 @@ class SpectralSparsifier(Sparsifier):
         100x on one, 33.9% against 39.8% on a 1-D CNN). With ``min_nodes="auto"`` its masks are those of ``False, 4`` on
         every network without such a flatten, and of ``True, 1`` on every network with one. Networks with no
         flatten of a spatial map (MLPs, transformers, global-pooling CNNs) get the same masks either way.
+    positive_paths : bool or "auto", default False
+        ``width="auto"``, where nodes are removed: choose the kept nodes and edges so that a rectified network's
+        kept paths pass a signal at initialisation (``"auto"``: True with ``width="auto"``, False with
+        ``width="all"``). A hidden layer fed by a hidden layer keeps first the nodes whose summed in-weight from
+        the kept nodes is positive and whose bias is not negative, then those with a positive sum, then the rest
+        (leverage orders each tier; :func:`~graphprune.sparsify.spectral.width.positive_tiers`); the cover and the
+        sampling take positive edges out of hidden layers first (a negative edge's leverage times
+        :data:`~graphprune.sparsify.spectral.width.NEGATIVE_FACTOR`). The premise is non-negative hidden inputs
+        (ReLU, its pooling and flatten) and no normalisation between a layer and its rectifier: a node whose kept
+        in-weights sum below zero, or whose negative bias outweighs inputs that pruning has shrunk, then outputs
+        zero for every input and the paths through it are dead, which neither ``|w|``-based spectral sampling nor
+        SynFlow sees. Biases come from :attr:`Block.bias <graphprune.graph.Block.bias>` (0 where the export found
+        none). Masks where no node is removed are unchanged. Measured in docs/source/guides/study.md ("Why runs
+        train to chance").
     iterations : int, default 1
         One shot (1), or rounds at densities ``d^(r / iterations)``, each recomputing widths and resistances on
         the graph kept so far (the exponential schedule of iterative SynFlow). Either width.
@@ -229,7 +243,7 @@ class SpectralSparsifier(Sparsifier):
         "min_nodes": [Interval(numbers.Integral, 1, None), Options(("auto",))],
         "cover": [Boolean()],
         "channels": [Boolean(), Options(("auto",))],
-        "positive_paths": [Boolean()],
+        "positive_paths": [Boolean(), Options(("auto",))],
         "iterations": [Interval(numbers.Integral, 1, None)],
         "view": [Options(VIEWS)],
         "scope": [Options(SCOPES)],
@@ -248,6 +262,11 @@ class SpectralSparsifier(Sparsifier):
         if self.allocation == "auto":
             return "erk" if self.width == "auto" else "uniform"
         return self.allocation
+
+    def _positive(self) -> bool:
+        if self.positive_paths == "auto":
+            return self.width == "auto"
+        return bool(self.positive_paths)
 
     def _guarded(self) -> bool:
         return self.width == "auto" if self.guard == "auto" else bool(self.guard)
@@ -278,7 +297,7 @@ class SpectralSparsifier(Sparsifier):
                         f"The '{name}' parameter of {cls} can be {bad!r} only with width='all' (the paper's "
                         f"per-layer sampling over every node); the default width='auto' chooses the kept nodes "
                         f"first and samples per block. Pass width='all', or {name}={ok!r}.")
-        elif self.positive_paths:
+        elif self.positive_paths is True:
             raise ParameterError(f"The 'positive_paths' parameter of {cls} can be True only with width='auto' (it "
                                  "acts where nodes are removed); with width='all' pass positive_paths=False.")
         elif self.allocation == "nodes":
@@ -332,7 +351,7 @@ class SpectralSparsifier(Sparsifier):
                 graph, todo, [b for b in units if self.keeps_dense(b)], self.allocate(graph, todo, d),
                 d, allocation=self._allocation(), edges_per_node=self.edges_per_node, min_nodes=self.min_nodes,
                 channels=self.channels if self.channels == "auto" else bool(self.channels), cover=bool(self.cover),
-                engine=self._engine(), positive_paths=bool(self.positive_paths))
+                engine=self._engine(), positive_paths=self._positive())
             self._ks = ks
             self._kept = None if all(k.all() for k in kept.values()) else kept
         else:
@@ -399,7 +418,7 @@ class SpectralSparsifier(Sparsifier):
         if self.width == "auto":
             lev = self._leverage_once(ctx) if _width.keeps_all(ctx.block, self._kept) else None
             return _width.mask_within(ctx, k, self._kept, lev, guard=self._guarded(), engine=self._engine(),
-                                      positive=bool(self.positive_paths))
+                                      positive=self._positive())
         avail = ctx.available.reshape(-1).numpy()
         if self.sampling == "without_replacement" and not self._guarded() and not self.reweight:
             # the block's last use of its leverage: the sampling keys are written over it (one float64 array)
