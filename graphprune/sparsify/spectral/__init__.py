@@ -215,9 +215,8 @@ class SpectralSparsifier(Sparsifier):
 
     def __init__(self, sparsity=None, *, width="auto", allocation="auto", guard="auto", edges_per_node=8.0,
                  min_nodes="auto", cover=True, channels="auto", positive_paths=False, iterations=1, view="channel",
-                 scope="block",
-                 resistance="auto", sampling="without_replacement", reweight=False, dtype=None, backend="auto",
-                 **kwargs):
+                 scope="block", resistance="auto", sampling="without_replacement", reweight=False, dtype=None,
+                 backend="auto", **kwargs):
         super().__init__(sparsity, allocation=allocation, **kwargs)
         self.width = width
         self.guard = guard

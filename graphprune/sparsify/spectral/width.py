@@ -42,7 +42,9 @@ def choose_width(graph, units, dense, budgets, d, *, allocation, edges_per_node,
     through identity edges that count as the nodes that feed them (:func:`channel_sizes`: a flattened
     ``C x H x W`` feature map counts ``C``, not ``C H W``), in ``E`` and in the ERK budgets (the Linear after the
     flatten has ``C`` inputs there). With ``cover`` (the default) each block's budget is at least the edges that
-    cover its kept nodes (:func:`cover_floors`).
+    cover its kept nodes (:func:`cover_floors`). With ``positive_paths`` the nodes of a reduced partition are ranked
+    by :func:`positive_tiers` first and by leverage within a tier (partitions are visited in topological order, so
+    the kept sources are known).
     """
     spatial = spatial_flattens(graph) if "auto" in (channels, min_nodes) else frozenset()
     counted = counted_by_channels(graph, channels, spatial)
