@@ -196,6 +196,8 @@ def cmd_prune_checkpoint(args):
         options["allocation"] = args.allocation
     if args.width is not None:
         options["width"] = args.width
+    if args.positive_paths:
+        options["positive_paths"] = True
     table = graphprune.prune_checkpoint(args.model, args.out, args.sparsifier, sparsity=args.sparsity,
                                         seed=args.seed, executor=_executor(args), progress=not args.quiet,
                                         **options)
@@ -215,15 +217,18 @@ def cmd_prune(args):
     options = _sparsifier_options(args, model)
     if args.allocation is not None:
         options["allocation"] = args.allocation
-    if args.width is not None:
+    for flag, name, value in (("--width", "width", args.width),
+                              ("--positive-paths", "positive_paths", True if args.positive_paths else None)):
+        if value is None:
+            continue
         from .sparsify import get_sparsifier
 
-        if "width" not in get_sparsifier(args.sparsifier)._get_param_names():  # spectral and its subclasses
+        if name not in get_sparsifier(args.sparsifier)._get_param_names():  # spectral and its subclasses
             from .errors import ParameterError
 
-            raise ParameterError(f"--width applies to the spectral sparsifier only. Got --sparsifier "
-                                 f"{args.sparsifier!r}; drop --width or use --sparsifier spectral.")
-        options["width"] = args.width
+            raise ParameterError(f"{flag} applies to the spectral sparsifier only. Got --sparsifier "
+                                 f"{args.sparsifier!r}; drop {flag} or use --sparsifier spectral.")
+        options[name] = value
     executor = _executor(args)
     if executor is not None:
         options["executor"] = executor
@@ -346,6 +351,9 @@ def build_parser():
                     "magnitude and degree, global for snip/grasp/synflow)")
     pr.add_argument("--width", choices=WIDTHS, help="spectral only: auto (default) chooses an effective "
                     "width below 8 edges per node; all keeps every node (the paper's per-layer sampling)")
+    pr.add_argument("--positive-paths", action="store_true", help="spectral only, for pruning at initialisation: "
+                    "where nodes are removed, keep the nodes and edges that pass a signal through ReLUs "
+                    "(positive_paths=True)")
     pr.add_argument("--data", help="batches for data-dependent sparsifiers (snip, grasp): a dataset name ("
                     f"{', '.join(DATASETS)}) or package.module:loader")
     pr.add_argument("--batches", type=int, default=None,

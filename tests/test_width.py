@@ -417,3 +417,23 @@ def test_positive_paths_auto_follows_the_width():
         assert all(torch.equal(a[k], b[k]) for k in a)
     t, f = sp(positive_paths=True), sp(positive_paths=False)
     assert any(not torch.equal(t[k], f[k]) for k in t)
+
+
+def test_cli_positive_paths_gives_the_options_masks(tmp_path):
+    """``graphprune prune ... --positive-paths`` writes the masks of ``sparsify(G, "spectral",
+    positive_paths=True)`` (and they differ from the default's at this sparsity)."""
+    from graphprune.cli import main
+
+    from graphprune.experiments.models import MLP
+
+    out = tmp_path / "m.pt"
+    torch.manual_seed(0)  # the CLI builds MLP() under the global generator
+    assert main(["prune", "graphprune.experiments.models:MLP", "--input-shape", "1,40", "--sparsity", "0.99",
+                 "--positive-paths", "--quiet", "--out", str(out)]) == 0
+    got = graphprune.load_masks(out)
+    torch.manual_seed(0)
+    G = graphprune.from_model(MLP(), torch.randn(1, 40))
+    want = graphprune.sparsify(G, "spectral", sparsity=0.99, seed=0, positive_paths=True)
+    plain = graphprune.sparsify(G, "spectral", sparsity=0.99, seed=0)
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    assert any(not torch.equal(plain[k], want[k]) for k in want)
