@@ -423,7 +423,6 @@ def test_cli_positive_paths_gives_the_options_masks(tmp_path):
     """``graphprune prune ... --positive-paths`` writes the masks of ``sparsify(G, "spectral",
     positive_paths=True)`` (and they differ from the default's at this sparsity)."""
     from graphprune.cli import main
-
     from graphprune.experiments.models import MLP
 
     out = tmp_path / "m.pt"
