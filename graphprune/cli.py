@@ -191,13 +191,9 @@ def cmd_prune_checkpoint(args):
         if getattr(args, flag):
             raise _Fail(f"--{flag.replace('_', '-')} does not apply to a checkpoint directory (it is pruned from "
                         "disk into --out)")
-    options = {}
+    options = _spectral_options(args)
     if args.allocation is not None:
         options["allocation"] = args.allocation
-    if args.width is not None:
-        options["width"] = args.width
-    if args.positive_paths:
-        options["positive_paths"] = True
     table = graphprune.prune_checkpoint(args.model, args.out, args.sparsifier, sparsity=args.sparsity,
                                         seed=args.seed, executor=_executor(args), progress=not args.quiet,
                                         **options)
@@ -207,16 +203,10 @@ def cmd_prune_checkpoint(args):
     print(f"pruned checkpoint written to {args.out}")
 
 
-def cmd_prune(args):
-    import graphprune
-
-    if os.path.isdir(args.model):
-        return cmd_prune_checkpoint(args)
-    args.out = args.out or "masks.pt"
-    model, G = _graph(args)
-    options = _sparsifier_options(args, model)
-    if args.allocation is not None:
-        options["allocation"] = args.allocation
+def _spectral_options(args) -> dict:
+    """The spectral-only flags (--width, --positive-paths) as sparsifier options; a clear error when the chosen
+    sparsifier has no such parameter."""
+    options = {}
     for flag, name, value in (("--width", "width", args.width),
                               ("--positive-paths", "positive_paths", True if args.positive_paths else None)):
         if value is None:
@@ -229,6 +219,20 @@ def cmd_prune(args):
             raise ParameterError(f"{flag} applies to the spectral sparsifier only. Got --sparsifier "
                                  f"{args.sparsifier!r}; drop {flag} or use --sparsifier spectral.")
         options[name] = value
+    return options
+
+
+def cmd_prune(args):
+    import graphprune
+
+    if os.path.isdir(args.model):
+        return cmd_prune_checkpoint(args)
+    args.out = args.out or "masks.pt"
+    model, G = _graph(args)
+    options = _sparsifier_options(args, model)
+    if args.allocation is not None:
+        options["allocation"] = args.allocation
+    options.update(_spectral_options(args))
     executor = _executor(args)
     if executor is not None:
         options["executor"] = executor

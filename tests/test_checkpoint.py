@@ -284,6 +284,11 @@ def test_cli_prunes_a_model_directory(src, tmp_path, capsys):
     assert all(torch.equal(v, out.state_dict()[k]) for k, v in ref.state_dict().items())
     assert main(["prune", src, "--sparsity", "0.5", "--out", dst, "--quiet"]) == 2  # dst exists now
     assert "already exists" in capsys.readouterr().err
+    for flag in (["--positive-paths"], ["--width", "all"]):  # spectral-only flags: a clear error, nothing written
+        other = str(tmp_path / "other")
+        assert main(["prune", src, "--sparsifier", "magnitude", *flag, "--out", other, "--quiet"]) == 2
+        assert f"{flag[0]} applies to the spectral sparsifier only" in capsys.readouterr().err
+        assert not os.path.exists(other)
 
 
 def _ids(n=4, t=16, seed=0):
