@@ -203,12 +203,15 @@ def cmd_prune_checkpoint(args):
     print(f"pruned checkpoint written to {args.out}")
 
 
+_POSITIVE = {"on": True, "off": False, "auto": "auto"}
+
+
 def _spectral_options(args) -> dict:
     """The spectral-only flags (--width, --positive-paths) as sparsifier options; a clear error when the chosen
     sparsifier has no such parameter."""
     options = {}
     for flag, name, value in (("--width", "width", args.width),
-                              ("--positive-paths", "positive_paths", True if args.positive_paths else None)):
+                              ("--positive-paths", "positive_paths", _POSITIVE.get(args.positive_paths))):
         if value is None:
             continue
         from .sparsify import get_sparsifier
@@ -355,9 +358,10 @@ def build_parser():
                     "magnitude and degree, global for snip/grasp/synflow)")
     pr.add_argument("--width", choices=WIDTHS, help="spectral only: auto (default) chooses an effective "
                     "width below 8 edges per node; all keeps every node (the paper's per-layer sampling)")
-    pr.add_argument("--positive-paths", action="store_true", help="spectral only, for pruning at initialisation: "
-                    "where nodes are removed, keep the nodes and edges that pass a signal through ReLUs "
-                    "(positive_paths=True)")
+    pr.add_argument("--positive-paths", nargs="?", const="on", choices=tuple(_POSITIVE), help="spectral only: "
+                    "where nodes are removed, keep the nodes and edges that pass a signal through ReLUs at "
+                    "initialisation; auto (default) where a kept layer is narrower than 4 nodes, on (the flag "
+                    "alone; for pruning at initialisation) wherever nodes are removed, off never")
     pr.add_argument("--data", help="batches for data-dependent sparsifiers (snip, grasp): a dataset name ("
                     f"{', '.join(DATASETS)}) or package.module:loader")
     pr.add_argument("--batches", type=int, default=None,

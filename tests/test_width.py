@@ -309,12 +309,13 @@ def test_width_functions_take_explicit_arguments():
     units = list(G.weight_blocks)
     counts = {units[0].name: 20, units[1].name: 5}
     opts = dict(edges_per_node=2.0, min_nodes=4, engine=Engine())
-    kept, width, budgets = choose_width(G, units, [], counts, 0.02, allocation="uniform", **opts)
-    assert int(kept[units[0].dst].sum()) == 6 and budgets is None
+    kept, width, budgets, positive = choose_width(G, units, [], counts, 0.02, allocation="uniform", **opts)
+    assert int(kept[units[0].dst].sum()) == 6 and budgets is None and positive is False  # positive_paths=False
     assert width[units[0].dst] == 6 / 64 and width[units[0].src] == width[units[1].dst] == 1.0
-    _, _, budgets = choose_width(G, units, [], counts, 0.02, allocation="nodes", **opts)
+    _, _, budgets, _ = choose_width(G, units, [], counts, 0.02, allocation="nodes", **opts)
     assert budgets == {units[0].name: 18, units[1].name: 8}
-    _, _, budgets = choose_width(G, units[1:], units[:1], {units[1].name: 5}, 0.02, allocation="nodes", **opts)
+    _, _, budgets, _ = choose_width(G, units[1:], units[:1], {units[1].name: 5}, 0.02, allocation="nodes",
+                                    **opts)
     assert budgets[units[0].name] == units[0].num_edges  # a unit kept dense keeps its whole size
 
 
@@ -380,15 +381,17 @@ def test_positive_paths_keeps_tier_order_and_positive_edges(seed):
         src, dst = m.any(0), m.any(1)
         if int(((W > 0) & np.outer(dst, src)).sum()) >= int(m.sum()):
             assert (W[m] > 0).all()
-    assert check(graphprune.sparsify(G, "spectral", density=1 / 100, seed=seed))
+    assert check(graphprune.sparsify(G, "spectral", density=1 / 100, seed=seed, positive_paths=False))
 
 
-def test_positive_paths_passes_a_signal_where_the_default_does_not():
+def test_positive_paths_passes_a_signal_where_the_former_default_does_not():
     """The study's three-channel ``cnn2d-deep`` at 1000x (seeds of the guide's diagnosis): on non-negative inputs
-    the default's pruned network gives the same output for every input on some seeds, ``positive_paths`` on none."""
+    the former default's pruned network (``positive_paths=False``) gives the same output for every input on some
+    seeds, ``positive_paths=True`` on none, and neither does the default ``"auto"`` (its kept layers are 1 or 2
+    channels wide, so it applies)."""
     x = torch.rand(256, 3 * 16 * 16)
     flat = {}
-    for positive in (False, True):
+    for positive in (False, True, "auto"):
         flat[positive] = 0
         for seed in (1, 2, 6, 7):
             model = build_model("cnn2d-deep", features=3 * 16 * 16, classes=10, seed=seed)
@@ -397,7 +400,7 @@ def test_positive_paths_passes_a_signal_where_the_default_does_not():
             graphprune.apply_masks(model, G, masks)
             with torch.no_grad():
                 flat[positive] += int(model(x).std(0).max() == 0)
-    assert flat[False] >= 1 and flat[True] == 0
+    assert flat[False] >= 1 and flat[True] == 0 and flat["auto"] == 0
 
 
 def test_positive_paths_changes_nothing_where_no_node_is_removed():
@@ -407,16 +410,41 @@ def test_positive_paths_changes_nothing_where_no_node_is_removed():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_positive_paths_auto_follows_the_width():
-    """``"auto"`` is True with ``width="auto"`` and False with ``width="all"`` (True there is refused)."""
+def test_resolve_positive_by_hand():
+    """``"auto"`` applies when some reduced layer keeps at most 3 nodes (NARROW_NODES); True and False as given;
+    nothing applies where no node is removed."""
+    width = importlib.import_module("graphprune.sparsify.spectral.width")
+    assert width.NARROW_NODES == 3
+    assert width.resolve_positive("auto", {"a": 9, "b": 3}) is True
+    assert width.resolve_positive("auto", {"a": 4, "b": 64}) is False
+    assert width.resolve_positive(True, {"a": 64}) is True and width.resolve_positive(False, {"a": 1}) is False
+    assert width.resolve_positive(True, {}) is False and width.resolve_positive("auto", {}) is False
+
+
+def test_positive_paths_auto_where_a_layer_is_narrow():
+    """The default ``"auto"`` gives ``True``'s masks where a reduced layer keeps 3 nodes or fewer (here 2, with
+    ``min_nodes=2`` at 1000x), ``False``'s where every reduced layer keeps 4 or more (the MLP's floor at 100x), where
+    a layer of 3 nodes is kept whole, and with ``width="all"`` (where True is refused); ``positive_paths_``
+    says which."""
+    def masks(G, **kw):
+        sp = get_sparsifier("spectral")(seed=1, **kw)
+        return sp.sparsify(G), sp.positive_paths_
+
+    def same(a, b):
+        return all(torch.equal(a[k], b[k]) for k in a)
+
     net, G = _relu_mlp(1)
-    sp = lambda **kw: graphprune.sparsify(G, "spectral", density=1 / 100, seed=1, **kw)  # noqa: E731
-    for width, same in (("auto", True), ("all", False)):
-        a = sp(width=width, positive_paths="auto")
-        b = sp(width=width, positive_paths=same) if (width, same) != ("all", True) else None
-        assert all(torch.equal(a[k], b[k]) for k in a)
-    t, f = sp(positive_paths=True), sp(positive_paths=False)
-    assert any(not torch.equal(t[k], f[k]) for k in t)
+    (a, on), (t, _), (f, _) = (masks(G, density=1e-3, min_nodes=2, positive_paths=p) for p in ("auto", True, False))
+    assert on and same(a, t) and not same(t, f)
+    assert int(a["2.weight"].any(1).sum()) <= 3
+    (a, on), (t, _), (f, _) = (masks(G, density=1e-2, positive_paths=p) for p in ("auto", True, False))
+    assert not on and same(a, f) and not same(t, f)
+    net, G = _relu_mlp(1, widths=(16, 64, 3, 64, 8))  # the 3-node layer is kept whole: not reduced
+    (a, on), (f, _) = (masks(G, density=1e-2, positive_paths=p) for p in ("auto", False))
+    assert not on and same(a, f)
+    net, G = _relu_mlp(1)
+    (a, on), (f, _) = (masks(G, density=1e-2, width="all", positive_paths=p) for p in ("auto", False))
+    assert not on and same(a, f)
 
 
 def test_cli_positive_paths_gives_the_options_masks(tmp_path):
@@ -436,3 +464,10 @@ def test_cli_positive_paths_gives_the_options_masks(tmp_path):
     plain = graphprune.sparsify(G, "spectral", sparsity=0.99, seed=0)
     assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
     assert any(not torch.equal(plain[k], want[k]) for k in want)
+    for value, option in (("off", False), ("auto", "auto")):
+        torch.manual_seed(0)
+        assert main(["prune", "graphprune.experiments.models:MLP", "--input-shape", "1,40", "--sparsity", "0.99",
+                     "--positive-paths", value, "--quiet", "--out", str(out)]) == 0
+        got = graphprune.load_masks(out)
+        want = graphprune.sparsify(G, "spectral", sparsity=0.99, seed=0, positive_paths=option)
+        assert all(torch.equal(got[k], want[k]) for k in want) and all(torch.equal(plain[k], want[k]) for k in want)

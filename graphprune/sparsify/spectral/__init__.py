@@ -109,20 +109,27 @@ class SpectralSparsifier(Sparsifier):
         100x on one, 33.9% against 39.8% on a 1-D CNN). With ``min_nodes="auto"`` its masks are those of ``False, 4`` on
         every network without such a flatten, and of ``True, 1`` on every network with one. Networks with no
         flatten of a spatial map (MLPs, transformers, global-pooling CNNs) get the same masks either way.
-    positive_paths : bool or "auto", default False
+    positive_paths : bool or "auto", default "auto"
         ``width="auto"``, where nodes are removed: choose the kept nodes and edges so that a rectified network's
-        kept paths pass a signal at initialisation (``"auto"``: True with ``width="auto"``, False with
-        ``width="all"``). A hidden layer fed by a hidden layer keeps first the nodes whose summed in-weight from
-        the kept nodes is positive and whose bias is not negative, then those with a positive sum, then the rest
-        (leverage orders each tier; :func:`~graphprune.sparsify.spectral.width.positive_tiers`); the cover and the
-        sampling take positive edges out of hidden layers first (a negative edge's leverage times
+        kept paths pass a signal at initialisation. ``True`` wherever nodes are removed (the setting for pruning at
+        initialisation); ``"auto"`` only on a network whose narrowest reduced layer keeps at most
+        :data:`~graphprune.sparsify.spectral.width.NARROW_NODES` (3) nodes
+        (:func:`~graphprune.sparsify.spectral.width.resolve_positive`), which with ``min_nodes="auto"`` happens only
+        on CNNs with a flatten of a spatial map at high compression; ``False`` never. The fitted
+        ``positive_paths_`` says whether it applied. A hidden layer fed by a hidden layer keeps first the nodes
+        whose summed in-weight from the kept nodes is positive and whose bias is not negative, then those with a
+        positive sum, then the rest (leverage orders each tier;
+        :func:`~graphprune.sparsify.spectral.width.positive_tiers`); the cover and the sampling take positive
+        edges out of hidden layers first (a negative edge's leverage times
         :data:`~graphprune.sparsify.spectral.width.NEGATIVE_FACTOR`). The premise is non-negative hidden inputs
         (ReLU, its pooling and flatten) and no normalisation between a layer and its rectifier: a node whose kept
         in-weights sum below zero, or whose negative bias outweighs inputs that pruning has shrunk, then outputs
         zero for every input and the paths through it are dead, which neither ``|w|``-based spectral sampling nor
-        SynFlow sees. Biases come from :attr:`Block.bias <graphprune.graph.Block.bias>` (0 where the export found
-        none). Masks where no node is removed are unchanged. Measured in docs/source/guides/study.md ("Why runs
-        train to chance").
+        SynFlow sees. A layer of one to three kept nodes is wholly silenced with high probability (each node is,
+        with probability about one half at initialisation). On trained networks the rule costs accuracy where the
+        kept layers are wider (the MNIST-1D CNN after training, 100x: 20.5% against 28.9%), hence ``"auto"``.
+        Biases come from :attr:`Block.bias <graphprune.graph.Block.bias>` (0 where the export found none).
+        Measured in docs/source/guides/study.md ("Why runs train to chance", the sixth and seventh questions).
     iterations : int, default 1
         One shot (1), or rounds at densities ``d^(r / iterations)``, each recomputing widths and resistances on
         the graph kept so far (the exponential schedule of iterative SynFlow). Either width.
@@ -214,7 +221,7 @@ class SpectralSparsifier(Sparsifier):
     context_dtype = None  # the weights as they are: |w| is exact in float64 whatever their dtype
 
     def __init__(self, sparsity=None, *, width="auto", allocation="auto", guard="auto", edges_per_node=8.0,
-                 min_nodes="auto", cover=True, channels="auto", positive_paths=False, iterations=1, view="channel",
+                 min_nodes="auto", cover=True, channels="auto", positive_paths="auto", iterations=1, view="channel",
                  scope="block", resistance="auto", sampling="without_replacement", reweight=False, dtype=None,
                  backend="auto", **kwargs):
         super().__init__(sparsity, allocation=allocation, **kwargs)
@@ -261,11 +268,6 @@ class SpectralSparsifier(Sparsifier):
         if self.allocation == "auto":
             return "erk" if self.width == "auto" else "uniform"
         return self.allocation
-
-    def _positive(self) -> bool:
-        if self.positive_paths == "auto":
-            return self.width == "auto"
-        return bool(self.positive_paths)
 
     def _guarded(self) -> bool:
         return self.width == "auto" if self.guard == "auto" else bool(self.guard)
@@ -318,6 +320,7 @@ class SpectralSparsifier(Sparsifier):
             masks = Sparsifier.sparsify(step, H)
             widths = getattr(step, "width_", None)
             self.scales_, self.resistance_method_ = step.scales_, step.resistance_method_
+            self.positive_paths_ = step.positive_paths_
             H = graph.with_masks(masks)
         self.width_ = widths
         return masks
@@ -346,15 +349,16 @@ class SpectralSparsifier(Sparsifier):
         if self.width == "auto":
             units = self.units(graph)
             todo = [b for b in units if not self.keeps_dense(b)]
-            kept, self.width_, ks = _width.choose_width(
+            kept, self.width_, ks, self.positive_paths_ = _width.choose_width(
                 graph, todo, [b for b in units if self.keeps_dense(b)], self.allocate(graph, todo, d),
                 d, allocation=self._allocation(), edges_per_node=self.edges_per_node, min_nodes=self.min_nodes,
                 channels=self.channels if self.channels == "auto" else bool(self.channels), cover=bool(self.cover),
-                engine=self._engine(), positive_paths=self._positive())
+                engine=self._engine(), positive_paths=self.positive_paths)
             self._ks = ks
             self._kept = None if all(k.all() for k in kept.values()) else kept
         else:
             self.width_ = {p.name: 1.0 for p in graph.partitions}
+            self.positive_paths_ = False
 
     def release(self):
         self._cache, self._graph_R = {}, None
@@ -417,7 +421,7 @@ class SpectralSparsifier(Sparsifier):
         if self.width == "auto":
             lev = self._leverage_once(ctx) if _width.keeps_all(ctx.block, self._kept) else None
             return _width.mask_within(ctx, k, self._kept, lev, guard=self._guarded(), engine=self._engine(),
-                                      positive=self._positive())
+                                      positive=self.positive_paths_)
         avail = ctx.available.reshape(-1).numpy()
         if self.sampling == "without_replacement" and not self._guarded() and not self.reweight:
             # the block's last use of its leverage: the sampling keys are written over it (one float64 array)

@@ -19,15 +19,16 @@ import torch
 from ..allocation import erk_counts
 from ..sampling import weighted_sample
 
-__all__ = ["choose_width", "positive_tiers", "NEGATIVE_FACTOR", "channel_sizes", "counted_by_channels",
+__all__ = ["choose_width", "positive_tiers", "resolve_positive", "NEGATIVE_FACTOR", "NARROW_NODES", "channel_sizes", "counted_by_channels",
            "spatial_flattens", "resolve_min_nodes", "cover_floors", "fitted_budgets", "keeps_all", "mask_within",
            "edge_cover", "grid_edge_cover"]
 
 
 def choose_width(graph, units, dense, budgets, d, *, allocation, edges_per_node, min_nodes, channels=False,
                  cover=True, engine, positive_paths=False):
-    """``(kept, width, budgets)``: the kept nodes per partition (bool arrays; all True where nothing is removed),
-    the fraction kept per partition, and per-block budgets (``None``: the allocation's own, unchanged).
+    """``(kept, width, budgets, positive)``: the kept nodes per partition (bool arrays; all True where nothing is
+    removed), the fraction kept per partition, per-block budgets (``None``: the allocation's own, unchanged) and
+    whether ``positive_paths`` applies (:func:`resolve_positive`).
 
     ``units`` are the prunable units, ``dense`` the units kept dense, ``budgets`` the allocation's edges per
     prunable unit (``allocation``: ``"erk"``, ``"nodes"`` (started from uniform counts), ``"uniform"`` or a dict)
@@ -42,9 +43,10 @@ def choose_width(graph, units, dense, budgets, d, *, allocation, edges_per_node,
     through identity edges that count as the nodes that feed them (:func:`channel_sizes`: a flattened
     ``C x H x W`` feature map counts ``C``, not ``C H W``), in ``E`` and in the ERK budgets (the Linear after the
     flatten has ``C`` inputs there). With ``cover`` (the default) each block's budget is at least the edges that
-    cover its kept nodes (:func:`cover_floors`). With ``positive_paths`` the nodes of a reduced partition are ranked
-    by :func:`positive_tiers` first and by leverage within a tier (partitions are visited in topological order, so
-    the kept sources are known).
+    cover its kept nodes (:func:`cover_floors`). Where ``positive_paths`` applies (True, or ``"auto"`` on a
+    network whose narrowest reduced layer keeps at most :data:`NARROW_NODES` nodes) the nodes of a reduced
+    partition are ranked by :func:`positive_tiers` first and by leverage within a tier (partitions are visited in
+    topological order, so the kept sources are known).
     """
     spatial = spatial_flattens(graph) if "auto" in (channels, min_nodes) else frozenset()
     counted = counted_by_channels(graph, channels, spatial)
@@ -73,15 +75,22 @@ def choose_width(graph, units, dense, budgets, d, *, allocation, edges_per_node,
         score[b.src] += np.bincount(s, lev, minlength=b.n_src)[: graph.partition(b.src).size] / total
         score[b.dst] += np.bincount(t, lev, minlength=b.n_dst)[: graph.partition(b.dst).size] / total
     weight_dst = {b.dst for b in graph.weight_blocks}
+    n_kept = {}  # nodes kept per partition fed by a weight block
+    if f < 1.0:
+        for p in graph.partitions:
+            if p.role == "hidden" and p.name in weight_dst:
+                n_kept[p.name] = min(p.size, max(int(min_nodes), math.ceil(f * p.size)))
+    positive = resolve_positive(positive_paths, {name: n for name, n in n_kept.items()
+                                                 if n < graph.partition(name).size})
     kept, width = {}, {}
     for p in graph.partitions:
         keep = np.ones(p.size, dtype=bool)
         if f < 1.0 and p.role == "hidden":
             if p.name in weight_dst:
-                n = min(p.size, max(int(min_nodes), math.ceil(f * p.size)))
+                n = n_kept[p.name]
                 keep = np.zeros(p.size, dtype=bool)
                 order = np.argsort(-score[p.name], kind="stable")
-                if positive_paths:
+                if positive:
                     tier = positive_tiers(graph, p.name, kept)
                     if tier is not None:  # tiers first, leverage within a tier
                         order = order[np.argsort(tier[order], kind="stable")]
@@ -98,7 +107,28 @@ def choose_width(graph, units, dense, budgets, d, *, allocation, edges_per_node,
         width[p.name] = float(keep.mean()) if p.size else 1.0
     fit = alloc in ("erk", "igq", "nodes")  # uniform and dict budgets are the user's, per block: kept as given
     fitted = fitted_budgets(graph, units, dense, d, ks, kept, alloc, channels=counted, cover=cover) if fit else None
-    return kept, width, fitted
+    return kept, width, fitted, positive
+
+
+#: ``positive_paths="auto"``: the positive ranking applies when the narrowest reduced layer keeps at most this many
+#: nodes (the default ``min_nodes`` of networks counted by positions). Chosen on the study's sixth question and its
+#: post-training runs (docs/source/guides/study.md, "Seventh question"): on networks pruned at initialisation the
+#: ranking helps at every width, but on trained ones it costs points wherever the kept layers are wider (the
+#: MNIST-1D CNN after training: 20.5% against 28.9% at 100x, where its narrowest layer keeps 6 channels).
+NARROW_NODES = 3
+
+
+def resolve_positive(positive_paths, n_kept) -> bool:
+    """Whether ``positive_paths`` (True, False or ``"auto"``) applies, given ``n_kept``: the number of nodes kept
+    per reduced partition (partition name -> int; empty when no node is removed). ``"auto"``: when some reduced
+    partition keeps at most :data:`NARROW_NODES` nodes, where a layer whose few kept nodes are all silenced by
+    their rectifier at initialisation is likely (each is, with probability about one half) and the whole network
+    then trains from a constant; never where no node is removed."""
+    if not n_kept:
+        return False
+    if positive_paths == "auto":
+        return min(n_kept.values()) <= NARROW_NODES
+    return bool(positive_paths)
 
 
 def positive_tiers(graph, name, kept):
