@@ -19,8 +19,8 @@ import torch
 from ..allocation import erk_counts
 from ..sampling import weighted_sample
 
-__all__ = ["choose_width", "positive_tiers", "resolve_positive", "NEGATIVE_FACTOR", "NARROW_NODES", "channel_sizes", "counted_by_channels",
-           "spatial_flattens", "resolve_min_nodes", "cover_floors", "fitted_budgets", "keeps_all", "mask_within",
+__all__ = ["choose_width", "positive_tiers", "resolve_positive", "NEGATIVE_FACTOR", "NARROW_NODES", "channel_sizes",
+           "counted_by_channels", "spatial_flattens", "resolve_min_nodes", "cover_floors", "fitted_budgets", "keeps_all", "mask_within",
            "edge_cover", "grid_edge_cover"]
 
 
