@@ -20,8 +20,8 @@ from ..allocation import erk_counts
 from ..sampling import weighted_sample
 
 __all__ = ["choose_width", "positive_tiers", "resolve_positive", "NEGATIVE_FACTOR", "NARROW_NODES", "channel_sizes",
-           "counted_by_channels", "spatial_flattens", "resolve_min_nodes", "cover_floors", "fitted_budgets", "keeps_all", "mask_within",
-           "edge_cover", "grid_edge_cover"]
+           "counted_by_channels", "spatial_flattens", "resolve_min_nodes", "cover_floors", "fitted_budgets",
+           "keeps_all", "mask_within", "edge_cover", "grid_edge_cover"]
 
 
 def choose_width(graph, units, dense, budgets, d, *, allocation, edges_per_node, min_nodes, channels=False,
