@@ -75,7 +75,7 @@ class Block:
         The bias added to the destination nodes by the same layer (a module's ``bias`` beside its ``weight``: a
         ``(n_dst,)`` tensor, detached, sharing storage with the model); None when the layer has none, for a slice
         of a parameter, or when the export did not find it. Not an edge: read only by rules that need a node's
-        offset (``SpectralSparsifier(positive_paths=True)``).
+        offset (``SpectralSparsifier``'s ``positive_paths``).
     param_slice : tuple of int or None
         ``(start, stop)`` rows of the parameter backing this block, when the block is a slice (q, k, v of
         ``in_proj_weight``).
